@@ -1,0 +1,414 @@
+"""The RAG environment: how likely a frozen LLM is to answer correctly with one retrieved passage in context.
+
+`AnswerProbabilityReward` scores P(gold answer | prompt(query, passage)) with one teacher-forced forward pass, and turns
+the score into a binary reward with a global threshold or with per-query thresholds calibrated offline against real
+generation. It is a plain callable in the TRL reward-function style.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from .evaluation import has_answer
+
+# Self-RAG / OpenRAG open-QA prompt (OpenRAG App. H), for base models.
+OPENQA_PROMPT = "### Paragraph:\n{paragraphs}\n### Instruction:\n{question}\n### Response:\n"
+# The same content as a user turn, for instruct models with a chat template.
+CHAT_PROMPT = "Answer the question using the paragraph. Reply with the answer only.\n\nParagraph:\n{paragraphs}\n\nQuestion: {question}"
+
+
+def format_paragraphs(passages: Sequence) -> str:
+    """`[1] title\\ntext` blocks, one per passage (strings or `{"title","text"}` dicts)."""
+    blocks = []
+    for i, p in enumerate(passages, 1):
+        if isinstance(p, str):
+            blocks.append(f"[{i}] {p}")
+        else:
+            title = p.get("title") or ""
+            blocks.append(f"[{i}] {title}\n{p['text']}" if title else f"[{i}] {p['text']}")
+    return "\n".join(blocks)
+
+
+@dataclass
+class Calibration:
+    """Offline calibration of the answer-probability proxy against real generation (OpenRAG §3.2).
+
+    Attributes:
+        records: One row per (query, passage): `query`, `passage_id`, `score`, `label` (1 if the greedy generation
+            contains a gold answer), `generation`.
+        thresholds: Per query with both pools non-empty: `max_negative` (best score of a passage whose generation was
+            wrong) and `min_positive` (worst score of one whose generation was right).
+    """
+
+    records: datasets.Dataset
+    thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @classmethod
+    def from_records(cls, records: datasets.Dataset | list[dict]) -> Calibration:
+        records = records if isinstance(records, datasets.Dataset) else datasets.Dataset.from_list(records)
+        pools: dict[str, dict[str, list[float]]] = {}
+        for row in records:
+            pool = pools.setdefault(row["query"], {"pos": [], "neg": []})
+            pool["pos" if row["label"] else "neg"].append(row["score"])
+        thresholds = {
+            q: {"max_negative": max(p["neg"]), "min_positive": min(p["pos"])}
+            for q, p in pools.items()
+            if p["pos"] and p["neg"]  # queries with an empty pool are discarded, as in the paper
+        }
+        return cls(records, thresholds)
+
+    def label(self, query: str, score: float) -> float | None:
+        """1.0 above the query's best offline negative, 0.0 below its worst offline positive, else None."""
+        t = self.thresholds.get(query)
+        if t is None:
+            return None
+        if score > t["max_negative"]:
+            return 1.0
+        if score < t["min_positive"]:
+            return 0.0
+        return None
+
+    def positives(self, query: str) -> list[str]:
+        """Passage ids of the query's offline positive pool."""
+        return [r["passage_id"] for r in self.records if r["query"] == query and r["label"]]
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the records as JSON Lines, atomically."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        self.records.to_json(str(tmp), lines=True)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Calibration:
+        return cls.from_records(datasets.Dataset.from_json(str(path)))
+
+
+class AnswerProbabilityReward:
+    """Reward = does the LLM answer correctly with this passage, judged by P(gold answer | prompt) in one pass.
+
+    Args:
+        model: A causal LM, or the Hub id / local folder of one (a PEFT adapter folder works too).
+        tokenizer: Its tokenizer; defaults to the model's.
+        prompt_template: A template with `{paragraphs}` and `{question}`. Defaults to the OpenRAG open-QA prompt, or,
+            for tokenizers with a chat template, the same content as a user turn.
+        use_chat_template: Wrap the prompt with the tokenizer's chat template; defaults to whether it has one.
+        threshold: A global probability threshold (reward 1 if the score reaches it), or `"calibrated"` for the
+            per-query thresholds of `calibration` (see [`Calibration.label`]).
+        length_normalize: Score with the geometric mean of the answer tokens' probabilities instead of their product.
+        batch_size: Sequences per forward pass.
+        max_length: Longest prompt + answer, in tokens; the passage is cut to fit, never the question or the answer.
+        device, dtype: Where and in which precision to run the model (default: CUDA if available; fp32 on CPU,
+            bf16 on GPU).
+        cache: Keep scores keyed by (query, passage, answers) so no pair is scored twice (`True`, default), or not.
+        calibration: A [`Calibration`] (or the path of one saved with `save`) for `threshold="calibrated"`.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | PreTrainedModel,
+        tokenizer=None,
+        prompt_template: str | None = None,
+        use_chat_template: bool | None = None,
+        threshold: float | str = 0.65,
+        length_normalize: bool = False,
+        batch_size: int = 8,
+        max_length: int = 1024,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        cache: bool = True,
+        calibration: Calibration | str | os.PathLike | None = None,
+    ):
+        if isinstance(threshold, str) and threshold != "calibrated":
+            raise ValueError(f"threshold must be a number or 'calibrated', got {threshold!r}.")
+        if not isinstance(threshold, str) and not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"A probability threshold must lie in [0, 1], got {threshold}.")
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+        if isinstance(model, str | os.PathLike):
+            path = str(model)
+            if os.path.exists(os.path.join(path, "adapter_config.json")):
+                from peft import AutoPeftModelForCausalLM
+
+                model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=dtype)
+            else:
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
+        elif tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(model.config._name_or_path)
+        self.model = model.to(device).eval()
+        self.model.requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.device = device
+        self.use_chat_template = (
+            tokenizer.chat_template is not None if use_chat_template is None else use_chat_template
+        )
+        self.prompt_template = prompt_template or (CHAT_PROMPT if self.use_chat_template else OPENQA_PROMPT)
+        self.threshold = threshold
+        self.length_normalize = length_normalize
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.cache: dict[str, float] | None = {} if cache else None
+        self.cache_hits = 0
+        self.cache_lookups = 0
+        if calibration is not None and not isinstance(calibration, Calibration):
+            calibration = Calibration.load(calibration)
+        self.calibration = calibration
+        self.__name__ = "answer_probability"
+
+    # ------------------------------------------------------------------ prompts
+
+    def build_prompt(self, query: str, passages: Sequence) -> str:
+        """The prompt text for a query with its passages in context, chat template applied when in use."""
+        text = self.prompt_template.format(paragraphs=format_paragraphs(passages), question=query)
+        if self.use_chat_template:
+            text = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+            )
+        return text
+
+    def _prompt_ids(self, query: str, passages: Sequence, budget: int) -> list[int]:
+        """Token ids of the prompt, the passages cut from the end until it fits in `budget` tokens."""
+        add_special = not self.use_chat_template  # a chat template already writes its special tokens
+        ids = self.tokenizer(self.build_prompt(query, passages), add_special_tokens=add_special)["input_ids"]
+        if len(ids) <= budget:
+            return ids
+        empty = [{"title": "", "text": ""} for _ in passages]
+        overhead = len(self.tokenizer(self.build_prompt(query, empty), add_special_tokens=add_special)["input_ids"])
+        if overhead >= budget:
+            raise ValueError(
+                f"The prompt without passages takes {overhead} tokens, over max_length: raise max_length."
+            )
+        per_passage = max(1, (budget - overhead) // max(1, len(passages)))
+        while True:
+            cut = []
+            for p in passages:
+                text = p if isinstance(p, str) else p["text"]
+                tokens = self.tokenizer(text, add_special_tokens=False)["input_ids"][:per_passage]
+                short = self.tokenizer.decode(tokens)
+                cut.append(short if isinstance(p, str) else {**p, "text": short})
+            ids = self.tokenizer(self.build_prompt(query, cut), add_special_tokens=add_special)["input_ids"]
+            if len(ids) <= budget or per_passage == 1:
+                return ids[:budget]
+            per_passage = max(1, per_passage - (len(ids) - budget))
+
+    # ------------------------------------------------------------------ scoring
+
+    @torch.no_grad()
+    def _log_probs(self, sequences: list[tuple[list[int], list[int]]]) -> list[float]:
+        """Sum of log P(answer tokens | prompt) for (prompt_ids, answer_ids) pairs, right-padded manually so the
+        result depends neither on the tokenizer's padding side nor on what else is in the batch."""
+        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i][0]) - len(sequences[i][1]))
+        out = [0.0] * len(sequences)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            seqs = [sequences[i][0] + sequences[i][1] for i in chunk]
+            width = max(map(len, seqs))
+            input_ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(seqs), width), dtype=torch.long)
+            for row, s in enumerate(seqs):
+                input_ids[row, : len(s)] = torch.tensor(s)
+                mask[row, : len(s)] = 1
+            logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            for row, i in enumerate(chunk):
+                n_prompt, n_answer = len(sequences[i][0]), len(sequences[i][1])
+                step_logits = logits[row, n_prompt - 1 : n_prompt + n_answer - 1].float()
+                targets = input_ids[row, n_prompt : n_prompt + n_answer].to(self.device)
+                log_probs = step_logits.log_softmax(-1).gather(1, targets[:, None]).sum()
+                out[i] = log_probs.item() / (n_answer if self.length_normalize else 1)
+        return out
+
+    def _cache_key(self, query: str, passage, answers: Sequence[str]) -> str:
+        return hashlib.sha1(json.dumps([query, passage, list(answers)], sort_keys=True).encode()).hexdigest()
+
+    def score(self, queries: Sequence[str], passages: Sequence, answers: Sequence[Sequence[str] | str]) -> list[float]:
+        """P(gold answer | prompt(query, passage)) for each (query, passage, answers) triple, best alias kept.
+
+        Args:
+            queries: Questions.
+            passages: One passage per question (a string or a `{"title","text"}` dict).
+            answers: Per question, its gold answer aliases (or one string).
+
+        Returns:
+            Probabilities in [0, 1] (geometric means per token with `length_normalize=True`).
+        """
+        if not (len(queries) == len(passages) == len(answers)):
+            raise ValueError(
+                f"queries, passages and answers differ in length: {len(queries)}, {len(passages)}, {len(answers)}."
+            )
+        answers = [[a] if isinstance(a, str) else list(a) for a in answers]
+        for i, aliases in enumerate(answers):
+            if not aliases or not all(isinstance(a, str) and a.strip() for a in aliases):
+                raise ValueError(
+                    f"Question {i} has no usable gold answer ({aliases!r}): give at least one non-empty string."
+                )
+        results: list[float | None] = [None] * len(queries)
+        todo: list[int] = []
+        for i, (q, p, a) in enumerate(zip(queries, passages, answers)):
+            if self.cache is not None:
+                self.cache_lookups += 1
+                key = self._cache_key(q, p, a)
+                if key in self.cache:
+                    self.cache_hits += 1
+                    results[i] = self.cache[key]
+                    continue
+            todo.append(i)
+        sequences, owners = [], []
+        for i in todo:
+            for alias in answers[i]:
+                answer_ids = self.tokenizer(alias, add_special_tokens=False)["input_ids"]
+                prompt_ids = self._prompt_ids(queries[i], [passages[i]], self.max_length - len(answer_ids))
+                sequences.append((prompt_ids, answer_ids))
+                owners.append(i)
+        best: dict[int, float] = {}
+        for owner, lp in zip(owners, self._log_probs(sequences) if sequences else []):
+            best[owner] = max(best.get(owner, -math.inf), lp)
+        for i in todo:
+            results[i] = math.exp(best[i])
+            if self.cache is not None:
+                self.cache[self._cache_key(queries[i], passages[i], answers[i])] = results[i]
+        return results
+
+    def score_choices(
+        self, queries: Sequence[str], passages: Sequence, choices: Sequence[Sequence[str]], gold: Sequence[int]
+    ) -> list[float]:
+        """Closed-set tasks: 1.0 where the gold choice is more probable than every other choice, else 0.0."""
+        rewards = []
+        for q, p, options, g in zip(queries, passages, choices, gold):
+            probs = self.score([q] * len(options), [p] * len(options), [[o] for o in options])
+            rewards.append(float(all(probs[g] > s for j, s in enumerate(probs) if j != g)))
+        return rewards
+
+    # ------------------------------------------------------------------ reward
+
+    def label(self, query: str, score: float) -> float | None:
+        """Threshold one score into a reward: 1.0, 0.0, or None (ignored)."""
+        if self.threshold == "calibrated":
+            if self.calibration is None:
+                raise ValueError(
+                    "threshold='calibrated' needs a calibration: run reward.calibrate(...) or pass calibration=."
+                )
+            return self.calibration.label(query, score)
+        return 1.0 if score >= self.threshold else 0.0
+
+    def __call__(self, queries=None, passages=None, answers=None, choices=None, **kwargs) -> list[float | None]:
+        """TRL-style reward function: keyword arguments only, one reward per (query, passage) pair.
+
+        With `choices` (per pair, the candidate answers) and `answers` holding the gold choice index, the closed-set
+        rule applies instead of thresholds.
+        """
+        if queries is None or passages is None or answers is None:
+            raise ValueError("Call the reward with queries=, passages= and answers= keyword arguments.")
+        if choices is not None:
+            return self.score_choices(queries, passages, choices, answers)
+        return [self.label(q, s) for q, s in zip(queries, self.score(queries, passages, answers))]
+
+    @property
+    def cache_hit_rate(self) -> float:
+        """Share of scored pairs served from the cache so far."""
+        return self.cache_hits / self.cache_lookups if self.cache_lookups else 0.0
+
+    # ------------------------------------------------------------------ generation and calibration
+
+    @torch.no_grad()
+    def generate(
+        self,
+        queries: Sequence[str],
+        passages: Sequence[Sequence],
+        max_new_tokens: int = 20,
+        show_progress_bar: bool | None = None,
+    ) -> list[str]:
+        """Greedy generations, one per query, with its list of passages in context (batched, left-padded)."""
+        prompts = [self._prompt_ids(q, ps, self.max_length - max_new_tokens) for q, ps in zip(queries, passages)]
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        outputs: list[str] = [""] * len(prompts)
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        starts = range(0, len(order), self.batch_size)
+        disable = not show_progress_bar if show_progress_bar is not None else len(starts) < 4
+        for start in tqdm(starts, desc="Generating", disable=disable):
+            chunk = order[start : start + self.batch_size]
+            width = max(len(prompts[i]) for i in chunk)
+            input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, i in enumerate(chunk):
+                input_ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
+                mask[row, width - len(prompts[i]) :] = 1
+            generated = self.model.generate(
+                input_ids=input_ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=pad,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
+            for row, i in enumerate(chunk):
+                outputs[i] = self.tokenizer.decode(generated[row, width:], skip_special_tokens=True)
+        return outputs
+
+    def calibrate(
+        self,
+        queries: Sequence[str],
+        answers: Sequence[Sequence[str]],
+        candidate_passages: Sequence[Sequence[dict]],
+        max_new_tokens: int = 20,
+        save_path: str | os.PathLike | None = None,
+    ) -> Calibration:
+        """The offline stage: generate greedily with each candidate passage, label by answer containment, record the
+        answer-probability score, and derive per-query thresholds. Sets `self.calibration` and returns it.
+
+        Args:
+            queries: Training questions.
+            answers: Their gold aliases.
+            candidate_passages: Per question, passages (dicts with an `id`) from the initial retriever.
+            max_new_tokens: Generation length (20 in OpenRAG for short answers).
+            save_path: Also write the records there (JSON Lines).
+        """
+        flat_q, flat_p, flat_a = [], [], []
+        for q, a, ps in zip(queries, answers, candidate_passages):
+            for p in ps:
+                flat_q.append(q)
+                flat_p.append(p)
+                flat_a.append(a)
+        if not flat_q:
+            raise ValueError("calibrate() needs at least one query with candidate passages.")
+        generations = self.generate(flat_q, [[p] for p in flat_p], max_new_tokens=max_new_tokens)
+        scores = self.score(flat_q, flat_p, flat_a)
+        records = [
+            {
+                "query": q,
+                "passage_id": str(p.get("id", "")) if isinstance(p, dict) else "",
+                "score": s,
+                "label": int(has_answer(g, a)),
+                "generation": g,
+            }
+            for q, p, a, g, s in zip(flat_q, flat_p, flat_a, generations, scores)
+        ]
+        self.calibration = Calibration.from_records(records)
+        if save_path is not None:
+            self.calibration.save(save_path)
+        return self.calibration
+
+    def save_cache(self, path: str | os.PathLike) -> None:
+        """Write the score cache to a JSON file, atomically."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(self.cache or {}))
+        os.replace(tmp, path)
+
+    def load_cache(self, path: str | os.PathLike) -> None:
+        """Restore a score cache written by `save_cache`."""
+        self.cache = json.loads(Path(path).read_text())

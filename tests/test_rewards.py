@@ -1,0 +1,211 @@
+import math
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from r3hf.assets import offline_model_path
+from r3hf.rewards import AnswerProbabilityReward, Calibration
+
+QUERY = "who wrote hamlet"
+PASSAGE = {"title": "Hamlet", "text": "Hamlet is a tragedy written by William Shakespeare around 1600."}
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(bert_tokenizer):
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(bert_tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=bert_tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture
+def reward(tiny_lm, bert_tokenizer):
+    bert_tokenizer.padding_side = "right"
+    return AnswerProbabilityReward(tiny_lm, tokenizer=bert_tokenizer, device="cpu", batch_size=4)
+
+
+def manual_probability(model, prompt_ids, answer_ids):
+    """Product of next-token probabilities, one forward pass per answer token, no batching."""
+    prob = 1.0
+    with torch.no_grad():
+        for t, token in enumerate(answer_ids):
+            logits = model(input_ids=torch.tensor([prompt_ids + answer_ids[:t]])).logits[0, -1]
+            prob *= logits.softmax(-1)[token].item()
+    return prob
+
+
+def test_score_is_the_product_of_token_probabilities(reward, tiny_lm, bert_tokenizer):
+    assert not reward.use_chat_template and "### Paragraph:\n[1] Hamlet\n" in reward.build_prompt(QUERY, [PASSAGE])
+    answer = "william shakespeare"
+    prompt_ids = bert_tokenizer(reward.build_prompt(QUERY, [PASSAGE]))["input_ids"]
+    answer_ids = bert_tokenizer(answer, add_special_tokens=False)["input_ids"]
+    assert len(answer_ids) >= 2
+    expected = manual_probability(tiny_lm, prompt_ids, answer_ids)
+    assert reward.score([QUERY], [PASSAGE], [[answer]])[0] == pytest.approx(expected, rel=1e-4)
+    normalized = AnswerProbabilityReward(tiny_lm, tokenizer=bert_tokenizer, device="cpu", length_normalize=True)
+    assert normalized.score([QUERY], [PASSAGE], [answer])[0] == pytest.approx(
+        expected ** (1 / len(answer_ids)), rel=1e-4
+    )
+
+
+def test_batch_and_padding_invariance(reward, bert_tokenizer):
+    queries = [
+        QUERY,
+        "what is the capital of france",
+        "when was the eiffel tower built in paris",
+        "who",
+        "why is the sky blue",
+    ]
+    passages = [
+        PASSAGE,
+        "Paris is the capital of France.",
+        {"title": "", "text": "The tower was built in 1889."},
+        "x",
+        "Rayleigh scattering makes the sky look blue to observers on the ground.",
+    ]
+    answers = [["shakespeare"], ["paris"], ["1889"], ["nobody"], ["rayleigh scattering"]]
+    batched = reward.score(queries, passages, answers)
+    reward.cache.clear()
+    reward.batch_size = 1
+    bert_tokenizer.padding_side = "left"
+    single = reward.score(queries, passages, answers)
+    assert batched == pytest.approx(single, rel=1e-4)
+
+
+def test_best_alias_is_kept(reward):
+    a = reward.score([QUERY], [PASSAGE], [["shakespeare"]])[0]
+    b = reward.score([QUERY], [PASSAGE], [["bacon"]])[0]
+    assert reward.score([QUERY], [PASSAGE], [["shakespeare", "bacon"]])[0] == pytest.approx(max(a, b), rel=1e-5)
+
+
+def test_truncation_cuts_the_passage_never_the_answer(tiny_lm, bert_tokenizer):
+    reward = AnswerProbabilityReward(tiny_lm, tokenizer=bert_tokenizer, device="cpu", max_length=48)
+    long_passage = {"title": "Long", "text": " ".join(["filler words here"] * 200) + " the answer is zanzibar"}
+    answer_ids = bert_tokenizer("zanzibar", add_special_tokens=False)["input_ids"]
+    prompt_ids = reward._prompt_ids(QUERY, [long_passage], 48 - len(answer_ids))
+    assert len(prompt_ids) + len(answer_ids) <= 48
+    text = bert_tokenizer.decode(prompt_ids)
+    assert "instruction : who wrote hamlet # # # response :" in text and "filler" in text
+    expected = manual_probability(tiny_lm, prompt_ids, answer_ids)
+    assert reward.score([QUERY], [long_passage], ["zanzibar"])[0] == pytest.approx(expected, rel=1e-4)
+
+
+def test_cache_hits(reward, monkeypatch):
+    first = reward([QUERY] * 2, [PASSAGE, "other"], [["shakespeare"]] * 2)
+    monkeypatch.setattr(reward, "_log_probs", lambda seqs: pytest.fail("scored a cached pair again"))
+    assert reward([QUERY] * 2, [PASSAGE, "other"], [["shakespeare"]] * 2) == first
+    assert reward.cache_hits == 2 and reward.cache_hit_rate == 0.5
+
+
+def test_cache_survives_save_and_load(reward, tmp_path):
+    score = reward.score([QUERY], [PASSAGE], ["shakespeare"])
+    reward.save_cache(tmp_path / "cache.json")
+    reward.cache = {}
+    reward.load_cache(tmp_path / "cache.json")
+    assert reward.score([QUERY], [PASSAGE], ["shakespeare"]) == score and reward.cache_hits == 1
+
+
+def test_threshold_edges(reward):
+    score = reward.score([QUERY], [PASSAGE], ["shakespeare"])[0]
+    reward.threshold = score
+    assert reward([QUERY], [PASSAGE], ["shakespeare"]) == [1.0]  # reaching the threshold counts
+    reward.threshold = min(1.0, score * 1.0001)
+    assert reward(queries=[QUERY], passages=[PASSAGE], answers=["shakespeare"]) == [0.0]
+    reward.threshold = 0.0
+    assert reward(queries=[QUERY], passages=[PASSAGE], answers=["shakespeare"]) == [1.0]
+    with pytest.raises(ValueError, match="number or 'calibrated'"):
+        AnswerProbabilityReward(reward.model, tokenizer=reward.tokenizer, threshold="auto")
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        AnswerProbabilityReward(reward.model, tokenizer=reward.tokenizer, threshold=1.5)
+    reward.threshold = "calibrated"
+    with pytest.raises(ValueError, match="needs a calibration"):
+        reward(queries=[QUERY], passages=[PASSAGE], answers=["shakespeare"])
+
+
+def test_empty_answers_are_a_clear_error(reward):
+    with pytest.raises(ValueError, match="no usable gold answer"):
+        reward.score([QUERY], [PASSAGE], [[]])
+    with pytest.raises(ValueError, match="no usable gold answer"):
+        reward.score([QUERY], [PASSAGE], [[" "]])
+    with pytest.raises(ValueError, match="differ in length"):
+        reward.score([QUERY, QUERY], [PASSAGE], [["a"]])
+
+
+def test_calibration_rule_on_hand_made_scores(tmp_path):
+    records = [
+        {"query": "q1", "passage_id": "a", "score": 0.9, "label": 1, "generation": ""},
+        {"query": "q1", "passage_id": "b", "score": 0.4, "label": 1, "generation": ""},
+        {"query": "q1", "passage_id": "c", "score": 0.6, "label": 0, "generation": ""},
+        {"query": "q1", "passage_id": "d", "score": 0.1, "label": 0, "generation": ""},
+        {"query": "q2", "passage_id": "e", "score": 0.8, "label": 1, "generation": ""},  # no negative: discarded
+    ]
+    cal = Calibration.from_records(records)
+    assert cal.thresholds == {"q1": {"max_negative": 0.6, "min_positive": 0.4}}
+    assert cal.label("q1", 0.61) == 1.0
+    assert cal.label("q1", 0.39) == 0.0
+    assert cal.label("q1", 0.5) is None and cal.label("q1", 0.6) is None and cal.label("q1", 0.4) is None
+    assert cal.label("q2", 0.99) is None and cal.label("unknown", 0.5) is None
+    assert cal.positives("q1") == ["a", "b"]
+    cal.save(tmp_path / "cal.jsonl")
+    assert Calibration.load(tmp_path / "cal.jsonl").thresholds == cal.thresholds
+
+
+def test_calibrate_uses_real_generation_labels(reward, monkeypatch, tmp_path):
+    passages = [[{"id": "p1", "title": "", "text": "shakespeare wrote it"}, {"id": "p2", "title": "", "text": "nope"}]]
+    monkeypatch.setattr(reward, "generate", lambda q, ps, max_new_tokens=20: ["It was Shakespeare.", "I do not know."])
+    cal = reward.calibrate([QUERY], [["Shakespeare"]], passages, save_path=tmp_path / "cal.jsonl")
+    assert [r["label"] for r in cal.records] == [1, 0]
+    scores = [r["score"] for r in cal.records]
+    assert cal.thresholds[QUERY] == {"min_positive": scores[0], "max_negative": scores[1]}
+    assert reward.calibration is cal and (tmp_path / "cal.jsonl").exists()
+    reward.threshold = "calibrated"
+    expected = cal.label(QUERY, scores[0])
+    assert reward([QUERY], [passages[0][0]], [["Shakespeare"]]) == [expected]
+
+
+def test_generate_is_greedy_and_batch_invariant(reward):
+    queries, passages = [QUERY, "a much longer question about the history of the city of paris"], [[PASSAGE], ["x"]]
+    batched = reward.generate(queries, passages, max_new_tokens=5)
+    reward.batch_size = 1
+    assert reward.generate(queries, passages, max_new_tokens=5) == batched
+
+
+def test_closed_set_choices(reward):
+    probs = reward.score([QUERY] * 2, [PASSAGE] * 2, [["true"], ["false"]])
+    gold = 0 if probs[0] > probs[1] else 1
+    assert reward([QUERY], [PASSAGE], [gold], choices=[["true", "false"]]) == [1.0]
+    assert reward([QUERY], [PASSAGE], [1 - gold], choices=[["true", "false"]]) == [0.0]
+
+
+def test_peft_adapter_folder(tiny_lm, bert_tokenizer, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    tiny_lm.save_pretrained(tmp_path / "base")
+    bert_tokenizer.save_pretrained(tmp_path / "base")
+    peft_model = get_peft_model(
+        LlamaForCausalLM.from_pretrained(tmp_path / "base"), LoraConfig(r=2, target_modules=["q_proj", "v_proj"])
+    )
+    peft_model.save_pretrained(tmp_path / "adapter")
+    bert_tokenizer.save_pretrained(tmp_path / "adapter")
+    from_adapter = AnswerProbabilityReward(str(tmp_path / "adapter"), device="cpu")
+    base = AnswerProbabilityReward(str(tmp_path / "base"), device="cpu")
+    # LoRA's B matrices start at zero: the adapter does not change the scores yet.
+    assert from_adapter.score([QUERY], [PASSAGE], ["shakespeare"]) == pytest.approx(
+        base.score([QUERY], [PASSAGE], ["shakespeare"]), rel=1e-5
+    )
+
+
+def test_real_instruct_llm_prefers_the_passage_with_the_answer():
+    reward = AnswerProbabilityReward(offline_model_path("smollm2-135m-instruct"), device="cpu")
+    assert reward.use_chat_template
+    good, bad = reward.score([QUERY] * 2, [PASSAGE, "The Nile is a river in Africa."], [["William Shakespeare"]] * 2)
+    assert good > 2 * bad and 0 < good <= 1 and not math.isnan(bad)
