@@ -261,7 +261,8 @@ class SIDRModel(PreTrainedModel):
         logits = norm(hidden) @ encoder.get_input_embeddings().weight.t()
         # elu1p is monotonic, so max-pooling the logits and then applying it equals the original max of elu1p, and
         # skips a second [batch, length, V] tensor. Padding positions are excluded from the max.
-        logits = logits.masked_fill(~attention_mask.bool().unsqueeze(-1), float("-inf"))
+        # In place: the matmul's backward does not need its output, and this tensor is the largest one by far.
+        logits.masked_fill_(~attention_mask.bool().unsqueeze(-1), float("-inf"))
         embeds = elu1p(logits.amax(dim=1)) * self.vocab_keep_mask
         keep = self._bag_of_tokens_ids(input_ids, attention_mask) if self.config.activate_lexical else None
         return topk_sparsify(embeds, self.config.topk, keep)
@@ -328,16 +329,21 @@ class SIDRModel(PreTrainedModel):
     @torch.no_grad()
     def _encode(self, texts, side: str, batch_size: int, show_progress_bar: bool | None) -> torch.Tensor:
         texts = check_texts(texts, allow_dicts=side == PASSAGE)
+        # Longest first, so each batch pads to texts of similar length; the result is put back in input order.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         was_training = self.training
         self.eval()
         try:
             out = [
                 self.embed(**self.tokenize(batch, side), side=side).float()
-                for batch in self._batches(texts, batch_size, show_progress_bar, f"Encoding {side}s")
+                for batch in self._batches(
+                    [texts[i] for i in order], batch_size, show_progress_bar, f"Encoding {side}s"
+                )
             ]
         finally:
             self.train(was_training)
-        return torch.cat(out)
+        embeds = torch.cat(out)
+        return embeds[torch.argsort(torch.tensor(order, device=embeds.device))]
 
     def encode_queries(
         self, texts: Sequence[str] | str, batch_size: int = 32, show_progress_bar: bool | None = None

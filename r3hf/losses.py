@@ -1,0 +1,105 @@
+"""Reinforced contrastive learning: symmetric in-batch InfoNCE over parametric and semi-parametric scores."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+
+class _AllGather(torch.autograd.Function):
+    """all_gather whose backward sums each slice's gradient over processes and returns this process's slice."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        ctx.rank, ctx.size = dist.get_rank(), tensor.shape[0]
+        out = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(out, tensor)
+        return torch.cat(out, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.size : (ctx.rank + 1) * ctx.size]
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate a tensor across processes along dim 0, keeping the autograd graph (identity when not distributed).
+
+    Every process must pass the same shape; gradients flow back to each process's own slice.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    return _AllGather.apply(tensor.contiguous())
+
+
+def symmetric_infonce(
+    queries: torch.Tensor,
+    passages: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    passage_valid: torch.Tensor | None = None,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Symmetric in-batch InfoNCE, as SiDR's `symmetry_biencoder_nll_loss`.
+
+    Args:
+        queries: `[N, V]`; query `i`'s positive is passage `i`.
+        passages: `[M, V]` with `M >= N`: the `N` positives first, then extra (hard negative) passages.
+        valid: `[N]` booleans; an invalid query does not count, and its positive does not compete.
+        passage_valid: `[M]` booleans masking passages out of the candidates (default: the positives of valid
+            queries and every extra passage).
+        temperature: Divides the raw dot products.
+
+    Returns:
+        The mean cross-entropy of picking each query's positive among all passages, plus the mean cross-entropy of
+        picking each positive's query among all queries.
+    """
+    n = queries.shape[0]
+    valid = torch.ones(n, dtype=torch.bool, device=queries.device) if valid is None else valid.bool()
+    scores = queries @ passages.T / temperature  # [N, M]
+    if passage_valid is None:
+        passage_valid = torch.cat([valid, valid.new_ones(passages.shape[0] - n)])
+    masked = scores.masked_fill(~passage_valid[None, :], float("-inf"))
+    target = torch.arange(n, device=queries.device)
+    loss_q = F.cross_entropy(masked[valid], target[valid])
+    per_passage = scores[:, :n].T.masked_fill(~valid[None, :], float("-inf"))  # [N passages, N queries]
+    loss_p = F.cross_entropy(per_passage[valid], target[valid])
+    return loss_q + loss_p
+
+
+def rcl_loss(
+    query_embeds: torch.Tensor,
+    query_bag_of_tokens: torch.Tensor,
+    passage_embeds: torch.Tensor,
+    passage_bag_of_tokens: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    parametric_weight: float = 1.0,
+    semi_parametric_weight: float = 0.5,
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """R3's loss: L(E(q),E(d)) + ½·L(E(q),T(d)) + ½·L(T(q),E(d)), each a [`symmetric_infonce`].
+
+    Args:
+        query_embeds, query_bag_of_tokens: E(q) and T(q), `[N, V]`.
+        passage_embeds, passage_bag_of_tokens: E(d) and T(d), `[M, V]`: `N` positives, then hard negatives.
+        valid: `[N]`; queries without a positive are masked out, and so are their passages when `M == 2N`
+            (one hard negative per query, in query order).
+        parametric_weight: Weight of L(E(q),E(d)).
+        semi_parametric_weight: Weight of each of L(E(q),T(d)) and L(T(q),E(d)).
+        temperature: Divides every score.
+
+    Returns:
+        The total loss and its parts: `{"qd": L(E(q),E(d)), "qT": L(E(q),T(d)), "Td": L(T(q),E(d))}`.
+    """
+    passage_valid = None
+    if valid is not None and passage_embeds.shape[0] == 2 * query_embeds.shape[0]:
+        passage_valid = torch.cat([valid, valid]).bool()
+    args = (valid, passage_valid, temperature)
+    parts = {
+        "qd": symmetric_infonce(query_embeds, passage_embeds, *args),
+        "qT": symmetric_infonce(query_embeds, passage_bag_of_tokens, *args),
+        "Td": symmetric_infonce(query_bag_of_tokens, passage_embeds, *args),
+    }
+    total = parametric_weight * parts["qd"] + semi_parametric_weight * (parts["qT"] + parts["Td"])
+    return total, parts

@@ -1,0 +1,116 @@
+"""Configuration of the R3 trainer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+POSITIVE_FALLBACKS = ("offline", "gold", "skip")
+
+
+@dataclass
+class R3Config(TrainingArguments):
+    r"""
+    Configuration of [`R3Trainer`]: `transformers.TrainingArguments` plus the R3-specific options below. Defaults
+    follow the OpenRAG/R3 papers where they state a value (paper-notes §3–6).
+
+    > Parameters that control on-policy retrieval
+
+    Args:
+        retrieval_top_m (`int`, *optional*, defaults to `20`):
+            Candidates taken per query from the bag-of-tokens index by E(q)·T(d).
+        retrieval_top_k (`int`, *optional*, defaults to `20`):
+            Candidates kept after the re-rank with fresh passage embeddings, and scored by the reward (OpenRAG: m = k
+            = 20).
+        max_query_length (`int` or `None`, *optional*):
+            Overrides the model's `query_max_length`.
+        max_passage_length (`int` or `None`, *optional*):
+            Overrides the model's `passage_max_length`.
+
+    > Parameters that control rewards and sampling
+
+        warmup_epochs_offline (`float`, *optional*, defaults to `0.0`):
+            Epochs trained on offline pairs (calibration pools or gold passages) before on-policy retrieval starts.
+            The papers spend half of 80 epochs this way.
+        positive_fallback (`str`, *optional*, defaults to `"offline"`):
+            Where a positive comes from when no retrieved passage is rewarded: `"offline"` (the calibration's
+            positive pool, else the gold `positive_ids`), `"gold"` (`positive_ids` only) or `"skip"`.
+        reward_weights (`list[float]` or `None`, *optional*):
+            Weights of the reward functions (all 1 by default). A passage is rewarded when the weighted mean of the
+            rewards that are not `None` is at least 0.5, unrewarded below, ignored when all are `None`.
+        reward_cache_dir (`str` or `None`, *optional*):
+            Where reward caches are written besides checkpoints (`<output_dir>/reward_cache` by default).
+
+    > Parameters that control the loss
+
+        parametric_loss_weight (`float`, *optional*, defaults to `1.0`):
+            Weight of L(E(q), E(d)).
+        semi_parametric_loss_weight (`float`, *optional*, defaults to `0.5`):
+            Weight of each of L(E(q), T(d)) and L(T(q), E(d)).
+        temperature (`float`, *optional*, defaults to `1.0`):
+            Divides the raw dot products in the InfoNCE terms.
+        gather_across_processes (`bool`, *optional*, defaults to `True`):
+            Gather embeddings across processes so in-batch negatives span every GPU.
+
+    > Parameters that control evaluation
+
+        eval_recall_at (`list[int]`, *optional*, defaults to `[1, 5, 20]`):
+            Cut-offs of answer-recall@k during evaluation.
+        eval_rag_accuracy (`bool`, *optional*, defaults to `True`):
+            Also measure RAG accuracy (greedy generation with the top passage) with the first reward's LLM.
+    """
+
+    retrieval_top_m: int = field(default=20, metadata={"help": "Candidates per query from the bag-of-tokens index."})
+    retrieval_top_k: int = field(default=20, metadata={"help": "Candidates re-ranked, kept and scored per query."})
+    max_query_length: int | None = field(default=None, metadata={"help": "Overrides the model's query_max_length."})
+    max_passage_length: int | None = field(
+        default=None, metadata={"help": "Overrides the model's passage_max_length."}
+    )
+    warmup_epochs_offline: float = field(
+        default=0.0, metadata={"help": "Epochs on offline pairs before on-policy retrieval starts."}
+    )
+    positive_fallback: str = field(
+        default="offline", metadata={"help": "Positive when none is rewarded: 'offline', 'gold' or 'skip'."}
+    )
+    reward_weights: list[float] | None = field(default=None, metadata={"help": "Weights of the reward functions."})
+    reward_cache_dir: str | None = field(default=None, metadata={"help": "Where reward caches are written."})
+    parametric_loss_weight: float = field(default=1.0, metadata={"help": "Weight of L(E(q), E(d))."})
+    semi_parametric_loss_weight: float = field(
+        default=0.5, metadata={"help": "Weight of each of L(E(q), T(d)) and L(T(q), E(d))."}
+    )
+    temperature: float = field(default=1.0, metadata={"help": "Divides the dot products in InfoNCE."})
+    gather_across_processes: bool = field(
+        default=True, metadata={"help": "Gather embeddings across processes for in-batch negatives."}
+    )
+    eval_recall_at: list[int] = field(
+        default_factory=lambda: [1, 5, 20], metadata={"help": "answer-recall@k cut-offs."}
+    )
+    eval_rag_accuracy: bool = field(default=True, metadata={"help": "Measure RAG accuracy during evaluation."})
+
+    # TrainingArguments defaults changed for R3 (as TRL does for its trainers).
+    learning_rate: float = field(default=2e-5, metadata={"help": "AdamW learning rate (paper: 2e-5)."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep dataset columns: rewards receive them."}
+    )
+    report_to: str | list[str] = field(default="none", metadata={"help": "Integrations to report to."})
+    ddp_find_unused_parameters: bool | None = field(
+        default=False, metadata={"help": "Every parameter is used at each step, so DDP need not search."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.retrieval_top_k < 1 or self.retrieval_top_m < self.retrieval_top_k:
+            raise ValueError(
+                f"Need 1 <= retrieval_top_k <= retrieval_top_m, got k={self.retrieval_top_k}, "
+                f"m={self.retrieval_top_m}: raise retrieval_top_m or lower retrieval_top_k."
+            )
+        if self.positive_fallback not in POSITIVE_FALLBACKS:
+            raise ValueError(f"positive_fallback must be one of {POSITIVE_FALLBACKS}, got {self.positive_fallback!r}.")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}.")
+        if self.warmup_epochs_offline < 0:
+            raise ValueError(f"warmup_epochs_offline must be >= 0, got {self.warmup_epochs_offline}.")
+        if self.remove_unused_columns:
+            raise ValueError("R3Trainer needs remove_unused_columns=False: rewards read the dataset's columns.")

@@ -1,0 +1,220 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from r3hf import R3Config, R3Trainer
+from r3hf.losses import rcl_loss, symmetric_infonce
+from tests.conftest import make_tiny_sidr
+from tests.synthetic import hidden_subset_reward, make_environment, top1_reward_share
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_symmetric_infonce_against_a_hand_computed_value():
+    q = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    d = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])  # 2 positives, then 2 negatives
+    s = q @ d.T  # [[1,0,1,0],[0,2,2,0]]
+    lq = (-(s[0, 0] - s[0].logsumexp(0)) - (s[1, 1] - s[1].logsumexp(0))) / 2
+    sp = s[:, :2].T  # passage i against the queries
+    lp = (-(sp[0, 0] - sp[0].logsumexp(0)) - (sp[1, 1] - sp[1].logsumexp(0))) / 2
+    assert symmetric_infonce(q, d).item() == pytest.approx((lq + lp).item(), rel=1e-6)
+    # By hand: queries (-1 + ln(2e + 2) - 2 + ln(2 + 2e^2)) / 2, passages (-1 + ln(e + 1) - 2 + ln(1 + e^2)) / 2.
+    assert symmetric_infonce(q, d).item() == pytest.approx(0.913240 + 0.220095, abs=1e-5)
+
+
+def test_rcl_loss_weights_and_masking():
+    torch.manual_seed(0)
+    q, qb, d, db = (
+        torch.rand(3, 5),
+        (torch.rand(3, 5) > 0.5).float(),
+        torch.rand(6, 5),
+        (torch.rand(6, 5) > 0.5).float(),
+    )
+    total, parts = rcl_loss(q, qb, d, db)
+    assert total.item() == pytest.approx((parts["qd"] + 0.5 * parts["qT"] + 0.5 * parts["Td"]).item())
+    assert parts["qT"].item() == pytest.approx(symmetric_infonce(q, db).item())
+    valid = torch.tensor([True, False, True])
+    masked, _ = rcl_loss(q, qb, d, db, valid=valid)
+    keep = [0, 2]
+    expected, _ = rcl_loss(q[keep], qb[keep], d[[0, 2, 3, 5]], db[[0, 2, 3, 5]])
+    assert masked.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_gradients_reach_both_encoders_and_all_terms(bert_tokenizer):
+    # No sparsification: a random model's top-k dimensions of two texts rarely overlap, which zeroes every score.
+    tiny_sidr = make_tiny_sidr(bert_tokenizer, topk=len(bert_tokenizer))
+    q = tiny_sidr.tokenize(["who wrote hamlet", "capital of france"], "query")
+    d = tiny_sidr.tokenize(["hamlet shakespeare", "paris france", "nile river", "moon"], "passage")
+    tiny_sidr.train()
+    out = tiny_sidr(
+        query_input_ids=q["input_ids"],
+        query_attention_mask=q["attention_mask"],
+        passage_input_ids=d["input_ids"],
+        passage_attention_mask=d["attention_mask"],
+    )
+    for term in ("qd", "qT", "Td"):
+        tiny_sidr.zero_grad()
+        _, parts = rcl_loss(out.query_embeds, out.query_bag_of_tokens, out.passage_embeds, out.passage_bag_of_tokens)
+        parts[term].backward(retain_graph=True)
+        q_grad = sum(p.grad.abs().sum() for p in tiny_sidr.query_encoder.parameters() if p.grad is not None)
+        p_grad = sum(p.grad.abs().sum() for p in tiny_sidr.passage_encoder.parameters() if p.grad is not None)
+        assert (q_grad > 0) == (term != "Td") and (p_grad > 0) == (term != "qT"), term
+
+
+def make_trainer(tmp_path, tokenizer, **overrides):
+    _, index, train, hidden = make_environment(tokenizer)
+    model = make_tiny_sidr(tokenizer, topk=32, query_max_length=16, passage_max_length=32)
+    settings = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        learning_rate=3e-3,
+        num_train_epochs=6,
+        retrieval_top_m=40,
+        retrieval_top_k=10,
+        logging_steps=1,
+        save_strategy="no",
+        seed=0,
+        use_cpu=True,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    settings.update(overrides)
+    trainer = R3Trainer(
+        model=model,
+        args=R3Config(**settings),
+        reward_funcs=hidden_subset_reward(hidden),
+        train_dataset=train,
+        index=index,
+    )
+    return trainer, hidden
+
+
+def test_training_raises_the_share_of_rewarded_passages(tmp_path, bert_tokenizer):
+    trainer, hidden = make_trainer(tmp_path, bert_tokenizer)
+    questions = trainer.train_dataset["question"]
+    before = top1_reward_share(trainer.model, trainer.index, questions, hidden)
+    params_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    after = top1_reward_share(trainer.model, trainer.index, questions, hidden)
+    logs = trainer.state.log_history
+    assert any("train_loss" in e for e in logs)
+    step_logs = [e for e in logs if "loss/qd" in e]
+    for key in (
+        "reward",
+        "frac_online_positive",
+        "frac_reward_ignored",
+        "profiling/retrieval_s",
+        "profiling/reward_s",
+        "loss/qT",
+        "loss/Td",
+        "sparsity/query_active_dims",
+    ):
+        assert key in step_logs[0], key
+    changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(p, params_before[n])]
+    assert any(n.startswith("query_encoder") for n in changed) and any(
+        n.startswith("passage_encoder") for n in changed
+    )
+    assert after >= before + 0.3, (before, after)
+
+
+def test_batches_without_any_positive_are_skipped(tmp_path, bert_tokenizer):
+    trainer, _ = make_trainer(tmp_path, bert_tokenizer, max_steps=2, positive_fallback="skip")
+    trainer.reward_funcs = [lambda queries, passages, answers, **kw: [0.0] * len(queries)]
+    params_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    logs = [e for e in trainer.state.log_history if "frac_skipped" in e]
+    assert logs and all(e["frac_skipped"] == 1.0 and e["frac_online_positive"] == 0.0 for e in logs)
+    assert all(torch.equal(p, params_before[n]) for n, p in trainer.model.named_parameters())
+
+
+def test_gold_fallback_fills_missing_positives(tmp_path, bert_tokenizer):
+    trainer, _ = make_trainer(tmp_path, bert_tokenizer, max_steps=1, positive_fallback="gold")
+    trainer.reward_funcs = [lambda queries, passages, answers, **kw: [0.0] * len(queries)]
+    trainer.train()
+    log = next(e for e in trainer.state.log_history if "frac_skipped" in e)
+    assert log["frac_skipped"] == 0.0 and log["frac_online_positive"] == 0.0
+
+
+def test_resume_from_checkpoint_gives_the_same_next_step_loss(tmp_path, bert_tokenizer):
+    def losses(trainer):
+        return {e["step"]: e["loss"] for e in trainer.state.log_history if "loss" in e}
+
+    full, _ = make_trainer(tmp_path / "a", bert_tokenizer, max_steps=4, save_strategy="steps", save_steps=2)
+    full.train()
+    checkpoint = tmp_path / "a" / "out" / "checkpoint-2"
+    assert (checkpoint / "r3_state_rank0.json").exists() and (checkpoint / "README.md").exists() is False
+    assert (tmp_path / "a" / "out" / "README.md").exists()
+    resumed, _ = make_trainer(tmp_path / "a", bert_tokenizer, max_steps=4, save_strategy="steps", save_steps=2)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert resumed.state.global_step == 4
+    assert losses(resumed)[3] == pytest.approx(losses(full)[3], rel=1e-5)
+    assert losses(resumed)[4] == pytest.approx(losses(full)[4], rel=1e-5)
+
+
+def test_config_rejects_bad_settings(tmp_path):
+    with pytest.raises(ValueError, match="retrieval_top_k <= retrieval_top_m"):
+        R3Config(output_dir=str(tmp_path), retrieval_top_m=5, retrieval_top_k=10)
+    with pytest.raises(ValueError, match="positive_fallback"):
+        R3Config(output_dir=str(tmp_path), positive_fallback="random")
+
+
+def test_lora_trains_only_adapters(tmp_path, bert_tokenizer):
+    from peft import LoraConfig
+
+    _, index, train, hidden = make_environment(bert_tokenizer)
+    model = make_tiny_sidr(bert_tokenizer, topk=32, query_max_length=16, passage_max_length=32)
+    args = R3Config(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        max_steps=2,
+        learning_rate=1e-2,
+        retrieval_top_m=20,
+        retrieval_top_k=5,
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = R3Trainer(
+        model=model,
+        args=args,
+        reward_funcs=hidden_subset_reward(hidden),
+        train_dataset=train,
+        index=index,
+        peft_config=LoraConfig(r=4, target_modules=["query", "value"]),
+    )
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all("lora_" in n for n in changed)
+
+
+def test_evaluate_reports_answer_recall(tmp_path, bert_tokenizer):
+    trainer, _ = make_trainer(tmp_path, bert_tokenizer, max_steps=1, eval_recall_at=[1, 5])
+    ds = trainer.train_dataset.select(range(4)).map(lambda ex: {"answers": ex["question"].split()[:1]})
+    metrics = trainer.evaluate(ds)
+    assert set(metrics) == {"eval_answer_recall@1", "eval_answer_recall@5"}
+    assert 0.0 <= metrics["eval_answer_recall@1"] <= metrics["eval_answer_recall@5"] <= 1.0
+
+
+def test_two_process_accelerate_launch_agrees_on_weights(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(ROOT / "recipes/accelerate_configs/cpu_2proc.yaml"),
+        str(ROOT / "tests/ddp_train_script.py"),
+        str(tmp_path),
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert reports[0]["world_size"] == reports[1]["world_size"] == 2
+    assert reports[0]["checksum"] == reports[1]["checksum"]
+    assert reports[0]["steps"] == 2 and reports[0]["checksum"] != reports[0]["initial_checksum"]
