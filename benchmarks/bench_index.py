@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from r3hf import BagOfTokensIndex, SIDRModel, SparseEmbeddingIndex
-from r3hf.assets import offline_model_path
+from r3hf.data import load_retriever
 from r3hf.evaluation import answer_recall_at_k
 
 KS = (1, 5, 20, 100)
@@ -122,9 +122,7 @@ def main():
 
     data = Path(args.data)
     corpus = read_jsonl(data / "corpus.jsonl.gz")
-    path = args.retriever if Path(args.retriever).exists() else offline_model_path(args.retriever)
-    is_sidr = json.loads((Path(path) / "config.json").read_text()).get("model_type") == "sidr"
-    model = SIDRModel.from_pretrained(path) if is_sidr else SIDRModel.from_encoder(path)
+    model = load_retriever(args.retriever)
     tests = {name: read_jsonl(data / f"{name}_test.jsonl.gz") for name in ("nq", "squad")}
     if args.max_queries:
         tests = {k: v[: args.max_queries] for k, v in tests.items()}

@@ -94,7 +94,6 @@ class R3Config(TrainingArguments):
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Keep dataset columns: rewards receive them."}
     )
-    report_to: str | list[str] = field(default="none", metadata={"help": "Integrations to report to."})
     ddp_find_unused_parameters: bool | None = field(
         default=False, metadata={"help": "Every parameter is used at each step, so DDP need not search."}
     )

@@ -73,11 +73,9 @@ class R3Trainer(Trainer):
         optimizers=(None, None),
     ):
         if isinstance(model, str | os.PathLike):
-            is_sidr = (
-                Path(model, "config.json").exists()
-                and json.loads(Path(model, "config.json").read_text()).get("model_type") == "sidr"
-            )
-            model = SIDRModel.from_pretrained(model) if is_sidr else SIDRModel.from_encoder(model)
+            from .data import load_retriever
+
+            model = load_retriever(str(model))
         args = args or R3Config(output_dir=f"{Path(str(model.config.name_or_path or 'sidr')).name}-R3")
         if not isinstance(args, R3Config):
             raise TypeError("args must be an R3Config.")

@@ -1,0 +1,134 @@
+"""The `r3hf` command line: `r3hf {index build|index push|search|train|evaluate|convert-sidr} ...`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+
+def _index_build(args) -> None:
+    from .data import load_retriever, load_table
+    from .index import BagOfTokensIndex
+
+    model = load_retriever(args.retriever)
+    max_length = args.max_length or model.config.passage_max_length
+    index = BagOfTokensIndex.build(
+        load_table(args.corpus, args.split), model.tokenizer, max_length=max_length, show_progress_bar=True
+    )
+    index.save_pretrained(args.output)
+    print(f"Indexed {len(index)} passages ({index.nbytes / 2**20:.1f} MB) into {args.output}")
+    if args.push_to:
+        print(index.push_to_hub(args.push_to, private=args.private))
+
+
+def _index_push(args) -> None:
+    from .index import BagOfTokensIndex, SparseEmbeddingIndex
+
+    kind = json.loads(open(f"{args.index}/index_config.json").read())["index_type"]
+    cls = BagOfTokensIndex if kind == "bag_of_tokens" else SparseEmbeddingIndex
+    print(cls.from_pretrained(args.index).push_to_hub(args.repo_id, private=args.private))
+
+
+def _search(args) -> None:
+    from .data import load_retriever
+    from .index import BagOfTokensIndex
+
+    model = load_retriever(args.retriever)
+    index = BagOfTokensIndex.from_pretrained(args.index, tokenizer=model.tokenizer)
+    results = model.retrieve(args.queries, index, k=args.k, rerank_top_m=max(args.k, args.rerank_top_m))
+    for query, ids, scores in zip(args.queries, results.ids.tolist(), results.scores.tolist()):
+        print(
+            json.dumps(
+                {"query": query, "results": [{"score": round(s, 4), **index.corpus[i]} for i, s in zip(ids, scores)]},
+                ensure_ascii=False,
+            )
+        )
+
+
+def _train(args, rest: list[str]) -> None:
+    from .scripts.train import main, make_parser
+
+    main(*make_parser().parse_args_and_config(rest))
+
+
+def _evaluate(args, rest: list[str]) -> None:
+    from .scripts.evaluate import main
+
+    main(rest)
+
+
+def _convert(args) -> None:
+    from .convert_sidr import convert_sidr_checkpoint
+
+    convert_sidr_checkpoint(
+        args.src,
+        args.out,
+        encoder_config=args.encoder_config,
+        tokenizer=args.tokenizer,
+        activate_lexical=not args.no_activate_lexical,
+    )
+    print(f"Wrote an r3hf SIDRModel to {args.out}")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="r3hf", description="Train and use R3 retrievers for RAG.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    index = sub.add_parser("index", help="build or push a bag-of-tokens index").add_subparsers(
+        dest="action", required=True
+    )
+    build = index.add_parser("build", help="tokenize a corpus into a bag-of-tokens index")
+    build.add_argument("--corpus", required=True, help="JSONL/Parquet file or Hub dataset id (id, title, text)")
+    build.add_argument("--retriever", required=True, help="the retriever whose tokenizer the index uses")
+    build.add_argument("--output", required=True)
+    build.add_argument("--split", default="train")
+    build.add_argument("--max-length", type=int, default=None)
+    build.add_argument("--push-to", default=None, help="also push to this dataset repo")
+    build.add_argument("--private", action="store_true")
+    build.set_defaults(func=_index_build)
+    push = index.add_parser("push", help="push a saved index to a Hub dataset repo")
+    push.add_argument("index")
+    push.add_argument("repo_id")
+    push.add_argument("--private", action="store_true")
+    push.set_defaults(func=_index_push)
+
+    search = sub.add_parser("search", help="late-parametric search of a saved index")
+    search.add_argument("queries", nargs="+")
+    search.add_argument("--retriever", required=True)
+    search.add_argument("--index", required=True)
+    search.add_argument("-k", type=int, default=5)
+    search.add_argument("--rerank-top-m", type=int, default=100)
+    search.set_defaults(func=_search)
+
+    sub.add_parser(
+        "train", help="same as recipes/train.py (--config YAML, flags override)", add_help=False
+    ).set_defaults(func=_train, passthrough=True)
+    sub.add_parser("evaluate", help="same as recipes/evaluate.py", add_help=False).set_defaults(
+        func=_evaluate, passthrough=True
+    )
+
+    convert = sub.add_parser("convert-sidr", help="convert an original SiDR checkpoint into an r3hf SIDRModel")
+    convert.add_argument("src")
+    convert.add_argument("out")
+    convert.add_argument("--encoder-config", default=None, help="BERT config path (default: bert-base-uncased's)")
+    convert.add_argument("--tokenizer", default=None, help="tokenizer path or Hub id (default: the one in src)")
+    convert.add_argument("--no-activate-lexical", action="store_true", help="keep only the top-k dimensions")
+    convert.set_defaults(func=_convert)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = make_parser()
+    if argv and argv[0] in ("train", "evaluate"):
+        args = parser.parse_args(argv[:1])
+        args.func(args, argv[1:])
+        return
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

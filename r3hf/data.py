@@ -1,0 +1,75 @@
+"""Loading QA datasets and corpora from local files or the Hub, and resolving model names."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import datasets
+
+from .assets import OFFLINE_ASSETS, offline_model_path
+
+_LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".gz": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def load_table(
+    path_or_id: str, split: str = "train", max_rows: int | None = None, config_name: str | None = None
+) -> datasets.Dataset:
+    """A `datasets.Dataset` from a local JSON Lines (optionally gzipped) / Parquet / CSV file, a folder saved with
+    `save_to_disk`, or a Hub dataset id."""
+    path = Path(path_or_id)
+    if path.is_file():
+        dataset = datasets.load_dataset(_LOCAL_FORMATS.get(path.suffix, "json"), data_files=str(path), split="train")
+    elif path.is_dir() and (path / "dataset_info.json").exists():
+        dataset = datasets.load_from_disk(str(path))
+    elif path.exists() or path_or_id.startswith((".", "/")):
+        raise FileNotFoundError(f"{path_or_id} is not a data file or a saved dataset folder.")
+    else:
+        dataset = datasets.load_dataset(path_or_id, config_name, split=split)
+    if max_rows is not None and max_rows < len(dataset):
+        dataset = dataset.select(range(max_rows))
+    return dataset
+
+
+def _aliases(answer) -> list[str]:
+    if isinstance(answer, str):
+        return [answer]
+    if isinstance(answer, dict):  # TriviaQA: {"value": ..., "aliases": [...]}
+        return [a for a in dict.fromkeys([answer.get("value", ""), *answer.get("aliases", [])]) if a]
+    return list(answer)
+
+
+def load_qa_dataset(
+    path_or_id: str, split: str = "train", max_rows: int | None = None, config_name: str | None = None
+) -> datasets.Dataset:
+    """A QA dataset with `question` and `answers` columns. An `answer` column (a string as in HotpotQA, a list as
+    in NQ-open, or a `{"value","aliases"}` dict as in TriviaQA) becomes `answers`."""
+    dataset = load_table(path_or_id, split, max_rows, config_name)
+    if "answers" not in dataset.column_names and "answer" in dataset.column_names:
+        dataset = dataset.map(lambda ex: {"answers": _aliases(ex["answer"])})
+    if not {"question", "answers"} <= set(dataset.column_names):
+        raise ValueError(f"{path_or_id} needs 'question' and 'answers' columns; it has {dataset.column_names}.")
+    return dataset
+
+
+def resolve_model_path(name: str) -> str:
+    """An offline asset name (`all-minilm-l6-v2`, `splade-tiny`, `smollm2-135m-instruct`) becomes its local folder;
+    anything else (a path or a Hub id) is returned as is."""
+    return offline_model_path(name) if name in OFFLINE_ASSETS else name
+
+
+def load_retriever(name_or_path: str, **kwargs):
+    """A [`SIDRModel`] from an r3hf checkpoint, or a new one initialised from a BERT-style encoder."""
+    from .modeling_sidr import SIDRModel
+
+    path = resolve_model_path(name_or_path)
+    config = Path(path, "config.json")
+    if config.exists() and json.loads(config.read_text()).get("model_type") != "sidr":
+        return SIDRModel.from_encoder(path, **kwargs)
+    if not config.exists() and not os.path.isdir(path):
+        from transformers import AutoConfig
+
+        if AutoConfig.from_pretrained(path).model_type != "sidr":
+            return SIDRModel.from_encoder(path, **kwargs)
+    return SIDRModel.from_pretrained(path)

@@ -1,0 +1,9 @@
+"""Train a retriever with R3: `accelerate launch recipes/train.py --config recipes/configs/nq.yaml`.
+
+See `r3hf/scripts/train.py` for the arguments; CLI flags override the YAML.
+"""
+
+from r3hf.scripts.train import main, make_parser
+
+if __name__ == "__main__":
+    main(*make_parser().parse_args_and_config())
