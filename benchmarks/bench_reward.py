@@ -18,12 +18,11 @@ from pathlib import Path
 
 import bm25s
 import torch
+from bench_index import read_jsonl  # noqa: E402  (benchmarks/ is the script's folder)
 
 from r3hf.assets import offline_model_path
 from r3hf.evaluation import has_answer
 from r3hf.rewards import AnswerProbabilityReward, Calibration
-
-from bench_index import read_jsonl  # noqa: E402  (benchmarks/ is the script's folder)
 
 
 def per_pair_ms(fn, n_pairs: int) -> float:

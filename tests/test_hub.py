@@ -1,0 +1,26 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.fake_hub import FakeHub
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_push_and_load_back_through_a_loopback_hub(tmp_path):
+    with FakeHub() as hub:
+        env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_TOKEN": "hf_fake", "HF_HUB_OFFLINE": "0",
+               "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_DISABLE_XET": "1", "PYTHONPATH": str(ROOT)}
+        proc = subprocess.run([sys.executable, str(ROOT / "tests/hub_roundtrip_script.py"), str(tmp_path)], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        report = json.loads((tmp_path / "report.json").read_text())
+        assert report["same_embeddings"] and report["same_search"]
+        assert report["corpus"][0] == {"id": "a", "title": "Hamlet", "text": "a play by shakespeare"}
+        model_files = set(hub.repos[("model", "tester/tiny-sidr")]["files"])
+        assert {"config.json", "model.safetensors", "tokenizer.json"} <= model_files
+        index_files = set(hub.repos[("dataset", "tester/tiny-index")]["files"])
+        assert {"index.safetensors", "corpus.parquet", "index_config.json", "README.md"} <= index_files
+        assert report["index_url"].startswith(hub.endpoint)
