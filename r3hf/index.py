@@ -7,6 +7,7 @@ inner product, in bounded-memory chunks of passages, on the device of the query 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -355,17 +356,22 @@ class BagOfTokensIndex(_CSRIndex):
         zeroed = np.zeros(len(tokenizer), dtype=bool)
         zeroed[default_zeroed_token_ids(tokenizer)] = True
         dtype = _index_dtype(len(tokenizer))
-        rows = []
+        counts, chunks = [], []
         for passages in iter_passage_batches(corpus, batch_size, show_progress_bar, "Building bag-of-tokens index"):
             texts = [passage_to_text(p) for p in passages]
-            encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-            for ids in encoded:
-                unique = np.unique(np.asarray(ids, dtype=np.int64))
-                rows.append(unique[~zeroed[unique]].astype(dtype))
+            encoded = tokenizer(
+                texts, truncation=True, max_length=max_length, return_attention_mask=False, return_token_type_ids=False
+            )["input_ids"]
+            # One sort per batch: unique (passage, token) keys, row-major, so tokens come out sorted within rows.
+            lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+            tokens = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.int64, count=int(lengths.sum()))
+            keys = np.unique(np.repeat(np.arange(len(encoded)), lengths) * len(tokenizer) + tokens)
+            keys = keys[~zeroed[keys % len(tokenizer)]]
+            counts.append(np.bincount(keys // len(tokenizer), minlength=len(encoded)))
+            chunks.append((keys % len(tokenizer)).astype(dtype))
         indptr = np.zeros(len(corpus) + 1, dtype=np.int64)
-        np.cumsum([len(r) for r in rows], out=indptr[1:])
-        indices = np.concatenate(rows) if rows else np.zeros(0, dtype=dtype)
-        return cls(indptr, indices, None, len(tokenizer), corpus, tokenizer, max_length)
+        np.cumsum(np.concatenate(counts), out=indptr[1:])
+        return cls(indptr, np.concatenate(chunks), None, len(tokenizer), corpus, tokenizer, max_length)
 
 
 class SparseEmbeddingIndex(_CSRIndex):

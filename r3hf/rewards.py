@@ -79,6 +79,21 @@ class Calibration:
             return 0.0
         return None
 
+    def global_threshold(self) -> float:
+        """The single threshold on the score that best agrees with the generation labels of all records (F1 of the
+        positive class, ties to the higher threshold): for `threshold=` when per-query thresholds leave too many
+        queries without a label."""
+        scores = torch.tensor(self.records["score"], dtype=torch.float64)
+        labels = torch.tensor(self.records["label"], dtype=torch.bool)
+        if not labels.any():
+            raise ValueError("No record has a correct generation: calibrate on more queries or passages.")
+        candidates = scores.unique()
+        predicted = scores[None, :] >= candidates[:, None]
+        tp = (predicted & labels).sum(1).double()
+        f1 = 2 * tp / (predicted.sum(1) + labels.sum())
+        best = f1.max()
+        return candidates[(f1 == best).nonzero().max()].item()
+
     def positives(self, query: str) -> list[str]:
         """Passage ids of the query's offline positive pool."""
         return [r["passage_id"] for r in self.records if r["query"] == query and r["label"]]
@@ -206,28 +221,59 @@ class AnswerProbabilityReward:
     # ------------------------------------------------------------------ scoring
 
     @torch.no_grad()
-    def _log_probs(self, sequences: list[tuple[list[int], list[int]]]) -> list[float]:
-        """Sum of log P(answer tokens | prompt) for (prompt_ids, answer_ids) pairs, right-padded manually so the
-        result depends neither on the tokenizer's padding side nor on what else is in the batch."""
-        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i][0]) - len(sequences[i][1]))
-        out = [0.0] * len(sequences)
+    def _log_probs(self, sequences: list[tuple[list[int], list[list[int]]]]) -> list[list[float]]:
+        """Sum of log P(alias tokens | prompt) for each alias of each (prompt_ids, [alias_ids, ...]) item.
+
+        The aliases of an item share one forward pass: the row is the prompt followed by every alias, each alias
+        attending to the prompt and to itself only (a 4D mask) and positioned right after the prompt, so it scores
+        exactly as `prompt + alias` alone would. Rows are right-padded by hand, so results depend neither on the
+        tokenizer's padding side nor on what else is in the batch."""
+        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i][0]) - sum(map(len, sequences[i][1])))
+        out: list[list[float]] = [[] for _ in sequences]
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        dtype = next(self.model.parameters()).dtype
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
-            seqs = [sequences[i][0] + sequences[i][1] for i in chunk]
-            width = max(map(len, seqs))
-            input_ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(seqs), width), dtype=torch.long)
-            for row, s in enumerate(seqs):
-                input_ids[row, : len(s)] = torch.tensor(s)
-                mask[row, : len(s)] = 1
-            logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            width = max(len(sequences[i][0]) + sum(map(len, sequences[i][1])) for i in chunk)
+            input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            position_ids = torch.zeros((len(chunk), width), dtype=torch.long)
+            allowed = torch.zeros((len(chunk), width, width), dtype=torch.bool)
+            allowed[:, :, 0] = True  # padding rows attend somewhere, so no row of the softmax is empty
+            targets = []  # per row: (logit position, target token, alias number) for every alias token
             for row, i in enumerate(chunk):
-                n_prompt, n_answer = len(sequences[i][0]), len(sequences[i][1])
-                step_logits = logits[row, n_prompt - 1 : n_prompt + n_answer - 1].float()
-                targets = input_ids[row, n_prompt : n_prompt + n_answer].to(self.device)
-                log_probs = step_logits.log_softmax(-1).gather(1, targets[:, None]).sum()
-                out[i] = log_probs.item() / (n_answer if self.length_normalize else 1)
+                prompt, aliases = sequences[i]
+                n = len(prompt)
+                input_ids[row, :n] = torch.tensor(prompt)
+                position_ids[row, :n] = torch.arange(n)
+                allowed[row, :n, :n] = torch.ones(n, n, dtype=torch.bool).tril()
+                offset, row_targets = n, []
+                for a, alias in enumerate(aliases):
+                    m = len(alias)
+                    seg = slice(offset, offset + m)
+                    input_ids[row, seg] = torch.tensor(alias)
+                    position_ids[row, seg] = torch.arange(n, n + m)
+                    allowed[row, seg, :n] = True
+                    allowed[row, seg, seg] = torch.ones(m, m, dtype=torch.bool).tril()
+                    # token t of the alias is predicted at the prompt's last position (t = 0) or at alias token t-1
+                    row_targets += [(n - 1 if t == 0 else offset + t - 1, tok, a) for t, tok in enumerate(alias)]
+                    offset += m
+                targets.append(row_targets)
+            mask = torch.zeros((len(chunk), 1, width, width), dtype=dtype)
+            mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
+            first = min(len(sequences[i][0]) for i in chunk) - 1
+            logits = self.model(
+                input_ids=input_ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=position_ids.to(self.device),
+                logits_to_keep=width - first,
+            ).logits.float()
+            for row, i in enumerate(chunk):
+                pos, tok, alias = (torch.tensor(x) for x in zip(*targets[row]))
+                log_probs = logits[row, pos.to(self.device) - first].log_softmax(-1)
+                token_lp = log_probs.gather(1, tok[:, None].to(self.device))[:, 0].double().cpu()
+                sums = torch.zeros(len(sequences[i][1]), dtype=torch.float64).index_add_(0, alias, token_lp)
+                lengths = torch.tensor([len(a) for a in sequences[i][1]], dtype=torch.float64)
+                out[i] = (sums / lengths if self.length_normalize else sums).tolist()
         return out
 
     def _cache_key(self, query: str, passage, answers: Sequence[str]) -> str:
@@ -265,18 +311,13 @@ class AnswerProbabilityReward:
                     results[i] = self.cache[key]
                     continue
             todo.append(i)
-        sequences, owners = [], []
+        sequences = []
         for i in todo:
-            for alias in answers[i]:
-                answer_ids = self.tokenizer(alias, add_special_tokens=False)["input_ids"]
-                prompt_ids = self._prompt_ids(queries[i], [passages[i]], self.max_length - len(answer_ids))
-                sequences.append((prompt_ids, answer_ids))
-                owners.append(i)
-        best: dict[int, float] = {}
-        for owner, lp in zip(owners, self._log_probs(sequences) if sequences else []):
-            best[owner] = max(best.get(owner, -math.inf), lp)
-        for i in todo:
-            results[i] = math.exp(best[i])
+            aliases = [self.tokenizer(a, add_special_tokens=False)["input_ids"] for a in dict.fromkeys(answers[i])]
+            budget = self.max_length - max(map(len, aliases))
+            sequences.append((self._prompt_ids(queries[i], [passages[i]], budget), aliases))
+        for i, log_probs in zip(todo, self._log_probs(sequences) if sequences else []):
+            results[i] = math.exp(max(log_probs))
             if self.cache is not None:
                 self.cache[self._cache_key(queries[i], passages[i], answers[i])] = results[i]
         return results

@@ -49,15 +49,18 @@ def plot(log_history: list[dict], path: Path) -> None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", default="outputs/demo")
-    parser.add_argument("--train-samples", type=int, default=384)
-    parser.add_argument("--eval-samples", type=int, default=200, help="questions per test set")
-    parser.add_argument("--dev-samples", type=int, default=40, help="nq_dev questions for accuracy during training")
-    parser.add_argument("--threshold", type=float, default=0.3, help="global reward threshold on P(answer)")
+    parser.add_argument("--train-samples", type=int, default=256)
+    parser.add_argument("--eval-samples", type=int, default=150, help="questions per test set")
+    parser.add_argument("--dev-samples", type=int, default=30, help="nq_dev questions for accuracy during training")
+    parser.add_argument("--calibration-samples", type=int, default=32,
+                        help="training questions whose initial top-k passages are labelled by real generation")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="global reward threshold on P(answer); default: the one calibration finds")
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--top-m", type=int, default=10)
-    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--top-k", type=int, default=4)
     args = parser.parse_args()
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -70,9 +73,20 @@ def main():
     dev = load_qa_dataset(str(DATA / "nq_dev.jsonl.gz"), max_rows=args.dev_samples)
     tests = {name: load_qa_dataset(str(DATA / f"{name}_test.jsonl.gz")).shuffle(seed=0).select(range(args.eval_samples))
              for name in ("nq", "squad")}
-    reward = AnswerProbabilityReward(resolve_model_path("smollm2-135m-instruct"), threshold=args.threshold,
-                                     batch_size=10)
-    print(f"Set-up: {time.time() - start:.0f}s; {len(index)} passages, {len(train)} training questions")
+    reward = AnswerProbabilityReward(resolve_model_path("smollm2-135m-instruct"), batch_size=10)
+    print(f"Set-up: {time.time() - start:.0f}s; {len(index)} passages, {len(train)} training questions", flush=True)
+
+    # Offline stage: the initial retriever's top-k for some training questions, labelled by real greedy generation.
+    # The calibrated pools feed the offline fallback; their best-agreeing global threshold sets the reward.
+    subset = train.select(range(min(args.calibration_samples, len(train))))
+    candidates = index.get_passages(model.retrieve(subset["question"], index, k=args.top_k, rerank_top_m=args.top_m).ids)
+    calibration = reward.calibrate(subset["question"], subset["answers"], candidates,
+                                   save_path=out / "calibration.jsonl")
+    reward.threshold = args.threshold if args.threshold is not None else calibration.global_threshold()
+    labels = calibration.records["label"]
+    print(f"Calibration: {len(labels)} pairs, {sum(labels)} answered correctly by generation; "
+          f"{len(calibration.thresholds)} questions with both pools; threshold {reward.threshold:.3f} "
+          f"({time.time() - start:.0f}s)", flush=True)
 
     results: dict[str, dict] = {}
     bm25 = BM25Retriever(index.corpus)
@@ -85,7 +99,7 @@ def main():
     config = R3Config(
         output_dir=str(out / "retriever"), per_device_train_batch_size=args.batch_size, learning_rate=args.learning_rate,
         num_train_epochs=args.epochs, retrieval_top_m=args.top_m, retrieval_top_k=args.top_k,
-        positive_fallback="gold", logging_steps=1, eval_strategy="steps", eval_steps=0.25, save_strategy="no",
+        positive_fallback="offline", logging_steps=1, eval_strategy="steps", eval_steps=0.25, save_strategy="no",
         use_cpu=True, seed=0, eval_recall_at=[1, 5], dataloader_num_workers=0, warmup_steps=0.1,
     )
     trainer = R3Trainer(model=model, args=config, reward_funcs=reward, train_dataset=train, eval_dataset=dev,
@@ -108,7 +122,7 @@ def main():
         name, retriever = key.split("/")
         print(f"| {name}_test | {retriever} | {100 * m['rag_accuracy@1']:.1f} | {100 * m['answer_recall@1']:.1f} | "
               f"{100 * m['answer_recall@5']:.1f} | {100 * m['answer_recall@20']:.1f} |")
-    (out / "results.json").write_text(json.dumps({"results": results, "log_history": history,
+    (out / "results.json").write_text(json.dumps({"results": results, "log_history": history, "threshold": reward.threshold,
                                                   "args": vars(args), "seconds": time.time() - start}, indent=1))
     plot(history, out / "training.png")
     print(f"\nWrote {out / 'results.json'} and {out / 'training.png'}; torch threads: {torch.get_num_threads()}")

@@ -70,6 +70,8 @@ def test_build_stores_the_token_sets(bert_tokenizer):
     assert np.array_equal(from_strings.indices, index.indices)
     from_dataset = BagOfTokensIndex.build(index.corpus, bert_tokenizer, 16)
     assert np.array_equal(from_dataset.indptr, index.indptr)
+    in_batches = BagOfTokensIndex.build(CORPUS, bert_tokenizer, 16, batch_size=4)
+    assert np.array_equal(in_batches.indptr, index.indptr) and np.array_equal(in_batches.indices, index.indices)
 
 
 def test_bag_of_tokens_search_matches_model_bag_of_tokens(tiny_sidr, bert_tokenizer):

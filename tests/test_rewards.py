@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from r3hf.assets import offline_model_path
 from r3hf.rewards import AnswerProbabilityReward, Calibration
@@ -87,6 +87,25 @@ def test_best_alias_is_kept(reward):
     assert reward.score([QUERY], [PASSAGE], [["shakespeare", "bacon"]])[0] == pytest.approx(max(a, b), rel=1e-5)
 
 
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_aliases_share_one_pass_and_score_as_alone(family, tiny_lm, bert_tokenizer):
+    if family == "gpt2":
+        config = GPT2Config(vocab_size=len(bert_tokenizer), n_embd=16, n_layer=2, n_head=2, n_positions=512)
+        torch.manual_seed(0)
+        lm = GPT2LMHeadModel(config).eval()
+    else:
+        lm = tiny_lm
+    reward = AnswerProbabilityReward(lm, tokenizer=bert_tokenizer, device="cpu", batch_size=2)
+    aliases = ["william shakespeare", "the bard of avon", "shakespeare", "william shakespeare"]
+    prompt_ids = bert_tokenizer(reward.build_prompt(QUERY, [PASSAGE]))["input_ids"]
+    alone = [manual_probability(lm, prompt_ids, bert_tokenizer(a, add_special_tokens=False)["input_ids"])
+             for a in aliases]
+    queries, passages = [QUERY, "who", QUERY], [PASSAGE, "x", PASSAGE]
+    scores = reward.score(queries, passages, [aliases, ["nobody", "no one at all"], aliases[1:2]])
+    assert scores[0] == pytest.approx(max(alone), rel=1e-4)
+    assert scores[2] == pytest.approx(alone[1], rel=1e-4)
+
+
 def test_truncation_cuts_the_passage_never_the_answer(tiny_lm, bert_tokenizer):
     reward = AnswerProbabilityReward(tiny_lm, tokenizer=bert_tokenizer, device="cpu", max_length=48)
     long_passage = {"title": "Long", "text": " ".join(["filler words here"] * 200) + " the answer is zanzibar"}
@@ -157,6 +176,18 @@ def test_calibration_rule_on_hand_made_scores(tmp_path):
     assert cal.positives("q1") == ["a", "b"]
     cal.save(tmp_path / "cal.jsonl")
     assert Calibration.load(tmp_path / "cal.jsonl").thresholds == cal.thresholds
+
+
+def test_global_threshold_maximises_f1_against_generation_labels():
+    scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.2, 0.1]
+    labels = [1, 0, 1, 1, 0, 0, 1]
+    cal = Calibration.from_records([{"query": f"q{i}", "passage_id": "", "score": s, "label": y, "generation": ""}
+                                    for i, (s, y) in enumerate(zip(scores, labels))])
+    # t=0.6 keeps 3 of 4 positives with 1 false positive: F1 = 6/8, the best (labelling all positive: 8/11).
+    assert cal.global_threshold() == 0.6
+    no_positive = Calibration.from_records([{"query": "q", "passage_id": "", "score": 0.5, "label": 0, "generation": ""}])
+    with pytest.raises(ValueError, match="No record has a correct generation"):
+        no_positive.global_threshold()
 
 
 def test_calibrate_uses_real_generation_labels(reward, monkeypatch, tmp_path):
