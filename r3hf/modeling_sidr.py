@@ -337,7 +337,10 @@ class SIDRModel(PreTrainedModel):
             out = [
                 self.embed(**self.tokenize(batch, side), side=side).float()
                 for batch in self._batches(
-                    [texts[i] for i in order], batch_size, show_progress_bar, f"Encoding {side}s"
+                    [texts[i] for i in order],
+                    batch_size,
+                    show_progress_bar,
+                    "Encoding queries" if side == "query" else "Encoding passages",
                 )
             ]
         finally:

@@ -5,7 +5,7 @@ corpus, rewards with the packaged SmolLM2-135M-Instruct, trains with R3, and com
 R3-trained one and bm25s on nq_test and squad_test: RAG accuracy (1 passage in context) and answer-recall@k. Prints
 the table, writes it as JSON, and plots reward and dev accuracy over training.
 
-    python recipes/demo.py                     # about 20-30 minutes on 2 CPU cores
+    python recipes/demo.py                     # about 35 minutes on 2 CPU cores
     python recipes/demo.py --eval-samples 50   # quicker, noisier
 """
 
