@@ -66,63 +66,103 @@ def main():
     args = parser.parse_args()
     data = Path(args.data)
     cuda = torch.cuda.is_available()
-    device = torch.cuda.get_device_name() if cuda else f"CPU ({platform.processor() or platform.machine()}), " \
-        f"{torch.get_num_threads()} threads"
+    device = (
+        torch.cuda.get_device_name()
+        if cuda
+        else f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads"
+    )
 
     model = load_retriever(args.retriever)
     index = BagOfTokensIndex.build(read_jsonl(data / "corpus.jsonl.gz"), model.tokenizer)
     rows = read_jsonl(data / "nq_train.jsonl.gz")[: args.batch_size * args.steps]
-    train = datasets.Dataset.from_list([{"question": r["question"], "answers": r["answers"],
-                                         "positive_ids": r["positive_ids"]} for r in rows])
-    reward = AnswerProbabilityReward(resolve_model_path(args.llm), threshold=0.3, batch_size=args.reward_batch_size,
-                                     dtype=getattr(torch, args.dtype))
+    train = datasets.Dataset.from_list(
+        [{"question": r["question"], "answers": r["answers"], "positive_ids": r["positive_ids"]} for r in rows]
+    )
+    reward = AnswerProbabilityReward(
+        resolve_model_path(args.llm),
+        threshold=0.3,
+        batch_size=args.reward_batch_size,
+        dtype=getattr(torch, args.dtype),
+    )
     config = R3Config(
-        output_dir="outputs/bench_train", per_device_train_batch_size=args.batch_size, num_train_epochs=3,
-        warmup_epochs_offline=1, retrieval_top_m=args.top_m, retrieval_top_k=args.top_k, logging_steps=1,
-        save_strategy="no", report_to="none", use_cpu=not cuda, seed=0, bf16=cuda,
+        output_dir="outputs/bench_train",
+        per_device_train_batch_size=args.batch_size,
+        num_train_epochs=3,
+        warmup_epochs_offline=1,
+        retrieval_top_m=args.top_m,
+        retrieval_top_k=args.top_k,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=not cuda,
+        seed=0,
+        bf16=cuda,
     )
     timer = StepTimer(reward)
-    trainer = R3Trainer(model=model, args=config, reward_funcs=reward, train_dataset=train, index=index,
-                        callbacks=[timer])
+    trainer = R3Trainer(
+        model=model, args=config, reward_funcs=reward, train_dataset=train, index=index, callbacks=[timer]
+    )
     trainer.train()
 
     logs = [e for e in trainer.state.log_history if "loss" in e]
-    phases = {"offline warm-up": slice(0, args.steps), "on-policy, cold cache": slice(args.steps, 2 * args.steps),
-              "on-policy, warm cache": slice(2 * args.steps, 3 * args.steps)}
+    phases = {
+        "offline warm-up": slice(0, args.steps),
+        "on-policy, cold cache": slice(args.steps, 2 * args.steps),
+        "on-policy, warm cache": slice(2 * args.steps, 3 * args.steps),
+    }
     table = {}
     for name, part in phases.items():
         steps, entries = timer.seconds[part], logs[part]
         retrieval = mean([e.get("profiling/retrieval_s", 0.0) for e in entries])
         scoring = mean([e.get("profiling/reward_s", 0.0) for e in entries])
         total = mean(steps)
-        table[name] = {"step_s": total, "retrieval_s": retrieval, "reward_s": scoring,
-                       "forward_backward_s": total - retrieval - scoring,
-                       "cache_hit_rate": sum(timer.hits[part]) / max(1, sum(timer.lookups[part]))}
+        table[name] = {
+            "step_s": total,
+            "retrieval_s": retrieval,
+            "reward_s": scoring,
+            "forward_backward_s": total - retrieval - scoring,
+            "cache_hit_rate": sum(timer.hits[part]) / max(1, sum(timer.lookups[part])),
+        }
 
     # The paper's run: 128 questions per step over 4 devices, so 32 per device; per-question costs scale linearly.
     per_device = PAPER["batch_size"] // PAPER["devices"]
     scale = per_device / args.batch_size
     steps_per_epoch = -(-PAPER["questions"] // PAPER["batch_size"])
-    hours = steps_per_epoch * scale / 3600 * (
-        PAPER["offline_epochs"] * table["offline warm-up"]["step_s"]
-        + table["on-policy, cold cache"]["step_s"]
-        + (PAPER["online_epochs"] - 1) * table["on-policy, warm cache"]["step_s"]
+    hours = (
+        steps_per_epoch
+        * scale
+        / 3600
+        * (
+            PAPER["offline_epochs"] * table["offline warm-up"]["step_s"]
+            + table["on-policy, cold cache"]["step_s"]
+            + (PAPER["online_epochs"] - 1) * table["on-policy, warm cache"]["step_s"]
+        )
     )
-    print(f"\n## R3 step time on {device}: {args.batch_size} questions per step, m={args.top_m}, k={args.top_k}, "
-          f"reward LLM {args.llm} ({args.dtype})\n")
+    print(
+        f"\n## R3 step time on {device}: {args.batch_size} questions per step, m={args.top_m}, k={args.top_k}, "
+        f"reward LLM {args.llm} ({args.dtype})\n"
+    )
     print("| phase | s/step | retrieval | reward | forward-backward | reward cache hits |")
     print("|---|---|---|---|---|---|")
     for name, t in table.items():
-        print(f"| {name} | {t['step_s']:.2f} | {t['retrieval_s']:.2f} | {t['reward_s']:.2f} | "
-              f"{t['forward_backward_s']:.2f} | {100 * t['cache_hit_rate']:.0f}% |")
-    print(f"\nProjection, paper schedule ({PAPER['questions']:,} questions, batch {PAPER['batch_size']} over "
-          f"{PAPER['devices']} devices like this one, {PAPER['offline_epochs']} offline + {PAPER['online_epochs']} "
-          f"on-policy epochs, steady-state cache hit rate as measured): {hours:,.1f} hours = "
-          f"{hours / 24:.2f}x the paper's one day. The reward LLM here is {args.llm}, not Llama-3-8B.")
+        print(
+            f"| {name} | {t['step_s']:.2f} | {t['retrieval_s']:.2f} | {t['reward_s']:.2f} | "
+            f"{t['forward_backward_s']:.2f} | {100 * t['cache_hit_rate']:.0f}% |"
+        )
+    print(
+        f"\nProjection, paper schedule ({PAPER['questions']:,} questions, batch {PAPER['batch_size']} over "
+        f"{PAPER['devices']} devices like this one, {PAPER['offline_epochs']} offline + {PAPER['online_epochs']} "
+        f"on-policy epochs, steady-state cache hit rate as measured): {hours:,.1f} hours = "
+        f"{hours / 24:.2f}x the paper's one day. The reward LLM here is {args.llm}, not Llama-3-8B."
+    )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"device": device, "args": vars(args), "phases": table,
-                                              "projection_hours": hours, "paper": PAPER}, indent=1))
+        Path(args.out).write_text(
+            json.dumps(
+                {"device": device, "args": vars(args), "phases": table, "projection_hours": hours, "paper": PAPER},
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import datasets
 import torch
+from accelerate.utils import gather_object
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -293,13 +294,19 @@ class R3Trainer(Trainer):
         return (loss, out) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add the step metrics gathered since the last log (averaged) to the Trainer's logs."""
+        """Add the step metrics gathered since the last log to the Trainer's logs, averaged over steps and over
+        processes (so every rank logs the same numbers)."""
         if not any(k.startswith("eval_") for k in logs):
+            local = {}
             for key, values in self._metrics["train"].items():
                 finite = [v for v in values if not math.isnan(v)]
                 if finite:
-                    logs[key] = sum(finite) / len(finite)
+                    local[key] = sum(finite) / len(finite)
             self._metrics["train"].clear()
+            per_rank = gather_object([local]) if self.accelerator.num_processes > 1 else [local]
+            for key in sorted({k for rank in per_rank for k in rank}):
+                values = [rank[key] for rank in per_rank if key in rank]
+                logs[key] = sum(values) / len(values)
         super().log(logs, start_time)
 
     # ------------------------------------------------------------------ evaluation
@@ -310,20 +317,23 @@ class R3Trainer(Trainer):
         if dataset is None:
             raise ValueError("evaluate() needs an eval_dataset.")
         args, sidr = self.args, self._sidr()
-        questions, answers = dataset["question"], dataset["answers"]
+        answers = dataset["answers"]
         ks = sorted(set(args.eval_recall_at))
-        results = retrieve(
-            sidr,
-            questions,
-            self.index,
-            k=min(max(ks), len(self.index)),
-            rerank_top_m=max(args.retrieval_top_m, min(max(ks), len(self.index))),
-        )
-        passages = self.index.get_passages(results.ids)
-        metrics = answer_recall_at_k(passages, answers, ks)
         generator = next((f for f in self.reward_funcs if isinstance(f, AnswerProbabilityReward)), None)
-        if args.eval_rag_accuracy and generator is not None:
-            predictions = generator.generate(questions, [ps[:1] for ps in passages])
+        generate = args.eval_rag_accuracy and generator is not None
+        # each process retrieves (and generates) for its share of the questions; the shares are gathered in order
+        passages, predictions = [], []
+        with self.accelerator.split_between_processes(list(dataset["question"])) as questions:
+            if questions:
+                k = min(max(ks), len(self.index))
+                results = retrieve(sidr, questions, self.index, k=k, rerank_top_m=max(args.retrieval_top_m, k))
+                passages = self.index.get_passages(results.ids)
+                if generate:
+                    predictions = generator.generate(questions, [ps[:1] for ps in passages])
+        if self.accelerator.num_processes > 1:
+            passages, predictions = gather_object(passages), gather_object(predictions)
+        metrics = answer_recall_at_k(passages, answers, ks)
+        if generate:
             metrics["rag_accuracy"] = rag_accuracy(predictions, answers)
         metrics = {f"{metric_key_prefix}_{k}": v for k, v in metrics.items()}
         self.log(dict(metrics))

@@ -27,6 +27,7 @@ def main(out: Path):
         output_dir=str(out / "run"),
         per_device_train_batch_size=4,
         max_steps=2,
+        logging_steps=1,
         learning_rate=1e-3,
         retrieval_top_m=20,
         retrieval_top_k=5,
@@ -44,6 +45,7 @@ def main(out: Path):
         "steps": trainer.state.global_step,
         "initial_checksum": initial,
         "checksum": checksum(trainer.model),
+        "logged": next(log for log in reversed(trainer.state.log_history) if "frac_online_positive" in log),
     }
     (out / f"rank{trainer.args.process_index}.json").write_text(json.dumps(report))
 

@@ -41,7 +41,9 @@ class FakeHub:
             def _send(self, status: int, body: bytes | dict | list = b"", headers: dict | None = None, head=False):
                 data = json.dumps(body).encode() if isinstance(body, dict | list) else body
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json" if isinstance(body, dict | list) else "application/octet-stream")
+                self.send_header(
+                    "Content-Type", "application/json" if isinstance(body, dict | list) else "application/octet-stream"
+                )
                 self.send_header("Content-Length", str(len(data)))
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
@@ -64,8 +66,14 @@ class FakeHub:
                     return self._send(200, {"errors": [], "warnings": []})
                 if m := re.fullmatch(f"/api/{REPO}/preupload/(?P<rev>.+)", path):
                     files = json.loads(self._body())["files"]
-                    return self._send(200, {"files": [{"path": f["path"], "uploadMode": "regular",
-                                                       "shouldIgnore": False} for f in files]})
+                    return self._send(
+                        200,
+                        {
+                            "files": [
+                                {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files
+                            ]
+                        },
+                    )
                 if m := re.fullmatch(f"/api/{REPO}/commit/(?P<rev>.+)", path):
                     repo = hub.repos.setdefault((m["type"], m["repo"]), {"files": {}, "sha": "0" * 40})
                     for line in self._body().decode().splitlines():
@@ -74,7 +82,9 @@ class FakeHub:
                             repo["files"][item["value"]["path"]] = base64.b64decode(item["value"]["content"])
                         elif item["key"] == "deletedFile":
                             repo["files"].pop(item["value"]["path"], None)
-                    digest = hashlib.sha1(json.dumps(sorted((p, hashlib.sha1(b).hexdigest()) for p, b in repo["files"].items())).encode())
+                    digest = hashlib.sha1(
+                        json.dumps(sorted((p, hashlib.sha1(b).hexdigest()) for p, b in repo["files"].items())).encode()
+                    )
                     repo["sha"] = digest.hexdigest()
                     url = f"{hub.endpoint}/{m['repo']}/commit/{repo['sha']}"
                     return self._send(200, {"commitUrl": url, "commitOid": repo["sha"], "success": True})
@@ -87,23 +97,40 @@ class FakeHub:
                 if m := re.fullmatch(f"/api/{REPO}(?:/revision/(?P<rev>[^/]+))?", path):
                     repo = hub.repos.get((m["type"], m["repo"]))
                     if repo is None:
-                        return self._send(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"}, head)
-                    return self._send(200, {"id": m["repo"], "sha": repo["sha"], "private": False,
-                                            "siblings": [{"rfilename": p} for p in sorted(repo["files"])]}, head=head)
+                        return self._send(
+                            404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"}, head
+                        )
+                    return self._send(
+                        200,
+                        {
+                            "id": m["repo"],
+                            "sha": repo["sha"],
+                            "private": False,
+                            "siblings": [{"rfilename": p} for p in sorted(repo["files"])],
+                        },
+                        head=head,
+                    )
                 if m := re.fullmatch(f"/api/{REPO}/tree/(?P<rev>[^/]+)(?:/(?P<sub>.*))?", path):
                     repo = hub.repos.get((m["type"], m["repo"]), {"files": {}})
                     prefix = (m["sub"] or "").strip("/")
-                    entries = [{"type": "file", "path": p, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
-                               for p, b in sorted(repo["files"].items()) if p.startswith(prefix)]
+                    entries = [
+                        {"type": "file", "path": p, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
+                        for p, b in sorted(repo["files"].items())
+                        if p.startswith(prefix)
+                    ]
                     return self._send(200, entries, head=head)
-                m = re.fullmatch(r"/(?:(?P<type>dataset|space)s/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)", path)
+                m = re.fullmatch(
+                    r"/(?:(?P<type>dataset|space)s/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)", path
+                )
                 if m:
                     repo = hub.repos.get((m["type"] or "model", m["repo"]))
                     if repo is None:
                         return self._send(404, b"", {"X-Error-Code": "RepoNotFound"}, head)
                     data = repo["files"].get(m["file"])
                     if data is None:
-                        return self._send(404, b"", {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": repo["sha"]}, head)
+                        return self._send(
+                            404, b"", {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": repo["sha"]}, head
+                        )
                     etag = hashlib.sha1(data).hexdigest()
                     return self._send(200, data, {"X-Repo-Commit": repo["sha"], "ETag": f'"{etag}"'}, head)
                 return self._send(404, {"error": f"no route for GET {path}"}, head=head)

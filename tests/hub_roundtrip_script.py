@@ -17,7 +17,10 @@ def main(out: Path):
     tokenizer = AutoTokenizer.from_pretrained(offline_model_path("splade-tiny"))
     model = make_tiny_sidr(tokenizer)
     model_url = model.push_to_hub("tester/tiny-sidr")
-    corpus = [{"id": "a", "title": "Hamlet", "text": "a play by shakespeare"}, {"id": "b", "title": "", "text": "paris"}]
+    corpus = [
+        {"id": "a", "title": "Hamlet", "text": "a play by shakespeare"},
+        {"id": "b", "title": "", "text": "paris"},
+    ]
     index = BagOfTokensIndex.build(corpus, tokenizer)
     index_url = index.push_to_hub("tester/tiny-index")
     loaded = SIDRModel.from_pretrained("tester/tiny-sidr")
@@ -27,8 +30,10 @@ def main(out: Path):
         "model_url": str(model_url),
         "index_url": index_url,
         "same_embeddings": torch.equal(loaded.encode_queries(q), model.encode_queries(q)),
-        "same_search": torch.equal(loaded.retrieve(q, loaded_index, k=2, rerank_top_m=2).ids,
-                                   model.retrieve(q, index, k=2, rerank_top_m=2).ids),
+        "same_search": torch.equal(
+            loaded.retrieve(q, loaded_index, k=2, rerank_top_m=2).ids,
+            model.retrieve(q, index, k=2, rerank_top_m=2).ids,
+        ),
         "corpus": loaded_index.corpus.to_list(),
     }
     (out / "report.json").write_text(json.dumps(report))

@@ -11,10 +11,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_push_and_load_back_through_a_loopback_hub(tmp_path):
     with FakeHub() as hub:
-        env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_TOKEN": "hf_fake", "HF_HUB_OFFLINE": "0",
-               "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_DISABLE_XET": "1", "PYTHONPATH": str(ROOT)}
-        proc = subprocess.run([sys.executable, str(ROOT / "tests/hub_roundtrip_script.py"), str(tmp_path)], env=env,
-                              capture_output=True, text=True, timeout=300)
+        env = {
+            **os.environ,
+            "HF_ENDPOINT": hub.endpoint,
+            "HF_TOKEN": "hf_fake",
+            "HF_HUB_OFFLINE": "0",
+            "HF_HOME": str(tmp_path / "hf_home"),
+            "HF_HUB_DISABLE_XET": "1",
+            "PYTHONPATH": str(ROOT),
+        }
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "tests/hub_roundtrip_script.py"), str(tmp_path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-4000:]
         report = json.loads((tmp_path / "report.json").read_text())
         assert report["same_embeddings"] and report["same_search"]

@@ -98,8 +98,9 @@ def test_aliases_share_one_pass_and_score_as_alone(family, tiny_lm, bert_tokeniz
     reward = AnswerProbabilityReward(lm, tokenizer=bert_tokenizer, device="cpu", batch_size=2)
     aliases = ["william shakespeare", "the bard of avon", "shakespeare", "william shakespeare"]
     prompt_ids = bert_tokenizer(reward.build_prompt(QUERY, [PASSAGE]))["input_ids"]
-    alone = [manual_probability(lm, prompt_ids, bert_tokenizer(a, add_special_tokens=False)["input_ids"])
-             for a in aliases]
+    alone = [
+        manual_probability(lm, prompt_ids, bert_tokenizer(a, add_special_tokens=False)["input_ids"]) for a in aliases
+    ]
     queries, passages = [QUERY, "who", QUERY], [PASSAGE, "x", PASSAGE]
     scores = reward.score(queries, passages, [aliases, ["nobody", "no one at all"], aliases[1:2]])
     assert scores[0] == pytest.approx(max(alone), rel=1e-4)
@@ -181,11 +182,17 @@ def test_calibration_rule_on_hand_made_scores(tmp_path):
 def test_global_threshold_maximises_f1_against_generation_labels():
     scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.2, 0.1]
     labels = [1, 0, 1, 1, 0, 0, 1]
-    cal = Calibration.from_records([{"query": f"q{i}", "passage_id": "", "score": s, "label": y, "generation": ""}
-                                    for i, (s, y) in enumerate(zip(scores, labels))])
+    cal = Calibration.from_records(
+        [
+            {"query": f"q{i}", "passage_id": "", "score": s, "label": y, "generation": ""}
+            for i, (s, y) in enumerate(zip(scores, labels))
+        ]
+    )
     # t=0.6 keeps 3 of 4 positives with 1 false positive: F1 = 6/8, the best (labelling all positive: 8/11).
     assert cal.global_threshold() == 0.6
-    no_positive = Calibration.from_records([{"query": "q", "passage_id": "", "score": 0.5, "label": 0, "generation": ""}])
+    no_positive = Calibration.from_records(
+        [{"query": "q", "passage_id": "", "score": 0.5, "label": 0, "generation": ""}]
+    )
     with pytest.raises(ValueError, match="No record has a correct generation"):
         no_positive.global_threshold()
 

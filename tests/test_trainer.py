@@ -201,7 +201,7 @@ def test_evaluate_reports_answer_recall(tmp_path, bert_tokenizer):
     assert 0.0 <= metrics["eval_answer_recall@1"] <= metrics["eval_answer_recall@5"] <= 1.0
 
 
-def test_two_process_accelerate_launch_agrees_on_weights(tmp_path):
+def test_two_process_accelerate_launch_agrees_on_weights_and_metrics(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable,
@@ -218,3 +218,6 @@ def test_two_process_accelerate_launch_agrees_on_weights(tmp_path):
     assert reports[0]["world_size"] == reports[1]["world_size"] == 2
     assert reports[0]["checksum"] == reports[1]["checksum"]
     assert reports[0]["steps"] == 2 and reports[0]["checksum"] != reports[0]["initial_checksum"]
+    # step metrics are averaged over processes, so both ranks log the same numbers
+    assert reports[0]["logged"] == reports[1]["logged"]
+    assert "profiling/retrieval_s" in reports[0]["logged"]
