@@ -6,6 +6,7 @@ inner product, in bounded-memory chunks of passages, on the device of the query 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
@@ -356,12 +357,10 @@ class BagOfTokensIndex(_CSRIndex):
         zeroed = np.zeros(len(tokenizer), dtype=bool)
         zeroed[default_zeroed_token_ids(tokenizer)] = True
         dtype = _index_dtype(len(tokenizer))
+        token_ids = _token_ids_fn(tokenizer, max_length)
         counts, chunks = [], []
         for passages in iter_passage_batches(corpus, batch_size, show_progress_bar, "Building bag-of-tokens index"):
-            texts = [passage_to_text(p) for p in passages]
-            encoded = tokenizer(
-                texts, truncation=True, max_length=max_length, return_attention_mask=False, return_token_type_ids=False
-            )["input_ids"]
+            encoded = token_ids([passage_to_text(p) for p in passages])
             # One sort per batch: unique (passage, token) keys, row-major, so tokens come out sorted within rows.
             lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
             tokens = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.int64, count=int(lengths.sum()))
@@ -372,6 +371,22 @@ class BagOfTokensIndex(_CSRIndex):
         indptr = np.zeros(len(corpus) + 1, dtype=np.int64)
         np.cumsum(np.concatenate(counts), out=indptr[1:])
         return cls(indptr, np.concatenate(chunks), None, len(tokenizer), corpus, tokenizer, max_length)
+
+
+def _token_ids_fn(tokenizer, max_length: int):
+    """A function from texts to their (truncated) token ids, exactly as `tokenizer(texts, truncation=True)` gives.
+
+    For a fast tokenizer it calls a private copy of the Rust backend's `encode_batch_fast`, which skips the offsets
+    and attention masks that the index does not need (about a third of the tokenization time).
+    """
+    if getattr(tokenizer, "is_fast", False):
+        backend = copy.deepcopy(tokenizer.backend_tokenizer)
+        backend.enable_truncation(max_length)
+        backend.no_padding()
+        return lambda texts: [encoding.ids for encoding in backend.encode_batch_fast(texts)]
+    return lambda texts: tokenizer(
+        texts, truncation=True, max_length=max_length, return_attention_mask=False, return_token_type_ids=False
+    )["input_ids"]
 
 
 class SparseEmbeddingIndex(_CSRIndex):

@@ -6,6 +6,7 @@ from transformers import PreTrainedTokenizerFast
 
 from r3hf import BagOfTokensIndex, SearchResults, SparseEmbeddingIndex
 from r3hf.index import INDEX_CONFIG
+from r3hf.modeling_sidr import passage_to_text
 from r3hf.retrieval import retrieve
 
 CORPUS = [
@@ -57,20 +58,23 @@ def test_ties_and_k_larger_than_the_corpus(bert_tokenizer):
 
 
 def test_build_stores_the_token_sets(bert_tokenizer):
-    index = BagOfTokensIndex.build(CORPUS, bert_tokenizer, max_length=16)
+    truncation = bert_tokenizer.backend_tokenizer.truncation
+    index = BagOfTokensIndex.build(CORPUS, bert_tokenizer, max_length=8)
+    assert bert_tokenizer.backend_tokenizer.truncation == truncation  # the caller's tokenizer is left as it was
+    assert max(len(bert_tokenizer(passage_to_text(p))["input_ids"]) for p in CORPUS) > 8  # truncation is exercised
     assert len(index) == len(CORPUS) and index.indices.dtype == np.uint16
     for i, passage in enumerate(CORPUS):
-        ids = bert_tokenizer(f"{passage['title']} [SEP] {passage['text']}", truncation=True, max_length=16)[
+        ids = bert_tokenizer(f"{passage['title']} [SEP] {passage['text']}", truncation=True, max_length=8)[
             "input_ids"
         ]
         expected = set(ids) - set(bert_tokenizer.all_special_ids)
         assert set(index.indices[index.indptr[i] : index.indptr[i + 1]].tolist()) == expected
     assert index.corpus[2]["id"] == "c"
-    from_strings = BagOfTokensIndex.build([f"{p['title']} [SEP] {p['text']}" for p in CORPUS], bert_tokenizer, 16)
+    from_strings = BagOfTokensIndex.build([f"{p['title']} [SEP] {p['text']}" for p in CORPUS], bert_tokenizer, 8)
     assert np.array_equal(from_strings.indices, index.indices)
-    from_dataset = BagOfTokensIndex.build(index.corpus, bert_tokenizer, 16)
+    from_dataset = BagOfTokensIndex.build(index.corpus, bert_tokenizer, 8)
     assert np.array_equal(from_dataset.indptr, index.indptr)
-    in_batches = BagOfTokensIndex.build(CORPUS, bert_tokenizer, 16, batch_size=4)
+    in_batches = BagOfTokensIndex.build(CORPUS, bert_tokenizer, 8, batch_size=4)
     assert np.array_equal(in_batches.indptr, index.indptr) and np.array_equal(in_batches.indices, index.indices)
 
 
