@@ -64,9 +64,7 @@ def test_build_stores_the_token_sets(bert_tokenizer):
     assert max(len(bert_tokenizer(passage_to_text(p))["input_ids"]) for p in CORPUS) > 8  # truncation is exercised
     assert len(index) == len(CORPUS) and index.indices.dtype == np.uint16
     for i, passage in enumerate(CORPUS):
-        ids = bert_tokenizer(f"{passage['title']} [SEP] {passage['text']}", truncation=True, max_length=8)[
-            "input_ids"
-        ]
+        ids = bert_tokenizer(f"{passage['title']} [SEP] {passage['text']}", truncation=True, max_length=8)["input_ids"]
         expected = set(ids) - set(bert_tokenizer.all_special_ids)
         assert set(index.indices[index.indptr[i] : index.indptr[i + 1]].tolist()) == expected
     assert index.corpus[2]["id"] == "c"

@@ -1,4 +1,7 @@
 import json
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -166,3 +169,24 @@ def test_cli_evaluate_compares_with_bm25s(tiny_setup, tmp_path):
     metrics = json.loads(out.read_text())
     assert set(metrics) == {str(t / "sidr"), "bm25s"}
     assert metrics["bm25s"]["answer_recall@3"] >= metrics["bm25s"]["answer_recall@1"]
+
+
+def test_wheel_ships_the_card_templates_and_metric(tmp_path):
+    """A `pip install r3hf` (not editable) must still find `model_cards/` and the `evaluate` metric module."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        str(ROOT),
+        "--no-deps",
+        "--no-build-isolation",
+        "-q",
+        "-w",
+        str(tmp_path),
+    ]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    with zipfile.ZipFile(next(tmp_path.glob("r3hf-*.whl"))) as wheel:
+        names = set(wheel.namelist())
+    assert {"r3hf/model_cards/retriever_card.md", "r3hf/model_cards/index_card.md"} <= names
+    assert "r3hf/metrics/rag_accuracy/rag_accuracy.py" in names
