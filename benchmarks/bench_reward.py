@@ -117,15 +117,13 @@ def main():
         ]
     )
     held_out = [i for i, h in enumerate(half) if not h]
-    table = {}
-    for threshold in args.thresholds:
-        table[f"global {threshold}"] = agreement(
-            [1.0 if scores[i] >= threshold else 0.0 for i in held_out], [truth[i] for i in held_out]
-        )
     best = calibration.global_threshold()
-    table[f"global {best:.4f} (F1-best on the calibration half)"] = agreement(
-        [1.0 if scores[i] >= best else 0.0 for i in held_out], [truth[i] for i in held_out]
-    )
+    globals_ = {f"global {t}": t for t in args.thresholds}
+    globals_[f"global {best:.4f} (F1-best on the calibration half)"] = best
+    table = {
+        name: agreement([1.0 if scores[i] >= t else 0.0 for i in held_out], [truth[i] for i in held_out])
+        for name, t in globals_.items()
+    }
     table["calibrated per query"] = agreement(
         [calibration.label(flat_q[i], scores[i]) for i in held_out], [truth[i] for i in held_out]
     )

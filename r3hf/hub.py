@@ -8,8 +8,8 @@ from pathlib import Path
 from huggingface_hub import DatasetCard, DatasetCardData, ModelCard, ModelCardData
 
 # In a wheel the templates are packaged as `r3hf/model_cards/`; in a source checkout they sit at the repository root.
-_PACKAGED = Path(__file__).resolve().parent / "model_cards"
-TEMPLATES = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parent.parent / "model_cards"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+TEMPLATES = next(d for d in (_PACKAGE_DIR / "model_cards", _PACKAGE_DIR.parent / "model_cards") if d.is_dir())
 
 _INDEX_KINDS = {
     "bag_of_tokens": (

@@ -295,18 +295,17 @@ class R3Trainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the step metrics gathered since the last log to the Trainer's logs, averaged over steps and over
-        processes (so every rank logs the same numbers)."""
-        if not any(k.startswith("eval_") for k in logs):
-            local = {}
-            for key, values in self._metrics["train"].items():
-                finite = [v for v in values if not math.isnan(v)]
-                if finite:
-                    local[key] = sum(finite) / len(finite)
-            self._metrics["train"].clear()
-            per_rank = gather_object([local]) if self.accelerator.num_processes > 1 else [local]
-            for key in sorted({k for rank in per_rank for k in rank}):
-                values = [rank[key] for rank in per_rank if key in rank]
-                logs[key] = sum(values) / len(values)
+        processes (so every rank logs the same numbers). Evaluation logs bypass this (see `evaluate`)."""
+        local = {}
+        for key, values in self._metrics["train"].items():
+            finite = [v for v in values if not math.isnan(v)]
+            if finite:
+                local[key] = sum(finite) / len(finite)
+        self._metrics["train"].clear()
+        per_rank = gather_object([local]) if self.accelerator.num_processes > 1 else [local]
+        for key in sorted({k for rank in per_rank for k in rank}):
+            values = [rank[key] for rank in per_rank if key in rank]
+            logs[key] = sum(values) / len(values)
         super().log(logs, start_time)
 
     # ------------------------------------------------------------------ evaluation
@@ -316,6 +315,8 @@ class R3Trainer(Trainer):
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         if dataset is None:
             raise ValueError("evaluate() needs an eval_dataset.")
+        if len(dataset) == 0:
+            raise ValueError("The eval_dataset is empty: pass at least one question with its answers.")
         args, sidr = self.args, self._sidr()
         answers = dataset["answers"]
         ks = sorted(set(args.eval_recall_at))
@@ -325,8 +326,8 @@ class R3Trainer(Trainer):
         passages, predictions = [], []
         with self.accelerator.split_between_processes(list(dataset["question"])) as questions:
             if questions:
-                k = min(max(ks), len(self.index))
-                results = retrieve(sidr, questions, self.index, k=k, rerank_top_m=max(args.retrieval_top_m, k))
+                depth = min(max(ks), len(self.index))
+                results = retrieve(sidr, questions, self.index, k=depth, rerank_top_m=max(args.retrieval_top_m, depth))
                 passages = self.index.get_passages(results.ids)
                 if generate:
                     predictions = generator.generate(questions, [ps[:1] for ps in passages])
@@ -336,7 +337,8 @@ class R3Trainer(Trainer):
         if generate:
             metrics["rag_accuracy"] = rag_accuracy(predictions, answers)
         metrics = {f"{metric_key_prefix}_{k}": v for k, v in metrics.items()}
-        self.log(dict(metrics))
+        # Trainer.log directly: the pending training-step metrics belong to the next training log, whatever the prefix
+        super().log(dict(metrics))
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 

@@ -199,6 +199,10 @@ def test_evaluate_reports_answer_recall(tmp_path, bert_tokenizer):
     metrics = trainer.evaluate(ds)
     assert set(metrics) == {"eval_answer_recall@1", "eval_answer_recall@5"}
     assert 0.0 <= metrics["eval_answer_recall@1"] <= metrics["eval_answer_recall@5"] <= 1.0
+    logged = trainer.state.log_history[-1]  # the evaluation's own log, no training-step metrics mixed in
+    assert {k: v for k, v in logged.items() if k not in ("step", "epoch")} == metrics
+    with pytest.raises(ValueError, match="eval_dataset is empty"):
+        trainer.evaluate(ds.select([]))
 
 
 def test_two_process_accelerate_launch_agrees_on_weights_and_metrics(tmp_path):
