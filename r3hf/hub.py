@@ -1,15 +1,25 @@
-"""Model and index cards rendered from the Jinja templates in `model_cards/`, with `huggingface_hub` card utilities."""
+"""Model and index cards rendered from the Jinja templates in `model_cards/`, with `huggingface_hub` card utilities.
+
+Cards take plain values (never a trainer), and name models by their public Hub ids: a packaged offline asset is named
+by the upstream repo it was taken from, and a path of the machine that trained is never written.
+"""
 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-from huggingface_hub import DatasetCard, DatasetCardData, ModelCard, ModelCardData
+from huggingface_hub import DatasetCard, DatasetCardData, HfApi, ModelCard, ModelCardData
+
+from .assets import hub_id_of_path
+from .version import __version__
 
 # In a wheel the templates are packaged as `r3hf/model_cards/`; in a source checkout they sit at the repository root.
 _PACKAGE_DIR = Path(__file__).resolve().parent
 TEMPLATES = next(d for d in (_PACKAGE_DIR / "model_cards", _PACKAGE_DIR.parent / "model_cards") if d.is_dir())
+TAGS = ["r3hf", "r3", "sidr", "retrieval", "rag"]
 
 _INDEX_KINDS = {
     "bag_of_tokens": (
@@ -19,6 +29,50 @@ _INDEX_KINDS = {
     ),
     "sparse_embedding": ("SparseEmbeddingIndex", "Sparse embedding", "parametric top-k embedding index E(D)"),
 }
+
+
+def public_model_id(name_or_path: str | os.PathLike | None) -> str | None:
+    """The public name of a model for a card: the upstream Hub id of a packaged offline asset, a Hub id as it is, and
+    `None` for any other local path."""
+    if not name_or_path:
+        return None
+    name = str(name_or_path)
+    packaged = hub_id_of_path(name)
+    if packaged:
+        return packaged
+    if os.path.isabs(name) or os.path.exists(name) or name.startswith((".", "~")):
+        return None
+    return name
+
+
+def push_folder(
+    save: Callable[[str, str], None],
+    repo_id: str,
+    *,
+    repo_type: str = "model",
+    private: bool | None = None,
+    token: str | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    commit_message: str,
+    commit_description: str | None = None,
+) -> str:
+    """Create the repo if needed, let `save(folder, repo_id)` write everything into a temporary folder, and upload it
+    in one commit; returns the commit URL."""
+    api = HfApi(token=token)
+    repo_id = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True).repo_id
+    with tempfile.TemporaryDirectory() as tmp:
+        save(tmp, repo_id)
+        info = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=tmp,
+            repo_type=repo_type,
+            revision=revision,
+            create_pr=create_pr,
+            commit_message=commit_message,
+            commit_description=commit_description,
+        )
+    return info.commit_url
 
 
 def render_index_card(config: dict, repo_id: str = "your-namespace/your-index") -> DatasetCard:
@@ -37,66 +91,72 @@ def render_index_card(config: dict, repo_id: str = "your-namespace/your-index") 
         index_description=description,
         repo_id=repo_id,
         has_values=config["index_type"] == "sparse_embedding",
-        **config,
+        **{
+            **config,
+            "tokenizer_name_or_path": public_model_id(config.get("tokenizer_name_or_path")) or "saved with the index",
+            "model_name_or_path": public_model_id(config.get("model_name_or_path")),
+        },
     )
 
 
 def render_retriever_card(
-    trainer, model_name: str | None = None, dataset_name: str | None = None, tags: str | list[str] | None = None
+    model_name: str,
+    config,
+    base_model: str | None = None,
+    reward_llm: str | None = None,
+    threshold: float | str | None = None,
+    dataset_name: str | None = None,
+    num_passages: int | None = None,
+    top_m: int | None = None,
+    top_k: int | None = None,
+    eval_results: dict[str, float] | None = None,
+    hyperparameters: dict | None = None,
+    repo_id: str | None = None,
+    tags: list[str] | None = None,
 ) -> ModelCard:
-    """The model card of a retriever trained by an [`R3Trainer`], from `model_cards/retriever_card.md`."""
+    """The model card of a SIDR retriever, from `model_cards/retriever_card.md`.
+
+    Args:
+        model_name: The card's title.
+        config: The retriever's [`SIDRConfig`] (top-k, encoder sharing, lengths).
+        base_model: The retriever or encoder training started from (a Hub id or a packaged asset's path).
+        reward_llm: The LLM of the reward (a Hub id or a packaged asset's path).
+        threshold: The reward threshold.
+        dataset_name: Training data.
+        num_passages, top_m, top_k: Index size and late-parametric settings used in training.
+        eval_results: Metric name → value.
+        hyperparameters: Training settings to list.
+        repo_id: The Hub repo the card will live in (for the usage snippet).
+        tags: Extra tags.
+    """
     import torch
     import transformers
     import trl
 
-    from . import __version__
-
-    args = trainer.args
-    sidr = trainer._sidr()
-    reward = trainer.reward_funcs[0]
-    llm = getattr(getattr(reward, "model", None), "name_or_path", None) or getattr(reward, "__name__", "custom reward")
-    eval_results = {}
-    for entry in trainer.state.log_history:
-        eval_results.update({k: v for k, v in entry.items() if k.startswith("eval_") and isinstance(v, float)})
-    extra_tags = [tags] if isinstance(tags, str) else list(tags or [])
-    base_model = sidr.config.name_or_path or None
+    base_model, reward_llm = public_model_id(base_model), public_model_id(reward_llm)
     card_data = ModelCardData(
         library_name="r3hf",
-        base_model=base_model if base_model and not os.path.isabs(base_model) else None,
-        datasets=[dataset_name] if dataset_name else None,
-        tags=list(dict.fromkeys([*trainer._tag_names, *extra_tags])),
+        base_model=base_model,
+        datasets=[dataset_name] if dataset_name and public_model_id(dataset_name) else None,
+        tags=list(dict.fromkeys([*TAGS, *(tags or [])])),
         pipeline_tag="feature-extraction",
     )
-    names = (
-        "learning_rate",
-        "per_device_train_batch_size",
-        "num_train_epochs",
-        "max_steps",
-        "warmup_epochs_offline",
-        "retrieval_top_m",
-        "retrieval_top_k",
-        "parametric_loss_weight",
-        "semi_parametric_loss_weight",
-        "temperature",
-        "positive_fallback",
-        "seed",
-    )
-    hyperparameters = {name: getattr(args, name) for name in names}
-    hyperparameters["world_size"] = args.world_size
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATES / "retriever_card.md"),
-        model_name=model_name or os.path.basename(os.path.normpath(args.output_dir)),
-        repo_id=args.hub_model_id or f"your-namespace/{os.path.basename(os.path.normpath(args.output_dir))}",
-        base_model=sidr.config.name_or_path or "unknown",
-        llm=llm,
-        threshold=getattr(reward, "threshold", None),
+        model_name=model_name,
+        repo_id=repo_id or f"your-namespace/{model_name}",
+        base_model=base_model or "a local encoder",
+        llm=reward_llm,
+        threshold=threshold,
         dataset_name=dataset_name,
-        num_passages=len(trainer.index),
-        top_m=args.retrieval_top_m,
-        top_k=args.retrieval_top_k,
-        eval_results=eval_results,
-        hyperparameters=hyperparameters,
+        num_passages=num_passages,
+        top_m=top_m,
+        top_k=top_k,
+        topk=config.topk,
+        shared_encoder=config.shared_encoder,
+        eval_results=eval_results or {},
+        hyperparameters=hyperparameters or {},
         versions={
             "r3hf": __version__,
             "transformers": transformers.__version__,

@@ -7,12 +7,10 @@ inner product, in bounded-memory chunks of passages, on the device of the query 
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,12 +19,19 @@ from pathlib import Path
 import datasets
 import numpy as np
 import torch
-from huggingface_hub import HfApi, snapshot_download
+from huggingface_hub import snapshot_download
 from safetensors.numpy import load_file, save_file
-from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
-from .modeling_sidr import default_zeroed_token_ids, passage_to_text
+from .hub import push_folder, render_index_card
+from .utils import (
+    encoder_passage_text,
+    iter_batches,
+    sha256_file,
+    staging_dir,
+    vocabulary_fingerprint,
+    zeroed_token_ids,
+)
 
 INDEX_CONFIG = "index_config.json"
 ARRAYS_FILE = "index.safetensors"
@@ -45,12 +50,6 @@ class SearchResults:
 
     ids: torch.Tensor
     scores: torch.Tensor
-
-
-def vocabulary_fingerprint(tokenizer) -> str:
-    """SHA-256 of the tokenizer's (token, id) pairs: two tokenizers with the same fingerprint tokenize alike."""
-    items = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
-    return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()
 
 
 def as_corpus_dataset(corpus) -> datasets.Dataset:
@@ -79,32 +78,41 @@ def _index_dtype(vocab_size: int) -> np.dtype:
 
 def iter_passage_batches(corpus: datasets.Dataset, batch_size: int, show_progress_bar: bool | None, desc: str):
     """Yield `{"title","text"}` passage dicts of a corpus in batches, with a progress bar for long corpora."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     has_title = "title" in corpus.column_names
-    starts = range(0, len(corpus), batch_size)
-    disable = not show_progress_bar if show_progress_bar is not None else len(starts) < 4
-    for start in tqdm(starts, desc=desc, disable=disable):
-        batch = corpus[start : start + batch_size]
+    for batch in iter_batches(corpus, batch_size, show_progress_bar, desc):
         titles = batch["title"] if has_title else [None] * len(batch["text"])
         yield [{"title": t, "text": x} for t, x in zip(titles, batch["text"])]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+class CSRIndex:
+    """Shared search, persistence and Hub code of [`BagOfTokensIndex`] and [`SparseEmbeddingIndex`]: one CSR row per
+    passage over the tokenizer's vocabulary.
 
-
-class _CSRIndex:
-    """Shared search, persistence and Hub code of the two indexes (rows = passages, columns = vocabulary)."""
+    Args:
+        indptr: `[n_passages + 1]` row offsets.
+        indices: Token ids of the non-zeros, row by row (`uint16` for vocabularies up to 65,536 tokens).
+        values: Their weights, or `None` for a binary index.
+        vocab_size: Number of columns.
+        corpus: The passages, row `i` of the index being row `i` of the corpus.
+        tokenizer: The tokenizer the index was built with.
+        max_length: Tokens per passage at build time.
+        extra: Further entries of `index_config.json`.
+    """
 
     kind: str
     card_template = "index_card.md"
 
-    def __init__(self, indptr, indices, values, vocab_size, corpus, tokenizer, max_length, extra=None):
+    def __init__(
+        self,
+        indptr: np.ndarray,
+        indices: np.ndarray,
+        values: np.ndarray | None,
+        vocab_size: int,
+        corpus: datasets.Dataset,
+        tokenizer,
+        max_length: int,
+        extra: dict | None = None,
+    ):
         self.indptr = np.asarray(indptr, dtype=np.int64)
         self.indices = np.asarray(indices)
         self.values = values
@@ -214,9 +222,7 @@ class _CSRIndex:
         with file sizes and SHA-256 checksums, and a dataset card. Files are written to a temporary folder first and
         moved into place, the config last, so an interrupted save never leaves a folder that loads wrongly."""
         out = Path(save_directory)
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out, prefix=".tmp-"))
-        try:
+        with staging_dir(out) as tmp:
             arrays = {"indptr": self.indptr, "indices": self.indices}
             if self.values is not None:
                 arrays["values"] = self.values
@@ -225,19 +231,15 @@ class _CSRIndex:
             self.tokenizer.save_pretrained(tmp / "tokenizer")
             config = self._config()
             config["files"] = {
-                name: {"size": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
+                name: {"size": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
                 for name in (ARRAYS_FILE, CORPUS_FILE)
             }
             (tmp / INDEX_CONFIG).write_text(json.dumps(config, indent=2))
-            from .hub import render_index_card
-
             render_index_card(config).save(tmp / "README.md")
             if (out / "tokenizer").exists():
                 shutil.rmtree(out / "tokenizer")
             for name in (ARRAYS_FILE, CORPUS_FILE, "tokenizer", "README.md", INDEX_CONFIG):
                 os.replace(tmp / name, out / name)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     @classmethod
     def from_pretrained(
@@ -272,7 +274,7 @@ class _CSRIndex:
                 raise ValueError(
                     f"{file} is missing or truncated (expected {meta['size']} bytes): re-download or rebuild."
                 )
-            if verify and _sha256(file) != meta["sha256"]:
+            if verify and sha256_file(file) != meta["sha256"]:
                 raise ValueError(f"{file} does not match its checksum in {INDEX_CONFIG}: the file is corrupted.")
         saved_tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")
         if tokenizer is None:
@@ -316,21 +318,18 @@ class _CSRIndex:
         revision: str | None = None,
     ) -> str:
         """Upload the index to a Hub dataset repo (created if needed); returns the commit URL."""
-        api = HfApi(token=token)
-        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            self.save_pretrained(tmp)
-            info = api.upload_folder(
-                repo_id=repo_id,
-                folder_path=tmp,
-                repo_type="dataset",
-                revision=revision,
-                commit_message=commit_message or f"Upload r3hf {self.kind} index",
-            )
-        return info.commit_url
+        return push_folder(
+            lambda folder, _: self.save_pretrained(folder),
+            repo_id,
+            repo_type="dataset",
+            private=private,
+            token=token,
+            revision=revision,
+            commit_message=commit_message or f"Upload r3hf {self.kind} index",
+        )
 
 
-class BagOfTokensIndex(_CSRIndex):
+class BagOfTokensIndex(CSRIndex):
     """The fixed, non-parametric index T(D): which tokenizer tokens each passage contains.
 
     Built once by the tokenizer alone, so it never goes stale while the retriever trains. Searching it with
@@ -355,12 +354,12 @@ class BagOfTokensIndex(_CSRIndex):
         """
         corpus = as_corpus_dataset(corpus)
         zeroed = np.zeros(len(tokenizer), dtype=bool)
-        zeroed[default_zeroed_token_ids(tokenizer)] = True
+        zeroed[zeroed_token_ids(tokenizer)] = True
         dtype = _index_dtype(len(tokenizer))
         token_ids = _token_ids_fn(tokenizer, max_length)
         counts, chunks = [], []
         for passages in iter_passage_batches(corpus, batch_size, show_progress_bar, "Building bag-of-tokens index"):
-            encoded = token_ids([passage_to_text(p) for p in passages])
+            encoded = token_ids([encoder_passage_text(p) for p in passages])
             # One sort per batch: unique (passage, token) keys, row-major, so tokens come out sorted within rows.
             lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
             tokens = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.int64, count=int(lengths.sum()))
@@ -389,7 +388,7 @@ def _token_ids_fn(tokenizer, max_length: int):
     )["input_ids"]
 
 
-class SparseEmbeddingIndex(_CSRIndex):
+class SparseEmbeddingIndex(CSRIndex):
     """The full parametric index E(D): each passage's top-k embedding, values stored in fp16.
 
     Exact, but goes stale as soon as the passage encoder changes: rebuild it after training (or use late-parametric
@@ -400,7 +399,7 @@ class SparseEmbeddingIndex(_CSRIndex):
 
     @classmethod
     def build(cls, corpus, model, batch_size: int = 32, show_progress_bar: bool | None = None) -> SparseEmbeddingIndex:
-        """Embed a corpus with `model.encode_passages` in batches and store the non-zero values.
+        """Embed a corpus with `model.encode_document` in batches and store the non-zero values.
 
         Args:
             corpus: As for [`BagOfTokensIndex.build`].
@@ -412,7 +411,9 @@ class SparseEmbeddingIndex(_CSRIndex):
         dtype = _index_dtype(model.config.vocab_size)
         indptr, indices, values = [0], [], []
         for passages in iter_passage_batches(corpus, batch_size, show_progress_bar, "Building sparse embedding index"):
-            emb = model.encode_passages(passages, batch_size=batch_size, show_progress_bar=False).cpu()
+            emb = model.encode_document(
+                passages, batch_size=batch_size, show_progress_bar=False, convert_to_sparse_tensor=False
+            ).cpu()
             sparse = emb.to_sparse_csr()
             indptr.extend((sparse.crow_indices()[1:] + indptr[-1]).tolist())
             indices.append(sparse.col_indices().numpy().astype(dtype))

@@ -68,6 +68,12 @@ def symmetric_infonce(
     return loss_q + loss_p
 
 
+def flops(embeds: torch.Tensor) -> torch.Tensor:
+    """SPLADE's FLOPS regulariser: the sum over vocabulary dimensions of the squared mean activation in the batch,
+    a smooth proxy of the number of multiplications a search with these embeddings costs."""
+    return (embeds.abs().mean(dim=0) ** 2).sum()
+
+
 def rcl_loss(
     query_embeds: torch.Tensor,
     query_bag_of_tokens: torch.Tensor,

@@ -3,22 +3,35 @@
 from __future__ import annotations
 
 import inspect
+import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from huggingface_hub.dataclasses import strict
+from safetensors.torch import load_file
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedConfig, PreTrainedModel
 from transformers.configuration_utils import SubConfigSpec
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, cached_file, logging
 
-Text = str | dict
+from .hub import public_model_id, push_folder, render_retriever_card
+from .original_sidr import (
+    is_original_sidr_config,
+    original_encoder_id,
+    original_sidr_settings,
+    original_state_dict,
+)
+from .retrieval import retrieve
+from .utils import Passage, check_texts, iter_batches, zeroed_token_ids
+
+logger = logging.get_logger(__name__)
 
 QUERY, PASSAGE = "query", "passage"
+_HUB_KWARGS = ("revision", "token", "cache_dir", "local_files_only", "force_download", "subfolder")
 
 
 def elu1p(x: torch.Tensor) -> torch.Tensor:
@@ -38,43 +51,6 @@ def topk_sparsify(embeds: torch.Tensor, k: int, keep: torch.Tensor | None = None
     if keep is not None:
         mask |= keep.bool()
     return embeds * mask
-
-
-def default_zeroed_token_ids(tokenizer) -> list[int]:
-    """The special tokens and `[unusedN]` placeholders of a tokenizer: vocabulary dimensions that carry no meaning."""
-    ids = set(tokenizer.all_special_ids)
-    ids.update(i for token, i in tokenizer.get_vocab().items() if token.startswith("[unused") and token.endswith("]"))
-    return sorted(ids)
-
-
-def passage_to_text(passage: Text) -> str:
-    """Join a `{"title", "text"}` passage as the original SiDR code does (`"title [SEP] text"`), or check a string."""
-    if isinstance(passage, str):
-        return passage
-    if isinstance(passage, dict) and "text" in passage:
-        title = passage.get("title") or ""
-        return f"{title} [SEP] {passage['text']}" if title else passage["text"]
-    raise TypeError(
-        f"Each passage must be a string or a dict with a 'text' key (and optionally 'title'); got {type(passage).__name__}."
-    )
-
-
-def check_texts(texts: Sequence[Text] | str, allow_dicts: bool = False) -> list[str]:
-    """Validate a batch of texts and return it as a list of strings."""
-    if isinstance(texts, str | dict):
-        texts = [texts]
-    texts = list(texts)
-    if not texts:
-        raise ValueError("Got an empty list of texts: pass at least one string.")
-    out = []
-    for i, text in enumerate(texts):
-        if allow_dicts:
-            out.append(passage_to_text(text))
-        elif isinstance(text, str):
-            out.append(text)
-        else:
-            raise TypeError(f"Item {i} is a {type(text).__name__}, not a string: pass a list of strings.")
-    return out
 
 
 @strict
@@ -179,6 +155,7 @@ class SIDRModel(PreTrainedModel):
             keep[torch.tensor(config.zeroed_token_ids, dtype=torch.long)] = 0
         self.register_buffer("vocab_keep_mask", keep, persistent=False)
         self.tokenizer = tokenizer
+        self.model_card_data: dict = {}
         self.post_init()
 
     def _init_weights(self, module):
@@ -218,7 +195,7 @@ class SIDRModel(PreTrainedModel):
                 f"The tokenizer has {len(tokenizer)} tokens but the encoder's vocabulary has "
                 f"{encoder_config.vocab_size}: use the encoder's own tokenizer."
             )
-        kwargs.setdefault("zeroed_token_ids", default_zeroed_token_ids(tokenizer))
+        kwargs.setdefault("zeroed_token_ids", zeroed_token_ids(tokenizer))
         config = SIDRConfig(
             encoder_config=encoder_config.to_dict(), shared_encoder=shared_encoder, topk=topk, **kwargs
         )
@@ -229,23 +206,136 @@ class SIDRModel(PreTrainedModel):
             if missing:
                 raise ValueError(f"{pretrained_model_name_or_path} lacks encoder weights {missing[:5]}.")
         model.config.name_or_path = str(pretrained_model_name_or_path)
+        model.model_card_data["base_model"] = public_model_id(pretrained_model_name_or_path)
         return model
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
-        """Save weights (safetensors), config and the tokenizer to `save_directory`."""
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, create_model_card: bool = True, **kwargs):
+        """Save weights (safetensors), config, the tokenizer and a model card (`README.md`) to `save_directory`.
+
+        The card is rendered from `model.model_card_data` (filled by [`R3Trainer`]: base retriever, reward LLM,
+        training data, evaluation results, hyperparameters); `push_to_hub` uploads it too.
+        """
         kwargs["safe_serialization"] = True
         super().save_pretrained(save_directory, *args, **kwargs)
-        if self.tokenizer is not None and int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        if not kwargs.get("is_main_process", True):
+            return
+        if self.tokenizer is not None:
             self.tokenizer.save_pretrained(save_directory)
+        if create_model_card:
+            self.create_model_card().save(os.path.join(save_directory, "README.md"))
+
+    def create_model_card(self, **overrides):
+        """The retriever's model card (a `huggingface_hub.ModelCard`) from `model_cards/retriever_card.md`, rendered
+        from `model_card_data` updated with `overrides`."""
+        default_name = Path(str(self.config.name_or_path or "sidr-retriever")).name
+        values = {"model_name": default_name, **self.model_card_data, **overrides}
+        return render_retriever_card(config=self.config, **values)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str = "50GB",
+        tags: list[str] | None = None,
+    ) -> str:
+        """Upload weights, config, tokenizer and the model card to a Hub model repo (created if needed); returns the
+        commit URL. Unlike `PreTrainedModel.push_to_hub`, the card is the retriever's own, not a blank template."""
+
+        def save(folder: str, repo_id: str) -> None:
+            self.save_pretrained(folder, max_shard_size=max_shard_size, create_model_card=False)
+            self.create_model_card(repo_id=repo_id, tags=tags).save(os.path.join(folder, "README.md"))
+
+        return push_folder(
+            save,
+            repo_id,
+            private=private,
+            token=token,
+            revision=revision,
+            create_pr=create_pr,
+            commit_message=commit_message or "Upload SIDR retriever",
+            commit_description=commit_description,
+        )
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> SIDRModel:
-        """Load a retriever and its tokenizer from a local folder or a Hub repo (safetensors weights only)."""
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *args,
+        tokenizer=None,
+        encoder_config: str | os.PathLike | dict | PreTrainedConfig | None = None,
+        activate_lexical: bool = True,
+        **kwargs,
+    ) -> SIDRModel:
+        """Load a retriever and its tokenizer from a local folder or a Hub repo (safetensors weights only).
+
+        A checkpoint in the original SiDR layout (`config.json` with `encoder_q` / `encoder_p` sections, as
+        `jzhoubu/sidr-*`) is converted in memory, scoring exactly as the original code does. A checkpoint whose weights
+        do not match its config is refused rather than completed with random weights.
+
+        Args:
+            pretrained_model_name_or_path: Local folder or Hub repo id.
+            tokenizer: A tokenizer or its path / Hub id; defaults to the one saved with the checkpoint (for the
+                original layout, else the one of its `model_id`).
+            encoder_config: Original layout only: the BERT configuration (path, Hub id, dict or config) of the
+                encoders; defaults to the checkpoint's own `encoder_q.model_id`, as the original code builds them.
+            activate_lexical: Original layout only: keep the dimensions of the text's own tokens besides the top-k,
+                as the original `embed()` does by default.
+            **kwargs: As for `PreTrainedModel.from_pretrained` (`revision`, `token`, `cache_dir`, ...).
+        """
+        hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+        config_file = cached_file(pretrained_model_name_or_path, "config.json", **hub_kwargs)
+        raw_config = json.loads(Path(config_file).read_text())
+        if is_original_sidr_config(raw_config):
+            logger.warning(
+                f"{pretrained_model_name_or_path} is in the original SiDR layout: converting it in memory "
+                "(save_pretrained writes it in the r3hf layout)."
+            )
+            return cls._from_original(
+                pretrained_model_name_or_path, raw_config, tokenizer, encoder_config, activate_lexical, hub_kwargs
+            )
+        want_info = kwargs.pop("output_loading_info", False)
         kwargs["use_safetensors"] = True
-        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        hub_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only") if k in kwargs}
-        model.tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
-        return model
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        problems = {k: sorted(map(str, info[k]))[:5] for k in ("missing_keys", "mismatched_keys") if info.get(k)}
+        unexpected = [k for k in info.get("unexpected_keys", ()) if not k.endswith("position_ids")]
+        if unexpected:
+            problems["unexpected_keys"] = sorted(unexpected)[:5]
+        if problems:
+            raise ValueError(
+                f"The weights of {pretrained_model_name_or_path} do not match its SIDR config ({problems}): the "
+                "checkpoint is incomplete or from another architecture. Re-download it, or re-save the model with "
+                "`save_pretrained`."
+            )
+        model.tokenizer = _load_tokenizer(tokenizer or pretrained_model_name_or_path, hub_kwargs)
+        return (model, info) if want_info else model
+
+    @classmethod
+    def _from_original(cls, path, raw_config: dict, tokenizer, encoder_config, activate_lexical: bool, hub_kwargs):
+        weights_file = cached_file(
+            path, "model.safetensors", **hub_kwargs, _raise_exceptions_for_missing_entries=False
+        )
+        if weights_file is None:
+            raise ValueError(
+                f"{path} holds no model.safetensors: r3hf loads weights from safetensors only. If it holds a "
+                "pytorch_model.bin that you trust, convert it once with `r3hf convert-sidr SRC OUT --allow-pickle`."
+            )
+        weights = load_file(weights_file)
+        settings = original_sidr_settings(raw_config, weights)
+        model_id = original_encoder_id(raw_config)
+        encoder_config = _encoder_config(encoder_config or model_id, path, hub_kwargs)
+        if tokenizer is None:
+            tokenizer = _first_tokenizer([path, model_id], hub_kwargs)
+        config = SIDRConfig(encoder_config=encoder_config.to_dict(), activate_lexical=activate_lexical, **settings)
+        model = cls(config, tokenizer=_load_tokenizer(tokenizer, hub_kwargs))
+        model.load_state_dict(original_state_dict(weights, model.state_dict(), settings["shared_encoder"]))
+        model.config.name_or_path = str(path)
+        return model.eval()
 
     # ------------------------------------------------------------------ core math
 
@@ -302,7 +392,7 @@ class SIDRModel(PreTrainedModel):
             )
         return self.tokenizer
 
-    def tokenize(self, texts: Sequence[Text] | str, side: str = QUERY) -> dict[str, torch.Tensor]:
+    def tokenize(self, texts: Sequence[Passage] | str, side: str = QUERY) -> dict[str, torch.Tensor]:
         """Tokenize texts for one side (passages may be `{"title","text"}` dicts), truncated to that side's length."""
         if side not in (QUERY, PASSAGE):
             raise ValueError(f"side must be 'query' or 'passage', got {side!r}.")
@@ -318,52 +408,125 @@ class SIDRModel(PreTrainedModel):
         )
         return {"input_ids": enc["input_ids"].to(self.device), "attention_mask": enc["attention_mask"].to(self.device)}
 
-    def _batches(self, texts: list, batch_size: int, show_progress_bar: bool | None, desc: str) -> Iterator[list]:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
-        starts = range(0, len(texts), batch_size)
-        disable = not show_progress_bar if show_progress_bar is not None else len(starts) < 4
-        for start in tqdm(starts, desc=desc, disable=disable):
-            yield texts[start : start + batch_size]
-
     @torch.no_grad()
-    def _encode(self, texts, side: str, batch_size: int, show_progress_bar: bool | None) -> torch.Tensor:
+    def _encode(
+        self,
+        texts,
+        side: str,
+        batch_size: int,
+        show_progress_bar: bool | None,
+        convert_to_sparse_tensor: bool,
+        save_to_cpu: bool,
+        max_active_dims: int | None,
+    ) -> torch.Tensor:
         texts = check_texts(texts, allow_dicts=side == PASSAGE)
+        if max_active_dims is not None and max_active_dims < 1:
+            raise ValueError(f"max_active_dims must be at least 1, got {max_active_dims}.")
         # Longest first, so each batch pads to texts of similar length; the result is put back in input order.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         was_training = self.training
         self.eval()
+        out = []
         try:
-            out = [
-                self.embed(**self.tokenize(batch, side), side=side).float()
-                for batch in self._batches(
-                    [texts[i] for i in order],
-                    batch_size,
-                    show_progress_bar,
-                    "Encoding queries" if side == "query" else "Encoding passages",
-                )
-            ]
+            desc = "Encoding queries" if side == QUERY else "Encoding passages"
+            for batch in iter_batches([texts[i] for i in order], batch_size, show_progress_bar, desc):
+                embeds = self.embed(**self.tokenize(batch, side), side=side).float()
+                if max_active_dims is not None:
+                    embeds = topk_sparsify(embeds, max_active_dims)
+                if convert_to_sparse_tensor:
+                    embeds = embeds.to_sparse()
+                out.append(embeds.cpu() if save_to_cpu else embeds)
         finally:
             self.train(was_training)
-        embeds = torch.cat(out)
-        return embeds[torch.argsort(torch.tensor(order, device=embeds.device))]
+        inverse = torch.argsort(torch.tensor(order, device=out[0].device))
+        embeds = torch.cat(out).index_select(0, inverse)
+        return embeds.coalesce() if convert_to_sparse_tensor else embeds
 
-    def encode_queries(
-        self, texts: Sequence[str] | str, batch_size: int = 32, show_progress_bar: bool | None = None
+    def encode_query(
+        self,
+        sentences: Sequence[str] | str,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        convert_to_sparse_tensor: bool = True,
+        save_to_cpu: bool = False,
+        max_active_dims: int | None = None,
     ) -> torch.Tensor:
-        """E(q) of queries: a `[n, V]` float tensor on the model's device, top-k sparse, non-negative."""
-        return self._encode(texts, QUERY, batch_size, show_progress_bar)
+        """E(q) of queries, as sentence-transformers' `SparseEncoder.encode_query`: a `[n, V]` tensor, non-negative,
+        at most `topk` active dimensions per row.
 
-    def encode_passages(
-        self, texts: Sequence[Text] | Text, batch_size: int = 32, show_progress_bar: bool | None = None
+        Args:
+            sentences: Query strings (or one).
+            batch_size: Queries encoded at a time.
+            show_progress_bar: Show a progress bar (default: for more than 4 batches).
+            convert_to_sparse_tensor: Return a sparse COO tensor (default) rather than a dense one.
+            save_to_cpu: Move each batch's embeddings to the CPU as they are computed.
+            max_active_dims: Keep only the largest `max_active_dims` values of each row (below the model's `topk`).
+        """
+        return self._encode(
+            sentences, QUERY, batch_size, show_progress_bar, convert_to_sparse_tensor, save_to_cpu, max_active_dims
+        )
+
+    def encode_document(
+        self,
+        sentences: Sequence[Passage] | Passage,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        convert_to_sparse_tensor: bool = True,
+        save_to_cpu: bool = False,
+        max_active_dims: int | None = None,
     ) -> torch.Tensor:
-        """E(d) of passages (strings, or `{"title","text"}` dicts): a `[n, V]` float tensor on the model's device."""
-        return self._encode(texts, PASSAGE, batch_size, show_progress_bar)
+        """E(d) of passages (strings, or `{"title","text"}` dicts joined as `"title [SEP] text"`) with the passage
+        encoder; arguments as for [`~SIDRModel.encode_query`]."""
+        return self._encode(
+            sentences, PASSAGE, batch_size, show_progress_bar, convert_to_sparse_tensor, save_to_cpu, max_active_dims
+        )
 
-    encode_query = encode_queries
-    encode_document = encode_passages
+    #: Alias of [`~SIDRModel.encode_query`] (the same function).
+    encode_queries = encode_query
+    #: Alias of [`~SIDRModel.encode_document`] (the same function).
+    encode_passages = encode_document
 
-    def bag_of_tokens(self, texts: Sequence[Text] | Text, side: str = PASSAGE) -> torch.Tensor:
+    def decode(self, embeddings: torch.Tensor, top_k: int | None = None) -> list:
+        """The active vocabulary dimensions of embeddings as `(token, weight)` pairs, largest weight first.
+
+        Args:
+            embeddings: One `[V]` embedding or a `[n, V]` batch, dense or sparse.
+            top_k: Keep only the `top_k` largest per embedding.
+
+        Returns:
+            A list of `(token, weight)` pairs for one embedding, or one such list per row of a batch.
+        """
+        dense = embeddings.to_dense() if embeddings.is_sparse else embeddings
+        if dense.dim() not in (1, 2) or dense.shape[-1] != self.config.vocab_size:
+            raise ValueError(
+                f"Expected a [V] or [n, V] embedding with V={self.config.vocab_size}, got {tuple(dense.shape)}."
+            )
+        tokenizer = self._require_tokenizer()
+        decoded = []
+        for row in dense.reshape(-1, dense.shape[-1]).detach().float().cpu():
+            active = int((row != 0).sum())
+            values, ids = row.topk(min(active, top_k) if top_k is not None else active)
+            decoded.append(list(zip(tokenizer.convert_ids_to_tokens(ids.tolist()), values.tolist())))
+        return decoded[0] if dense.dim() == 1 else decoded
+
+    def similarity(self, embeddings_a: torch.Tensor, embeddings_b: torch.Tensor) -> torch.Tensor:
+        """Dot products of every row of `embeddings_a` `[n, V]` with every row of `embeddings_b` `[m, V]` (dense or
+        sparse): a dense `[n, m]` tensor, the score SIDR retrieves by."""
+        a = embeddings_a.unsqueeze(0) if embeddings_a.dim() == 1 else embeddings_a
+        b = embeddings_b.unsqueeze(0) if embeddings_b.dim() == 1 else embeddings_b
+        b = b.to_dense() if b.is_sparse else b
+        scores = a @ b.T
+        return scores.to_dense() if scores.is_sparse else scores
+
+    @staticmethod
+    def sparsity(embeddings: torch.Tensor) -> dict[str, float]:
+        """`{"active_dims": mean non-zero dimensions per row, "sparsity_ratio": share of zero dimensions}`."""
+        rows = embeddings.shape[0] if embeddings.dim() == 2 else 1
+        values = embeddings.coalesce().values() if embeddings.is_sparse else embeddings
+        active = int((values != 0).sum()) / rows
+        return {"active_dims": active, "sparsity_ratio": 1.0 - active / embeddings.shape[-1]}
+
+    def bag_of_tokens(self, texts: Sequence[Passage] | Passage, side: str = PASSAGE) -> torch.Tensor:
         """T(x): binary `[n, V]` vectors of the tokens each text contains (truncated as that side is), no model needed."""
         enc = self.tokenize(texts, side)
         return self._bag_of_tokens_ids(enc["input_ids"], enc["attention_mask"])
@@ -374,20 +537,52 @@ class SIDRModel(PreTrainedModel):
         """Retrieve the top-`k` corpus passages of each query; late-parametric on a `BagOfTokensIndex` (top
         `rerank_top_m` by E(q)·T(d), re-ranked by fresh E(q)·E(d)), plain search on a `SparseEmbeddingIndex`.
         Returns `SearchResults(ids, scores)`; see [`r3hf.retrieval.retrieve`]."""
-        from .retrieval import retrieve
-
         return retrieve(self, queries, index, k=k, rerank_top_m=rerank_top_m, batch_size=batch_size)
 
-    def explain(self, query: str, passage: Text, top: int = 20) -> list[tuple[str, float, float, float]]:
+    def explain(self, query: str, passage: Passage, top: int = 20) -> list[tuple[str, float, float, float]]:
         """The vocabulary terms that made the score E(q)·E(d): `(token, query_weight, passage_weight, product)`,
-        largest product first."""
-        q = self.encode_queries([query])[0]
-        p = self.encode_passages([passage])[0]
-        contribution = q * p
-        top = min(top, int((contribution > 0).sum()))
-        values, ids = contribution.topk(top)
-        tokens = self._require_tokenizer().convert_ids_to_tokens(ids.tolist())
-        return [(t, q[i].item(), p[i].item(), v.item()) for t, i, v in zip(tokens, ids.tolist(), values)]
+        largest product first (the [`~SIDRModel.decode`] of the element-wise product)."""
+        q = self.encode_query([query], convert_to_sparse_tensor=False)[0]
+        p = self.encode_document([passage], convert_to_sparse_tensor=False)[0]
+        tokenizer = self._require_tokenizer()
+        terms = self.decode(q * p, top_k=top)
+        ids = tokenizer.convert_tokens_to_ids([token for token, _ in terms])
+        return [(token, q[i].item(), p[i].item(), product) for (token, product), i in zip(terms, ids)]
+
+
+def _load_tokenizer(tokenizer, hub_kwargs: dict):
+    if tokenizer is None or not isinstance(tokenizer, str | os.PathLike):
+        return tokenizer
+    return AutoTokenizer.from_pretrained(tokenizer, **hub_kwargs)
+
+
+def _first_tokenizer(candidates: list, hub_kwargs: dict):
+    """The first of `candidates` (paths or Hub ids) that holds a tokenizer."""
+    for candidate in filter(None, candidates):
+        try:
+            return AutoTokenizer.from_pretrained(candidate, **hub_kwargs)
+        except (OSError, ValueError, KeyError):
+            continue
+    raise ValueError(
+        f"Neither {candidates[0]} nor its encoder {candidates[1:]} holds a tokenizer that loads here: pass "
+        "tokenizer='google-bert/bert-base-uncased' (or a local path)."
+    )
+
+
+def _encoder_config(encoder_config, checkpoint, hub_kwargs: dict) -> PreTrainedConfig:
+    if isinstance(encoder_config, PreTrainedConfig):
+        return encoder_config
+    if isinstance(encoder_config, dict):
+        return AutoConfig.for_model(**encoder_config)
+    if encoder_config is None:
+        raise ValueError(f"{checkpoint} names no encoder (encoder_q.model_id): pass encoder_config=.")
+    try:
+        return AutoConfig.from_pretrained(encoder_config, **hub_kwargs)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"Could not load the encoder configuration {str(encoder_config)!r} of {checkpoint} ({error}): pass "
+            "encoder_config= with a local config.json path or a reachable Hub id."
+        ) from error
 
 
 AutoConfig.register("sidr", SIDRConfig)

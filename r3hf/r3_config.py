@@ -15,9 +15,9 @@ class R3Config(TrainingArguments):
     Configuration of [`R3Trainer`]: `transformers.TrainingArguments` plus the R3-specific options below. Defaults
     follow the OpenRAG/R3 papers where they state a value (paper-notes §3–6).
 
-    > Parameters that control on-policy retrieval
+    Parameters:
+        > Parameters that control on-policy retrieval
 
-    Args:
         retrieval_top_m (`int`, *optional*, defaults to `20`):
             Candidates taken per query from the bag-of-tokens index by E(q)·T(d).
         retrieval_top_k (`int`, *optional*, defaults to `20`):
@@ -28,7 +28,7 @@ class R3Config(TrainingArguments):
         max_passage_length (`int` or `None`, *optional*):
             Overrides the model's `passage_max_length`.
 
-    > Parameters that control rewards and sampling
+        > Parameters that control rewards and sampling
 
         warmup_epochs_offline (`float`, *optional*, defaults to `0.0`):
             Epochs trained on offline pairs (calibration pools or gold passages) before on-policy retrieval starts.
@@ -37,12 +37,13 @@ class R3Config(TrainingArguments):
             Where a positive comes from when no retrieved passage is rewarded: `"offline"` (the calibration's
             positive pool, else the gold `positive_ids`), `"gold"` (`positive_ids` only) or `"skip"`.
         reward_weights (`list[float]` or `None`, *optional*):
-            Weights of the reward functions (all 1 by default). A passage is rewarded when the weighted mean of the
-            rewards that are not `None` is at least 0.5, unrewarded below, ignored when all are `None`.
+            Weights of the reward functions (all 1 by default). Unlike TRL's `reward_weights`, which weight a sum of
+            scalar rewards, R3 needs one binary label per passage: a passage is rewarded when the weighted **mean** of
+            the rewards that are not `None` is at least 0.5, unrewarded below, and ignored when all are `None`.
         reward_cache_dir (`str` or `None`, *optional*):
             Where reward caches are written besides checkpoints (`<output_dir>/reward_cache` by default).
 
-    > Parameters that control the loss
+        > Parameters that control the loss
 
         parametric_loss_weight (`float`, *optional*, defaults to `1.0`):
             Weight of L(E(q), E(d)).
@@ -50,10 +51,13 @@ class R3Config(TrainingArguments):
             Weight of each of L(E(q), T(d)) and L(T(q), E(d)).
         temperature (`float`, *optional*, defaults to `1.0`):
             Divides the raw dot products in the InfoNCE terms.
+        flops_weight (`float`, *optional*, defaults to `0.0`):
+            Weight of SPLADE's FLOPS sparsity regulariser on E(q) and E(d) (valid queries and their passages); 0 (the
+            paper) adds none.
         gather_across_processes (`bool`, *optional*, defaults to `True`):
             Gather embeddings across processes so in-batch negatives span every GPU.
 
-    > Parameters that control evaluation
+        > Parameters that control evaluation
 
         eval_recall_at (`list[int]`, *optional*, defaults to `[1, 5, 20]`):
             Cut-offs of answer-recall@k during evaluation.
@@ -73,13 +77,17 @@ class R3Config(TrainingArguments):
     positive_fallback: str = field(
         default="offline", metadata={"help": "Positive when none is rewarded: 'offline', 'gold' or 'skip'."}
     )
-    reward_weights: list[float] | None = field(default=None, metadata={"help": "Weights of the reward functions."})
+    reward_weights: list[float] | None = field(
+        default=None,
+        metadata={"help": "Weights of the reward functions: a passage is rewarded when their weighted mean >= 0.5."},
+    )
     reward_cache_dir: str | None = field(default=None, metadata={"help": "Where reward caches are written."})
     parametric_loss_weight: float = field(default=1.0, metadata={"help": "Weight of L(E(q), E(d))."})
     semi_parametric_loss_weight: float = field(
         default=0.5, metadata={"help": "Weight of each of L(E(q), T(d)) and L(T(q), E(d))."}
     )
     temperature: float = field(default=1.0, metadata={"help": "Divides the dot products in InfoNCE."})
+    flops_weight: float = field(default=0.0, metadata={"help": "Weight of the FLOPS regulariser on E(q), E(d)."})
     gather_across_processes: bool = field(
         default=True, metadata={"help": "Gather embeddings across processes for in-batch negatives."}
     )
@@ -107,6 +115,8 @@ class R3Config(TrainingArguments):
             )
         if self.positive_fallback not in POSITIVE_FALLBACKS:
             raise ValueError(f"positive_fallback must be one of {POSITIVE_FALLBACKS}, got {self.positive_fallback!r}.")
+        if self.flops_weight < 0:
+            raise ValueError(f"flops_weight must be >= 0, got {self.flops_weight}.")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}.")
         if self.warmup_epochs_offline < 0:

@@ -14,26 +14,38 @@ from pathlib import Path
 import datasets
 import torch
 from accelerate.utils import gather_object
-from transformers import Trainer
+from transformers import PreTrainedModel, Trainer
+from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import logging
 
-from .evaluation import answer_recall_at_k, rag_accuracy
-from .index import BagOfTokensIndex, _CSRIndex, vocabulary_fingerprint
-from .losses import gather_with_grad, rcl_loss
+from .data import load_retriever
+from .evaluation import RAGEvaluator, has_answer
+from .hub import TAGS
+from .index import BagOfTokensIndex
+from .losses import flops, gather_with_grad, rcl_loss
 from .modeling_sidr import SIDRModel
 from .r3_config import R3Config
 from .retrieval import retrieve
 from .rewards import AnswerProbabilityReward, Calibration
+from .utils import atomic_write_text, plain_passage_text, vocabulary_fingerprint
 
-RewardFunc = str | Callable[..., list[float | None]]
+logger = logging.get_logger(__name__)
+
+RewardFunc = str | os.PathLike | PreTrainedModel | Callable[..., list[float | None]]
 
 
 def _identity_collator(features: list[dict]) -> list[dict]:
     return features
 
 
-def _reward_name(func) -> str:
-    return getattr(func, "__name__", type(func).__name__)
+def _as_reward(func: RewardFunc):
+    """A reward callable from a callable, a causal LM, or the path / Hub id of one."""
+    if isinstance(func, str | os.PathLike | PreTrainedModel):
+        return AnswerProbabilityReward(func)
+    if not callable(func):
+        raise TypeError(f"A reward must be a callable, a causal LM or its path / Hub id; got {type(func).__name__}.")
+    return func
 
 
 class R3Trainer(Trainer):
@@ -42,40 +54,41 @@ class R3Trainer(Trainer):
     Each step: encode the batch's questions; retrieve with the current weights (top-m by E(q)·T(d) from the fixed
     bag-of-tokens index, re-ranked to top-k by fresh E(q)·E(d)); reward every retrieved passage with the reward
     functions; take a random rewarded passage as positive and the first unrewarded one in rank order as hard negative
-    (with fallbacks, see [`R3Config`]); minimise [`rcl_loss`] over the batch (gathered across processes).
+    (with fallbacks, see [`R3Config`]); minimise [`rcl_loss`] over the batch (gathered across processes). During the
+    first `warmup_epochs_offline` epochs the pairs come from the offline pools instead (the paper's first stage).
 
     Args:
         model: A [`SIDRModel`], or the path / Hub id of one or of a BERT-style encoder to start from.
-        args: An [`R3Config`].
-        reward_funcs: One or more rewards: callables `f(queries=, passages=, answers=, **kwargs) -> list[float|None]`
-            (passages are dicts with `id`, `title`, `text`; other dataset columns and `trainer_state` are passed as
-            keyword arguments), or the path / Hub id of a causal LM, turned into an [`AnswerProbabilityReward`].
+        reward_funcs: One reward or a list: callables `f(queries=, passages=, answers=, **kwargs) -> list[float|None]`
+            (passages are dicts with `id`, `title`, `text`; the other dataset columns and `trainer_state` are passed as
+            keyword arguments), loaded causal LMs, or the path / Hub id of one; an LM becomes an
+            [`AnswerProbabilityReward`].
+        args: An [`R3Config`]; defaults to one with `output_dir="<model name>-R3"`.
         train_dataset: A `datasets.Dataset` with `question` and `answers` columns (optionally `positive_ids`).
-        eval_dataset: Same columns; evaluated with answer-recall@k and RAG accuracy.
+        eval_dataset: Same columns; evaluated by a [`RAGEvaluator`] (answer-recall@k, RAG accuracy).
         index: The [`BagOfTokensIndex`] of the corpus (built with the model's tokenizer).
-        calibration: Offline [`Calibration`] (pools for warm-up and fallbacks); defaults to the first reward's.
-        peft_config: A `peft` config to train LoRA adapters on the encoders instead of all weights.
+        calibration: Offline [`Calibration`] (pools for the offline stage and fallbacks); defaults to the first
+            reward's.
         callbacks, optimizers: As for `transformers.Trainer`.
+        peft_config: A `peft` config to train LoRA adapters on the encoders instead of all weights.
     """
 
-    _tag_names = ["r3hf", "r3", "sidr", "retrieval", "rag"]
+    _tag_names = TAGS
 
     def __init__(
         self,
         model: SIDRModel | str,
+        reward_funcs: RewardFunc | list[RewardFunc],
         args: R3Config | None = None,
-        reward_funcs: RewardFunc | list[RewardFunc] | None = None,
         train_dataset: datasets.Dataset | None = None,
         eval_dataset: datasets.Dataset | None = None,
-        index: _CSRIndex | None = None,
+        index: BagOfTokensIndex | None = None,
         calibration: Calibration | None = None,
-        peft_config=None,
         callbacks=None,
         optimizers=(None, None),
+        peft_config=None,
     ):
         if isinstance(model, str | os.PathLike):
-            from .data import load_retriever
-
             model = load_retriever(str(model))
         args = args or R3Config(output_dir=f"{Path(str(model.config.name_or_path or 'sidr')).name}-R3")
         if not isinstance(args, R3Config):
@@ -84,12 +97,11 @@ class R3Trainer(Trainer):
             raise ValueError("R3Trainer needs index=BagOfTokensIndex.build(corpus, model.tokenizer).")
         if vocabulary_fingerprint(index.tokenizer) != vocabulary_fingerprint(model.tokenizer):
             raise ValueError("The index was built with a different tokenizer from the model's: rebuild the index.")
-        if reward_funcs is None:
-            raise ValueError("R3Trainer needs reward_funcs: a callable, a list of them, or an LLM path / Hub id.")
+        if reward_funcs is None or reward_funcs == []:
+            raise ValueError("R3Trainer needs reward_funcs: a callable, a causal LM or its path / Hub id, or a list.")
         reward_funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
-        self.reward_funcs = [
-            AnswerProbabilityReward(f) if isinstance(f, str | os.PathLike) else f for f in reward_funcs
-        ]
+        self.reward_funcs = [_as_reward(f) for f in reward_funcs]
+        self.reward_func_names = [getattr(f, "__name__", type(f).__name__) for f in self.reward_funcs]
         weights = args.reward_weights or [1.0] * len(self.reward_funcs)
         if len(weights) != len(self.reward_funcs):
             raise ValueError(f"{len(weights)} reward_weights for {len(self.reward_funcs)} reward functions.")
@@ -111,6 +123,7 @@ class R3Trainer(Trainer):
             for record in calibration.records:
                 self._calibration_pools[record["query"]][int(record["label"])] += self._rows([record["passage_id"]])
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._evaluators: dict[int, RAGEvaluator] = {}
         self._rng = random.Random(args.seed)
         if args.max_query_length:
             model.config.query_max_length = args.max_query_length
@@ -157,14 +170,12 @@ class R3Trainer(Trainer):
         """Combined reward per (query, passage): weighted mean of the non-None rewards, thresholded at 0.5."""
         extra = {k: [ex[k] for ex in examples] for k in examples[0] if k not in ("question", "answers")}
         per_func = []
-        for func, weight in zip(self.reward_funcs, self.reward_weights):
+        for func, name, weight in zip(self.reward_funcs, self.reward_func_names, self.reward_weights):
             start = time.perf_counter()
             values = func(queries=queries, passages=passages, answers=answers, trainer_state=self.state, **extra)
-            self._metrics["train"][f"profiling/reward/{_reward_name(func)}_s"].append(time.perf_counter() - start)
+            self._metrics["train"][f"profiling/reward/{name}_s"].append(time.perf_counter() - start)
             if len(values) != len(queries):
-                raise ValueError(
-                    f"Reward {_reward_name(func)} returned {len(values)} values for {len(queries)} passages."
-                )
+                raise ValueError(f"Reward {name} returned {len(values)} values for {len(queries)} passages.")
             per_func.append((weight, values))
         labels = []
         for i in range(len(queries)):
@@ -220,22 +231,29 @@ class R3Trainer(Trainer):
         metrics["reward/top1"].append(sum(labels[i * k] == 1.0 for i in range(len(ids))) / max(1, len(ids)))
         metrics["frac_online_positive"].append(online_pos / len(examples))
         metrics["frac_reward_ignored"].append(labels.count(None) / max(1, len(labels)))
-        for func in self.reward_funcs:
+        for func, name in zip(self.reward_funcs, self.reward_func_names):
             if hasattr(func, "cache_hit_rate"):
-                metrics[f"rewards/{_reward_name(func)}/cache_hit_rate"].append(func.cache_hit_rate)
+                metrics[f"rewards/{name}/cache_hit_rate"].append(func.cache_hit_rate)
         return positives, negatives
 
     def _sample_offline(self, sidr: SIDRModel, examples: list[dict], query_embeds: torch.Tensor):
-        """Warm-up pairs: a random offline (or gold) positive, and an offline negative or the best bag-of-tokens
-        match that is not a positive."""
+        """Warm-up pairs: a random offline (or gold) positive, and an offline negative or, as DPR mines them, the best
+        bag-of-tokens match that is neither a positive nor contains a gold answer."""
         positives, negatives = [], []
         candidates = self.index.search(query_embeds, k=min(len(self.index), 8)).ids.tolist()
         for ex, cand in zip(examples, candidates):
             pos_pool = self._pool(ex["question"], ex, 1)
             neg_pool = [d for d in self._pool(ex["question"], ex, 0) if d not in pos_pool]
             positives.append(self._rng.choice(pos_pool) if pos_pool else None)
+            if neg_pool:
+                negatives.append(self._rng.choice(neg_pool))
+                continue
+            mined = zip(cand, self.index.get_passages(cand))
+            answers = ex["answers"]
             negatives.append(
-                self._rng.choice(neg_pool) if neg_pool else next((d for d in cand if d not in pos_pool), None)
+                next(
+                    (d for d, p in mined if d not in pos_pool and not has_answer(plain_passage_text(p), answers)), None
+                )
             )
         return positives, negatives
 
@@ -244,7 +262,7 @@ class R3Trainer(Trainer):
     def compute_loss(self, model, inputs: list[dict], return_outputs: bool = False, num_items_in_batch=None):
         args, sidr = self.args, self._sidr(model)
         questions = [ex["question"] for ex in inputs]
-        query_embeds = sidr.encode_queries(questions, batch_size=len(questions))
+        query_embeds = sidr.encode_query(questions, batch_size=len(questions), convert_to_sparse_tensor=False)
         online = (self.state.epoch or 0.0) >= args.warmup_epochs_offline
         sample = self._sample_online if online else self._sample_offline
         positives, negatives = sample(sidr, inputs, query_embeds)
@@ -285,12 +303,15 @@ class R3Trainer(Trainer):
                 semi_parametric_weight=args.semi_parametric_loss_weight,
                 temperature=args.temperature,
             )
+            if args.flops_weight and valid_t.any():
+                pair_valid = torch.cat([valid_t, valid_t])
+                parts["flops"] = flops(out.query_embeds[valid_t]) + flops(out.passage_embeds[pair_valid])
+                loss = loss + args.flops_weight * parts["flops"]
         for name, value in parts.items():
             self._metrics["train"][f"loss/{name}"].append(value.item())
         self._metrics["train"]["online"].append(float(online))
-        self._metrics["train"]["sparsity/query_active_dims"].append(
-            (out.query_embeds > 0).sum(1).float().mean().item()
-        )
+        for side, embeds in (("query", out.query_embeds), ("passage", out.passage_embeds)):
+            self._metrics["train"][f"sparsity/{side}_active_dims"].append((embeds > 0).sum(1).float().mean().item())
         return (loss, out) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -310,33 +331,37 @@ class R3Trainer(Trainer):
 
     # ------------------------------------------------------------------ evaluation
 
+    def evaluator(self, dataset: datasets.Dataset) -> RAGEvaluator:
+        """The [`RAGEvaluator`] of an evaluation dataset (kept, so the reader's generations are cached across
+        evaluations): answer-recall@`eval_recall_at` and, with `eval_rag_accuracy`, RAG accuracy@1 with the first
+        [`AnswerProbabilityReward`]'s LLM."""
+        if id(dataset) not in self._evaluators:
+            reader = next((f for f in self.reward_funcs if isinstance(f, AnswerProbabilityReward)), None)
+            self._evaluators[id(dataset)] = RAGEvaluator.from_dataset(
+                dataset,
+                self.index,
+                reader=reader if self.args.eval_rag_accuracy else None,
+                recall_at=self.args.eval_recall_at,
+                rerank_top_m=self.args.retrieval_top_m,
+            )
+        return self._evaluators[id(dataset)]
+
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """Answer-recall@k of late-parametric retrieval and RAG accuracy (the first reward's LLM, top-1 passage)."""
+        """Evaluate the retriever with [`~R3Trainer.evaluator`], each process taking its share of the questions; the
+        per-question results go to `<output_dir>/eval/predictions.jsonl`."""
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         if dataset is None:
             raise ValueError("evaluate() needs an eval_dataset.")
-        if len(dataset) == 0:
-            raise ValueError("The eval_dataset is empty: pass at least one question with its answers.")
-        args, sidr = self.args, self._sidr()
-        answers = dataset["answers"]
-        ks = sorted(set(args.eval_recall_at))
-        generator = next((f for f in self.reward_funcs if isinstance(f, AnswerProbabilityReward)), None)
-        generate = args.eval_rag_accuracy and generator is not None
-        # each process retrieves (and generates) for its share of the questions; the shares are gathered in order
-        passages, predictions = [], []
-        with self.accelerator.split_between_processes(list(dataset["question"])) as questions:
-            if questions:
-                depth = min(max(ks), len(self.index))
-                results = retrieve(sidr, questions, self.index, k=depth, rerank_top_m=max(args.retrieval_top_m, depth))
-                passages = self.index.get_passages(results.ids)
-                if generate:
-                    predictions = generator.generate(questions, [ps[:1] for ps in passages])
+        evaluator = self.evaluator(dataset)
+        with self.accelerator.split_between_processes(list(range(len(dataset)))) as rows:
+            records = evaluator.predict(self._sidr(), rows)
         if self.accelerator.num_processes > 1:
-            passages, predictions = gather_object(passages), gather_object(predictions)
-        metrics = answer_recall_at_k(passages, answers, ks)
-        if generate:
-            metrics["rag_accuracy"] = rag_accuracy(predictions, answers)
-        metrics = {f"{metric_key_prefix}_{k}": v for k, v in metrics.items()}
+            records = gather_object(records)
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in evaluator.compute_metrics(records).items()}
+        if self.is_world_process_zero():
+            evaluator.save(
+                records, metrics, Path(self.args.output_dir, "eval"), self.state.epoch or 0, self.state.global_step
+            )
         # Trainer.log directly: the pending training-step metrics belong to the next training log, whatever the prefix
         super().log(dict(metrics))
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
@@ -378,6 +403,15 @@ class R3Trainer(Trainer):
         self._rng.setstate((state[0], tuple(state[1]), state[2]))
         self._load_reward_caches(Path(checkpoint))
 
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        """Save as `Trainer` does, with the training arguments as JSON instead of a pickle (`training_args.bin`), so
+        that everything published loads without unpickling."""
+        super()._save(output_dir, state_dict)
+        output_dir = output_dir or self.args.output_dir
+        if self.args.should_save:
+            Path(output_dir, TRAINING_ARGS_NAME).unlink(missing_ok=True)
+            atomic_write_text(Path(output_dir, "training_args.json"), self.args.to_json_string())
+
     def create_model_card(
         self,
         model_name: str | None = None,
@@ -385,11 +419,42 @@ class R3Trainer(Trainer):
         tags: str | list[str] | None = None,
         **kwargs,
     ) -> None:
-        """Write `README.md` in `output_dir` from `model_cards/retriever_card.md`, with the run's settings and the
-        last evaluation results."""
-        if not self.is_world_process_zero():
-            return
-        from .hub import render_retriever_card
-
-        card = render_retriever_card(self, model_name=model_name, dataset_name=dataset_name, tags=tags)
-        card.save(os.path.join(self.args.output_dir, "README.md"))
+        """Record the run (base retriever, reward LLM, data, settings, last evaluation) in the model's
+        `model_card_data`, and write its card to `output_dir/README.md`; `save_pretrained` and `push_to_hub` then
+        carry the same card."""
+        args, sidr = self.args, self._sidr()
+        reward = self.reward_funcs[0]
+        llm = getattr(getattr(reward, "model", None), "name_or_path", None)
+        eval_results = {}
+        for entry in self.state.log_history:
+            eval_results.update({k: v for k, v in entry.items() if k.startswith("eval_") and isinstance(v, float)})
+        names = (
+            "learning_rate",
+            "per_device_train_batch_size",
+            "num_train_epochs",
+            "max_steps",
+            "warmup_epochs_offline",
+            "retrieval_top_m",
+            "retrieval_top_k",
+            "parametric_loss_weight",
+            "semi_parametric_loss_weight",
+            "temperature",
+            "flops_weight",
+            "positive_fallback",
+            "seed",
+        )
+        sidr.model_card_data.update(
+            reward_llm=llm or self.reward_func_names[0],
+            threshold=getattr(reward, "threshold", None),
+            dataset_name=dataset_name or sidr.model_card_data.get("dataset_name"),
+            num_passages=len(self.index),
+            top_m=args.retrieval_top_m,
+            top_k=args.retrieval_top_k,
+            eval_results=eval_results,
+            hyperparameters={**{name: getattr(args, name) for name in names}, "world_size": args.world_size},
+            repo_id=args.hub_model_id,
+            tags=[tags] if isinstance(tags, str) else list(tags or []),
+            model_name=model_name or Path(os.path.normpath(args.output_dir)).name,
+        )
+        if self.is_world_process_zero():
+            sidr.create_model_card().save(os.path.join(args.output_dir, "README.md"))

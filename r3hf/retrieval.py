@@ -6,17 +6,19 @@ from collections.abc import Sequence
 
 import torch
 
-from .index import BagOfTokensIndex, SearchResults, _CSRIndex
+from .index import BagOfTokensIndex, CSRIndex, SearchResults
 
 
 def rerank(
-    model, query_embeds: torch.Tensor, candidates: SearchResults, index: _CSRIndex, k: int, batch_size: int = 32
+    model, query_embeds: torch.Tensor, candidates: SearchResults, index: CSRIndex, k: int, batch_size: int = 32
 ) -> SearchResults:
     """Re-rank candidate passages by E(q)·E(d), embedding each distinct candidate once with the current passage
     encoder, and keep the top `k` of each query."""
     unique, inverse = candidates.ids.unique(return_inverse=True)
     passages = index.get_passages(unique.tolist())
-    passage_embeds = model.encode_passages(passages, batch_size=batch_size, show_progress_bar=False)
+    passage_embeds = model.encode_document(
+        passages, batch_size=batch_size, show_progress_bar=False, convert_to_sparse_tensor=False
+    )
     scores = query_embeds.to(passage_embeds.device) @ passage_embeds.T  # [n, u]
     scores = scores.gather(1, inverse.to(scores.device))  # [n, m]
     order = scores.sort(dim=1, descending=True, stable=True).indices[:, :k]
@@ -27,7 +29,7 @@ def rerank(
 def retrieve(
     model,
     queries: Sequence[str] | str,
-    index: _CSRIndex,
+    index: CSRIndex,
     k: int = 10,
     rerank_top_m: int = 100,
     batch_size: int = 32,
@@ -56,7 +58,7 @@ def retrieve(
             "build the index with the model's tokenizer."
         )
     if query_embeds is None:
-        query_embeds = model.encode_queries(queries, batch_size=batch_size)
+        query_embeds = model.encode_query(queries, batch_size=batch_size, convert_to_sparse_tensor=False)
     if not isinstance(index, BagOfTokensIndex):
         return index.search(query_embeds, k=k)
     if rerank_top_m < k:

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import datasets
 import torch
-from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from .evaluation import has_answer
+from .utils import atomic_path, atomic_write_text, iter_batches
 
 # Self-RAG / OpenRAG open-QA prompt (OpenRAG App. H), for base models.
 OPENQA_PROMPT = "### Paragraph:\n{paragraphs}\n### Instruction:\n{question}\n### Response:\n"
@@ -100,10 +100,8 @@ class Calibration:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the records as JSON Lines, atomically."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        self.records.to_json(str(tmp), lines=True)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            self.records.to_json(str(tmp), lines=True)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Calibration:
@@ -376,10 +374,7 @@ class AnswerProbabilityReward:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         outputs: list[str] = [""] * len(prompts)
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-        starts = range(0, len(order), self.batch_size)
-        disable = not show_progress_bar if show_progress_bar is not None else len(starts) < 4
-        for start in tqdm(starts, desc="Generating", disable=disable):
-            chunk = order[start : start + self.batch_size]
+        for chunk in iter_batches(order, self.batch_size, show_progress_bar, "Generating"):
             width = max(len(prompts[i]) for i in chunk)
             input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -445,10 +440,7 @@ class AnswerProbabilityReward:
 
     def save_cache(self, path: str | os.PathLike) -> None:
         """Write the score cache to a JSON file, atomically."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.cache or {}))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(self.cache or {}))
 
     def load_cache(self, path: str | os.PathLike) -> None:
         """Restore a score cache written by `save_cache`."""

@@ -3,16 +3,17 @@
 import copy
 import os
 
-import pytest
-import torch
-from transformers import AutoTokenizer, BertConfig
-
+# Before transformers / huggingface_hub read them at import time: no test reaches the real Hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import AutoTokenizer, BertConfig, LlamaConfig, LlamaForCausalLM  # noqa: E402
+
 from r3hf import SIDRConfig, SIDRModel  # noqa: E402
 from r3hf.assets import offline_model_path  # noqa: E402
-from r3hf.modeling_sidr import default_zeroed_token_ids  # noqa: E402
+from r3hf.utils import zeroed_token_ids  # noqa: E402
 
 TINY_BERT = dict(
     hidden_size=32,
@@ -35,7 +36,7 @@ def make_tiny_sidr(tokenizer, seed: int = 0, **kwargs) -> SIDRModel:
     torch.manual_seed(seed)
     config = SIDRConfig(
         encoder_config=BertConfig(vocab_size=len(tokenizer), **TINY_BERT).to_dict(),
-        zeroed_token_ids=default_zeroed_token_ids(tokenizer),
+        zeroed_token_ids=zeroed_token_ids(tokenizer),
         **{"topk": 64, "query_max_length": 32, "passage_max_length": 64, **kwargs},
     )
     return SIDRModel(config, tokenizer=tokenizer).eval()
@@ -50,3 +51,28 @@ def _tiny_sidr(bert_tokenizer):
 def tiny_sidr(_tiny_sidr):
     """A tiny random SIDRModel (separate encoders, top-64); each test gets its own copy."""
     return copy.deepcopy(_tiny_sidr)
+
+
+def dense_query(model, texts, **kwargs):
+    """E(q) as a dense tensor."""
+    return model.encode_query(texts, convert_to_sparse_tensor=False, **kwargs)
+
+
+def dense_document(model, texts, **kwargs):
+    """E(d) as a dense tensor."""
+    return model.encode_document(texts, convert_to_sparse_tensor=False, **kwargs)
+
+
+def make_tiny_causal_lm(tokenizer, seed: int = 0, num_hidden_layers: int = 1, **kwargs) -> LlamaForCausalLM:
+    """A tiny random Llama over the tokenizer's vocabulary."""
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        **kwargs,
+    )
+    return LlamaForCausalLM(config).eval()

@@ -6,11 +6,13 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer
+from huggingface_hub import HfApi
+from transformers import AutoTokenizer, BertConfig
 
 from r3hf import BagOfTokensIndex, SIDRModel
 from r3hf.assets import offline_model_path
-from tests.conftest import make_tiny_sidr
+from tests.conftest import TINY_BERT, dense_query, make_tiny_sidr
+from tests.test_modeling_sidr import write_original_checkpoint
 
 
 def main(out: Path):
@@ -29,13 +31,23 @@ def main(out: Path):
     report = {
         "model_url": str(model_url),
         "index_url": index_url,
-        "same_embeddings": torch.equal(loaded.encode_queries(q), model.encode_queries(q)),
+        "same_embeddings": torch.equal(dense_query(loaded, q), dense_query(model, q)),
         "same_search": torch.equal(
             loaded.retrieve(q, loaded_index, k=2, rerank_top_m=2).ids,
             model.retrieve(q, index, k=2, rerank_top_m=2).ids,
         ),
         "corpus": loaded_index.corpus.to_list(),
     }
+    # A checkpoint in the original SiDR layout, loaded straight from its Hub repo.
+    bert_config = BertConfig(vocab_size=len(tokenizer), **TINY_BERT)
+    bert_config.save_pretrained(out / "encoder")
+    write_original_checkpoint(out / "original", bert_config, model_id=str(out / "encoder"))
+    tokenizer.save_pretrained(out / "original")
+    HfApi().create_repo("tester/original-sidr")
+    HfApi().upload_folder(repo_id="tester/original-sidr", folder_path=str(out / "original"))
+    from_hub = SIDRModel.from_pretrained("tester/original-sidr")
+    from_disk = SIDRModel.from_pretrained(out / "original")
+    report["original_layout_same_embeddings"] = torch.equal(dense_query(from_hub, q), dense_query(from_disk, q))
     (out / "report.json").write_text(json.dumps(report))
 
 

@@ -1,6 +1,9 @@
+import json
+
 import evaluate
 import pytest
 
+from r3hf import BagOfTokensIndex, BM25Retriever, RAGEvaluator, compare_predictions, paired_bootstrap
 from r3hf.evaluation import answer_recall_at_k, has_answer, normalize_answer, rag_accuracy
 from r3hf.metrics import RAG_ACCURACY_PATH
 
@@ -26,3 +29,77 @@ def test_rag_accuracy_and_the_evaluate_module():
     assert rag_accuracy(predictions, references) == pytest.approx(2 / 3)
     metric = evaluate.load(RAG_ACCURACY_PATH)
     assert metric.compute(predictions=predictions, references=references) == {"rag_accuracy": pytest.approx(2 / 3)}
+
+
+class CountingReader:
+    """A stand-in reader LLM: answers with the first passage's title, and counts what it is asked."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def generate(self, queries, passages, max_new_tokens=20, show_progress_bar=None):
+        self.calls += len(queries)
+        return [ps[0]["title"] for ps in passages]
+
+
+@pytest.fixture
+def qa_index(bert_tokenizer):
+    corpus = [
+        {"id": "h", "title": "Shakespeare", "text": "hamlet was written by shakespeare"},
+        {"id": "p", "title": "Paris", "text": "paris is the capital of france"},
+        {"id": "r", "title": "Rome", "text": "rome is the capital of italy"},
+    ]
+    return BagOfTokensIndex.build(corpus, bert_tokenizer)
+
+
+def test_rag_evaluator_metrics_outputs_and_generation_cache(qa_index, tmp_path):
+    reader = CountingReader()
+    evaluator = RAGEvaluator(
+        ["who wrote hamlet", "capital of france"],
+        [["Shakespeare"], ["Paris"]],
+        qa_index,
+        reader=reader,
+        recall_at=[1, 2],
+        name="toy",
+        ids=["q1", "q2"],
+    )
+    assert evaluator.primary_metric == "toy_rag_accuracy@1"
+    bm25 = BM25Retriever(qa_index)
+    metrics = evaluator(bm25, output_path=tmp_path, epoch=1, steps=10)
+    assert metrics == {"toy_answer_recall@1": 1.0, "toy_answer_recall@2": 1.0, "toy_rag_accuracy@1": 1.0}
+    records = [json.loads(line) for line in (tmp_path / "toy_predictions.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == ["q1", "q2"] and records[0]["retrieved_ids"][0] == "h"
+    assert records[1]["generation@1"] == "Paris" and records[1]["correct@1"] is True
+    assert json.loads((tmp_path / "toy_results.jsonl").read_text())["steps"] == 10
+    evaluator(bm25)  # same top passages: served from the generation cache
+    assert reader.calls == 2
+
+
+def test_bm25_retriever_follows_the_retrieve_protocol(qa_index, bert_tokenizer):
+    results = BM25Retriever(qa_index).retrieve(["capital of italy", "hamlet"], qa_index, k=2, rerank_top_m=50)
+    assert results.ids.shape == results.scores.shape == (2, 2) and results.ids[:, 0].tolist() == [2, 0]
+    other = BagOfTokensIndex.build(["x"], bert_tokenizer)
+    with pytest.raises(ValueError, match="built on another index"):
+        BM25Retriever(qa_index).retrieve(["x"], other)
+
+
+def test_evaluator_rejects_mismatched_inputs(qa_index):
+    with pytest.raises(ValueError, match="as many answers as questions"):
+        RAGEvaluator(["a", "b"], [["x"]], qa_index)
+    with pytest.raises(ValueError, match="at least 1"):
+        RAGEvaluator(["a"], [["x"]], qa_index, recall_at=[0])
+
+
+def test_paired_bootstrap_and_comparison():
+    same = paired_bootstrap([1, 0, 1, 1], [1, 0, 1, 1])
+    assert same == {"difference": 0.0, "low": 0.0, "high": 0.0, "n": 4}
+    a, b = [1] * 60 + [0] * 40, [1] * 40 + [0] * 60  # a is right on 20 more of 100 questions
+    result = paired_bootstrap(a, b)
+    assert result["difference"] == pytest.approx(0.2) and 0.1 < result["low"] < 0.2 < result["high"] < 0.3
+    records_a = [{"id": i, "first_answer_rank": 0 if i < 6 else None, "correct@1": i < 3} for i in range(10)]
+    records_b = [{"id": i, "first_answer_rank": 1, "correct@1": False} for i in reversed(range(10))]
+    assert compare_predictions(records_a, records_b, "correct@1")["difference"] == pytest.approx(0.3)
+    assert compare_predictions(records_a, records_b, "recall@1")["difference"] == pytest.approx(0.6)
+    assert compare_predictions(records_a, records_b, "recall@2")["difference"] == pytest.approx(-0.4)
+    with pytest.raises(ValueError, match="different questions"):
+        compare_predictions(records_a, records_b[:5])

@@ -32,7 +32,10 @@ def test_push_and_load_back_through_a_loopback_hub(tmp_path):
         assert report["same_embeddings"] and report["same_search"]
         assert report["corpus"][0] == {"id": "a", "title": "Hamlet", "text": "a play by shakespeare"}
         model_files = set(hub.repos[("model", "tester/tiny-sidr")]["files"])
-        assert {"config.json", "model.safetensors", "tokenizer.json"} <= model_files
+        assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= model_files
+        card = hub.repos[("model", "tester/tiny-sidr")]["files"]["README.md"].decode()
+        assert "library_name: r3hf" in card and "pipeline_tag: feature-extraction" in card
+        assert report["original_layout_same_embeddings"]
         index_files = set(hub.repos[("dataset", "tester/tiny-index")]["files"])
         assert {"index.safetensors", "corpus.parquet", "index_config.json", "README.md"} <= index_files
         assert report["index_url"].startswith(hub.endpoint)

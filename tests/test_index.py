@@ -6,8 +6,9 @@ from transformers import PreTrainedTokenizerFast
 
 from r3hf import BagOfTokensIndex, SearchResults, SparseEmbeddingIndex
 from r3hf.index import INDEX_CONFIG
-from r3hf.modeling_sidr import passage_to_text
 from r3hf.retrieval import retrieve
+from r3hf.utils import encoder_passage_text
+from tests.conftest import dense_document, dense_query
 
 CORPUS = [
     {"id": "a", "title": "Hamlet", "text": "Hamlet is a tragedy by William Shakespeare."},
@@ -61,7 +62,8 @@ def test_build_stores_the_token_sets(bert_tokenizer):
     truncation = bert_tokenizer.backend_tokenizer.truncation
     index = BagOfTokensIndex.build(CORPUS, bert_tokenizer, max_length=8)
     assert bert_tokenizer.backend_tokenizer.truncation == truncation  # the caller's tokenizer is left as it was
-    assert max(len(bert_tokenizer(passage_to_text(p))["input_ids"]) for p in CORPUS) > 8  # truncation is exercised
+    # truncation is exercised
+    assert max(len(bert_tokenizer(encoder_passage_text(p))["input_ids"]) for p in CORPUS) > 8
     assert len(index) == len(CORPUS) and index.indices.dtype == np.uint16
     for i, passage in enumerate(CORPUS):
         ids = bert_tokenizer(f"{passage['title']} [SEP] {passage['text']}", truncation=True, max_length=8)["input_ids"]
@@ -78,7 +80,7 @@ def test_build_stores_the_token_sets(bert_tokenizer):
 
 def test_bag_of_tokens_search_matches_model_bag_of_tokens(tiny_sidr, bert_tokenizer):
     index = BagOfTokensIndex.build(CORPUS, bert_tokenizer, max_length=tiny_sidr.config.passage_max_length)
-    q = tiny_sidr.encode_queries(QUERIES)
+    q = dense_query(tiny_sidr, QUERIES)
     ref = (q @ tiny_sidr.bag_of_tokens(CORPUS).T).topk(4)
     res = index.search(q, k=4)
     torch.testing.assert_close(res.scores, ref.values)
@@ -131,11 +133,11 @@ def test_corrupted_file_is_refused(bert_tokenizer, tmp_path, damage):
 def test_late_parametric_rerank_equals_brute_force(tiny_sidr, bert_tokenizer):
     index = BagOfTokensIndex.build(CORPUS, bert_tokenizer, max_length=tiny_sidr.config.passage_max_length)
     res = tiny_sidr.retrieve(QUERIES, index, k=2, rerank_top_m=4)
-    candidates = index.search(tiny_sidr.encode_queries(QUERIES), k=4)
+    candidates = index.search(dense_query(tiny_sidr, QUERIES), k=4)
     for qi, query in enumerate(QUERIES):
-        q = tiny_sidr.encode_queries([query])[0]
+        q = dense_query(tiny_sidr, [query])[0]
         brute = sorted(
-            ((float(q @ tiny_sidr.encode_passages([CORPUS[d]])[0]), d) for d in candidates.ids[qi].tolist()),
+            ((float(q @ dense_document(tiny_sidr, [CORPUS[d]])[0]), d) for d in candidates.ids[qi].tolist()),
             key=lambda x: -x[0],
         )[:2]
         assert res.ids[qi].tolist() == [d for _, d in brute]
@@ -178,6 +180,7 @@ def test_push_to_hub_uploads_a_dataset_repo(bert_tokenizer, monkeypatch):
 
         def create_repo(self, repo_id, **kwargs):
             calls["create"] = (repo_id, kwargs)
+            return type("RepoUrl", (), {"repo_id": repo_id})()
 
         def upload_folder(self, **kwargs):
             from pathlib import Path
@@ -186,7 +189,7 @@ def test_push_to_hub_uploads_a_dataset_repo(bert_tokenizer, monkeypatch):
             calls["upload"] = kwargs
             return type("CommitInfo", (), {"commit_url": "https://hub/commit/1"})()
 
-    monkeypatch.setattr("r3hf.index.HfApi", FakeApi)
+    monkeypatch.setattr("r3hf.hub.HfApi", FakeApi)
     url = BagOfTokensIndex.build(CORPUS, bert_tokenizer).push_to_hub("me/idx", private=True)
     assert url == "https://hub/commit/1"
     assert calls["create"] == ("me/idx", {"repo_type": "dataset", "private": True, "exist_ok": True})

@@ -10,7 +10,7 @@ from transformers import AutoConfig, AutoModel, BertConfig, BertModel
 import r3hf
 from r3hf import SIDRModel, convert_sidr_checkpoint
 from r3hf.assets import offline_model_path
-from tests.conftest import TINY_BERT, make_tiny_sidr
+from tests.conftest import TINY_BERT, dense_document, dense_query, make_tiny_sidr
 
 QUERIES = ["who wrote hamlet", "what is the tallest mountain on earth and where is it located"]
 PASSAGES = [
@@ -35,8 +35,8 @@ def reference_embedding(encoder: BertModel, norm: torch.nn.LayerNorm, ids: list[
 
 def test_embedding_math_matches_reference(tiny_sidr, bert_tokenizer):
     cfg = tiny_sidr.config
-    q = tiny_sidr.encode_queries(QUERIES)
-    p = tiny_sidr.encode_passages(PASSAGES)
+    q = dense_query(tiny_sidr, QUERIES)
+    p = dense_document(tiny_sidr, PASSAGES)
     for i, text in enumerate(QUERIES):
         ids = bert_tokenizer(text, truncation=True, max_length=cfg.query_max_length)["input_ids"]
         ref = reference_embedding(tiny_sidr.query_encoder, tiny_sidr.query_norm, ids, cfg.zeroed_token_ids, cfg.topk)
@@ -47,15 +47,15 @@ def test_embedding_math_matches_reference(tiny_sidr, bert_tokenizer):
 
 
 def test_padding_invariance(tiny_sidr):
-    alone = tiny_sidr.encode_queries([QUERIES[0]])
-    batched = tiny_sidr.encode_queries([QUERIES[0], QUERIES[1] + " " + QUERIES[1]])
+    alone = dense_query(tiny_sidr, [QUERIES[0]])
+    batched = dense_query(tiny_sidr, [QUERIES[0], QUERIES[1] + " " + QUERIES[1]])
     torch.testing.assert_close(alone[0], batched[0], rtol=1e-5, atol=1e-6)
-    one_by_one = tiny_sidr.encode_passages(PASSAGES, batch_size=1)
-    torch.testing.assert_close(one_by_one, tiny_sidr.encode_passages(PASSAGES, batch_size=2), rtol=1e-5, atol=1e-6)
+    one_by_one = dense_document(tiny_sidr, PASSAGES, batch_size=1)
+    torch.testing.assert_close(one_by_one, dense_document(tiny_sidr, PASSAGES, batch_size=2), rtol=1e-5, atol=1e-6)
 
 
 def test_topk_count_and_non_negative(tiny_sidr):
-    emb = tiny_sidr.encode_queries(QUERIES)
+    emb = dense_query(tiny_sidr, QUERIES)
     assert emb.shape == (2, tiny_sidr.config.vocab_size)
     assert (emb >= 0).all()
     assert ((emb > 0).sum(dim=1) == tiny_sidr.config.topk).all()
@@ -63,7 +63,7 @@ def test_topk_count_and_non_negative(tiny_sidr):
 
 def test_activate_lexical_keeps_the_texts_tokens(bert_tokenizer):
     model = make_tiny_sidr(bert_tokenizer, topk=5, activate_lexical=True)
-    emb = model.encode_queries(QUERIES)
+    emb = dense_query(model, QUERIES)
     bag = model.bag_of_tokens(QUERIES, side="query")
     assert ((emb > 0) >= (bag > 0)).all()
     assert ((emb > 0).sum(1) >= 5).all() and ((emb > 0).sum(1) <= 5 + bag.sum(1)).all()
@@ -74,7 +74,7 @@ def test_special_and_unused_dimensions_are_zero(tiny_sidr, bert_tokenizer):
     assert {bert_tokenizer.cls_token_id, bert_tokenizer.sep_token_id, bert_tokenizer.pad_token_id} <= set(zeroed)
     assert bert_tokenizer.convert_tokens_to_ids("[unused5]") in zeroed
     assert len(zeroed) == 999  # bert-base-uncased: [PAD], [unused0-993], [UNK], [CLS], [SEP], [MASK]
-    emb = tiny_sidr.encode_passages(PASSAGES)
+    emb = dense_document(tiny_sidr, PASSAGES)
     assert emb[:, zeroed].abs().sum() == 0
     assert tiny_sidr.bag_of_tokens(PASSAGES)[:, zeroed].sum() == 0
 
@@ -97,8 +97,8 @@ def test_save_load_round_trip_and_automodel(tiny_sidr, tmp_path):
     assert isinstance(AutoConfig.from_pretrained(tmp_path), r3hf.SIDRConfig)
     for field in ("topk", "shared_encoder", "query_max_length", "passage_max_length", "zeroed_token_ids"):
         assert getattr(loaded.config, field) == getattr(tiny_sidr.config, field)
-    torch.testing.assert_close(loaded.encode_queries(QUERIES), tiny_sidr.encode_queries(QUERIES))
-    torch.testing.assert_close(loaded.encode_passages(PASSAGES), tiny_sidr.encode_passages(PASSAGES))
+    torch.testing.assert_close(dense_query(loaded, QUERIES), dense_query(tiny_sidr, QUERIES))
+    torch.testing.assert_close(dense_document(loaded, PASSAGES), dense_document(tiny_sidr, PASSAGES))
 
 
 @pytest.mark.parametrize("name", ["all-minilm-l6-v2", "splade-tiny"])
@@ -114,23 +114,23 @@ def test_from_encoder_on_real_weights(name):
         model.query_encoder.embeddings.word_embeddings.weight
         is not model.passage_encoder.embeddings.word_embeddings.weight
     )
-    scores = model.encode_queries(["who wrote hamlet"]) @ model.encode_passages(PASSAGES).T
+    scores = dense_query(model, ["who wrote hamlet"]) @ dense_document(model, PASSAGES).T
     assert scores[0, 0] > scores[0, 1]  # real weights: the Hamlet passage wins
 
 
 def test_shared_vs_separate_encoders(bert_tokenizer):
     shared = make_tiny_sidr(bert_tokenizer, shared_encoder=True)
     assert shared.passage_encoder is None
-    torch.testing.assert_close(shared.encode_queries(["short text"]), shared.encode_passages(["short text"]))
+    torch.testing.assert_close(dense_query(shared, ["short text"]), dense_document(shared, ["short text"]))
     n_shared = sum(p.numel() for p in shared.parameters())
     separate = make_tiny_sidr(bert_tokenizer)
     assert sum(p.numel() for p in separate.parameters()) == 2 * n_shared
-    before = separate.encode_queries(QUERIES)
+    before = dense_query(separate, QUERIES)
     with torch.no_grad():
         for p in separate.passage_encoder.parameters():
             p.add_(0.5)
-    torch.testing.assert_close(separate.encode_queries(QUERIES), before)
-    assert not torch.allclose(separate.encode_passages(["short text"]), separate.encode_queries(["short text"]))
+    torch.testing.assert_close(dense_query(separate, QUERIES), before)
+    assert not torch.allclose(dense_document(separate, ["short text"]), dense_query(separate, ["short text"]))
 
 
 def test_gradients_reach_both_encoders(tiny_sidr):
@@ -153,7 +153,9 @@ def test_gradients_reach_both_encoders(tiny_sidr):
 # ---------------------------------------------------------------- converter
 
 
-def write_original_checkpoint(path, bert_config: BertConfig, shift=999, topk=20, fmt="safetensors", shared=False):
+def write_original_checkpoint(
+    path, bert_config: BertConfig, shift=999, topk=20, fmt="safetensors", shared=False, model_id="bert-base-uncased"
+):
     """A checkpoint in the original SiDR layout, with random weights, as jzhoubu/sidr-* ships them."""
     path.mkdir()
     weights = {}
@@ -165,7 +167,7 @@ def write_original_checkpoint(path, bert_config: BertConfig, shift=999, topk=20,
             weights[f"encoder_{side}.bert_model.{k}"] = v.clone()
         weights[f"encoder_{side}.ln.weight"] = torch.rand(bert_config.hidden_size) + 0.5
         weights[f"encoder_{side}.ln.bias"] = torch.randn(bert_config.hidden_size) * 0.1
-    side_cfg = {"shift_vocab_num": shift, "topk": topk, "pooling": "max", "model_id": "bert-base-uncased"}
+    side_cfg = {"shift_vocab_num": shift, "topk": topk, "pooling": "max", "model_id": model_id}
     config = {
         "encoder_q": {**side_cfg, "max_len": 32},
         "encoder_p": {**side_cfg, "max_len": 64},
@@ -203,14 +205,19 @@ def test_converter_scores_exactly_as_the_original(tmp_path, bert_tokenizer, fmt)
     src = tmp_path / "original"
     weights = write_original_checkpoint(src, bert_config, fmt=fmt)
     bert_tokenizer.save_pretrained(src)
-    model = convert_sidr_checkpoint(src, tmp_path / "converted", encoder_config=src / "bert_config.json")
+    if fmt == "bin":
+        with pytest.raises(ValueError, match="only pytorch_model.bin, a pickle: pass allow_pickle=True"):
+            convert_sidr_checkpoint(src, tmp_path / "converted", encoder_config=src / "bert_config.json")
+    model = convert_sidr_checkpoint(
+        src, tmp_path / "converted", encoder_config=src / "bert_config.json", allow_pickle=fmt == "bin"
+    )
     reloaded = SIDRModel.from_pretrained(tmp_path / "converted")
     assert reloaded.config.topk == 20 and reloaded.config.query_max_length == 32
     q_text, p_text = "who wrote hamlet", "hamlet is a play by william shakespeare"
     q_ids, p_ids = bert_tokenizer(q_text)["input_ids"], bert_tokenizer(p_text)["input_ids"]
     q0 = original_embed(weights, "q", q_ids, 999, 20, len(bert_tokenizer))
     p0 = original_embed(weights, "p", p_ids, 999, 20, len(bert_tokenizer))
-    q1, p1 = model.encode_queries([q_text]), model.encode_passages([p_text])
+    q1, p1 = dense_query(model, [q_text]), dense_document(model, [p_text])
     torch.testing.assert_close(q1[:, 999:], q0, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(p1[:, 999:], p0, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(q1 @ p1.T, q0 @ p0.T, rtol=1e-5, atol=1e-5)
@@ -226,14 +233,14 @@ def test_converter_rejects_missing_keys_and_bad_shapes(tmp_path, bert_tokenizer)
     with pytest.raises(ValueError, match="lacks 1 weights.*passage_norm.bias"):
         convert_sidr_checkpoint(src, tmp_path / "out", encoder_config=src / "bert_config.json")
     with pytest.raises(ValueError, match="has shape .* pass the matching encoder_config"):
-        convert_sidr_checkpoint(src, tmp_path / "out")  # default bert-base config: hidden 768, not 32
+        convert_sidr_checkpoint(src, tmp_path / "out", encoder_config=BertConfig())  # hidden 768, not 32
     assert not (tmp_path / "out").exists()
 
 
 def test_converter_requires_a_tokenizer(tmp_path, bert_tokenizer):
     src = tmp_path / "original"
     write_original_checkpoint(src, BertConfig(vocab_size=len(bert_tokenizer), **TINY_BERT), shared=True)
-    with pytest.raises(ValueError, match="holds no tokenizer"):
+    with pytest.raises(ValueError, match="holds a tokenizer that loads here: pass tokenizer="):
         convert_sidr_checkpoint(src, tmp_path / "out", encoder_config=src / "bert_config.json")
     model = convert_sidr_checkpoint(
         src, tmp_path / "out", encoder_config=src / "bert_config.json", tokenizer=offline_model_path("splade-tiny")
@@ -246,11 +253,11 @@ def test_converter_requires_a_tokenizer(tmp_path, bert_tokenizer):
 
 def test_bad_text_input_is_a_clear_error(tiny_sidr):
     with pytest.raises(ValueError, match="empty list"):
-        tiny_sidr.encode_queries([])
+        dense_query(tiny_sidr, [])
     with pytest.raises(TypeError, match="Item 1 is a int"):
-        tiny_sidr.encode_queries(["fine", 3])
+        dense_query(tiny_sidr, ["fine", 3])
     with pytest.raises(TypeError, match="'text' key"):
-        tiny_sidr.encode_passages([{"title": "no text"}])
+        dense_document(tiny_sidr, [{"title": "no text"}])
     with pytest.raises(ValueError, match="side must be"):
         tiny_sidr.bag_of_tokens(["x"], side="document")
 
@@ -272,3 +279,97 @@ def test_explain_lists_shared_terms(tiny_sidr):
     products = [t[3] for t in terms]
     assert products == sorted(products, reverse=True)
     assert all(abs(q * p - prod) < 1e-4 for _, q, p, prod in terms)
+    q, p = dense_query(tiny_sidr, ["who wrote hamlet"])[0], dense_document(tiny_sidr, PASSAGES[:1])[0]
+    assert [t[0] for t in terms] == [token for token, _ in tiny_sidr.decode(q * p, top_k=5)]
+
+
+# ---------------------------------------------------------------- sentence-transformers style API
+
+
+def test_encode_returns_sparse_by_default_equal_to_dense(tiny_sidr):
+    sparse = tiny_sidr.encode_query(QUERIES)
+    assert sparse.is_sparse and sparse.shape == (2, tiny_sidr.config.vocab_size)
+    torch.testing.assert_close(sparse.to_dense(), dense_query(tiny_sidr, QUERIES))
+    docs = tiny_sidr.encode_document(PASSAGES, batch_size=1, save_to_cpu=True)
+    assert docs.is_sparse and docs.device.type == "cpu"
+    torch.testing.assert_close(docs.to_dense(), dense_document(tiny_sidr, PASSAGES))
+    assert SIDRModel.encode_queries is SIDRModel.encode_query
+    assert SIDRModel.encode_passages is SIDRModel.encode_document
+
+
+def test_max_active_dims_keeps_the_largest_values(tiny_sidr):
+    full = dense_query(tiny_sidr, QUERIES)
+    cut = dense_query(tiny_sidr, QUERIES, max_active_dims=5)
+    assert ((cut > 0).sum(1) == 5).all()
+    for row_full, row_cut in zip(full, cut):
+        kept = row_cut.nonzero().flatten()
+        torch.testing.assert_close(row_cut[kept], row_full[kept])
+        assert row_full[kept].min() >= row_full[(row_cut == 0)].max()
+    with pytest.raises(ValueError, match="max_active_dims"):
+        tiny_sidr.encode_query(QUERIES, max_active_dims=0)
+
+
+def test_decode_agrees_with_the_dense_vector(tiny_sidr, bert_tokenizer):
+    dense = dense_query(tiny_sidr, QUERIES)
+    decoded = tiny_sidr.decode(tiny_sidr.encode_query(QUERIES))
+    assert len(decoded) == 2
+    for row, pairs in zip(dense, decoded):
+        assert len(pairs) == int((row > 0).sum()) == tiny_sidr.config.topk
+        weights = [w for _, w in pairs]
+        assert weights == sorted(weights, reverse=True)
+        for token, weight in pairs:
+            assert row[bert_tokenizer.convert_tokens_to_ids(token)].item() == pytest.approx(weight)
+    assert tiny_sidr.decode(dense[0], top_k=3) == decoded[0][:3]
+    with pytest.raises(ValueError, match="Expected a"):
+        tiny_sidr.decode(dense[:, :10])
+
+
+def test_similarity_and_sparsity(tiny_sidr):
+    q, d = tiny_sidr.encode_query(QUERIES), tiny_sidr.encode_document(PASSAGES)
+    expected = q.to_dense() @ d.to_dense().T
+    torch.testing.assert_close(tiny_sidr.similarity(q, d), expected)
+    torch.testing.assert_close(tiny_sidr.similarity(q.to_dense(), d.to_dense()), expected)
+    stats = tiny_sidr.sparsity(q)
+    assert stats["active_dims"] == tiny_sidr.config.topk
+    assert stats["sparsity_ratio"] == pytest.approx(1 - tiny_sidr.config.topk / tiny_sidr.config.vocab_size)
+    assert tiny_sidr.sparsity(q.to_dense()) == stats
+
+
+def test_save_pretrained_writes_a_card_with_public_ids_only():
+    path = offline_model_path("all-minilm-l6-v2")
+    model = SIDRModel.from_encoder(path, topk=16)
+    assert model.model_card_data["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as out:
+        model.save_pretrained(out)
+        card = open(f"{out}/README.md").read()
+    assert "library_name: r3hf" in card and "base_model: sentence-transformers/all-MiniLM-L6-v2" in card
+    assert "top-16" in card and path not in card and "site-packages" not in card and "github.com" not in card
+
+
+def test_weights_that_do_not_match_the_config_are_refused(tiny_sidr, tmp_path):
+    tiny_sidr.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    del weights["passage_norm.bias"]
+    save_file(weights, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match="do not match its SIDR config.*passage_norm.bias"):
+        SIDRModel.from_pretrained(tmp_path)
+
+
+def test_original_layout_loads_directly_like_the_converter(tmp_path, bert_tokenizer):
+    bert_config = BertConfig(vocab_size=len(bert_tokenizer), **TINY_BERT)
+    encoder_dir = tmp_path / "encoder"  # what the checkpoint's model_id names: the encoders' architecture
+    bert_config.save_pretrained(encoder_dir)
+    src = tmp_path / "original"
+    weights = write_original_checkpoint(src, bert_config, model_id=str(encoder_dir))
+    bert_tokenizer.save_pretrained(src)
+    loaded = SIDRModel.from_pretrained(src)  # no encoder_config: taken from model_id, as the original code does
+    converted = convert_sidr_checkpoint(src, tmp_path / "converted")
+    assert loaded.config.topk == 20 and loaded.config.activate_lexical and loaded.config.query_max_length == 32
+    q_ids = bert_tokenizer(QUERIES[0])["input_ids"]
+    reference = original_embed(weights, "q", q_ids, 999, 20, len(bert_tokenizer))
+    torch.testing.assert_close(dense_query(loaded, QUERIES[:1])[:, 999:], reference, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(dense_query(loaded, QUERIES), dense_query(converted, QUERIES))
+    torch.testing.assert_close(dense_document(loaded, PASSAGES), dense_document(converted, PASSAGES))
+    assert loaded.encode_query(QUERIES).to_dense()[:, :999].abs().sum() == 0  # the shifted-out ids stay zero

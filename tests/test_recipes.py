@@ -10,7 +10,7 @@ import yaml
 from r3hf import R3Config, SIDRModel
 from r3hf.cli import main as cli_main
 from r3hf.scripts.train import R3ScriptArguments, make_parser
-from tests.conftest import make_tiny_sidr
+from tests.conftest import make_tiny_causal_lm, make_tiny_sidr
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "recipes" / "configs").glob("*.yaml"))
@@ -41,23 +41,10 @@ def test_cli_flags_override_the_yaml(tmp_path):
 @pytest.fixture
 def tiny_setup(tmp_path, bert_tokenizer):
     """A tiny SIDR retriever, a tiny random causal LM and small QA/corpus files on disk."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     make_tiny_sidr(bert_tokenizer, topk=32, query_max_length=16, passage_max_length=32).save_pretrained(
         tmp_path / "sidr"
     )
-    torch.manual_seed(0)
-    lm = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(bert_tokenizer),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-        )
-    )
+    lm = make_tiny_causal_lm(bert_tokenizer)
     lm.save_pretrained(tmp_path / "lm")
     bert_tokenizer.save_pretrained(tmp_path / "lm")
     corpus = [{"id": f"p{i}", "title": f"T{i}", "text": f"passage number {i} about river {i % 3}"} for i in range(12)]
@@ -77,9 +64,9 @@ def test_tiny_end_to_end_train_recipe(tiny_setup):
             str(t / "qa.jsonl"),
             "--corpus",
             str(t / "corpus.jsonl"),
-            "--retriever",
+            "--model_name_or_path",
             str(t / "sidr"),
-            "--reward_llm",
+            "--reward_llms",
             str(t / "lm"),
             "--reward_threshold",
             "0.0",
@@ -118,10 +105,15 @@ def test_tiny_end_to_end_train_recipe(tiny_setup):
     assert model.config.topk == 32
     card = (t / "out" / "README.md").read_text()
     assert "library_name: r3hf" in card and "eval_answer_recall@1" in card and "retrieval_top_k | 3" in card
-    assert (t / "out" / "calibration.jsonl").exists() and (t / "index" / "index_config.json").exists()
-    results = json.loads((t / "out" / "r3_results.json").read_text())
-    assert {"eval_answer_recall@1", "eval_rag_accuracy"} <= set(results["initial"]) <= set(results["final"])
-    assert any("loss/qd" in e for e in results["log_history"])
+    assert (t / "out" / "calibration_0.jsonl").exists() and (t / "index" / "index_config.json").exists()
+    initial = json.loads((t / "out" / "initial_results.json").read_text())
+    final = json.loads((t / "out" / "eval_results.json").read_text())
+    assert {"initial_answer_recall@1", "initial_rag_accuracy@1"} <= set(initial)
+    assert {"eval_answer_recall@1", "eval_rag_accuracy@1"} <= set(final)
+    state = json.loads((t / "out" / "trainer_state.json").read_text())
+    assert any("loss/qd" in e for e in state["log_history"])
+    assert (t / "out" / "training_args.json").exists()
+    assert not [f for f in (t / "out").iterdir() if f.suffix in (".bin", ".pt", ".pth", ".pkl")]
 
 
 def test_cli_index_build_search_and_convert(tiny_setup, capsys):
@@ -148,7 +140,7 @@ def test_cli_index_build_search_and_convert(tiny_setup, capsys):
 
 def test_cli_evaluate_compares_with_bm25s(tiny_setup, tmp_path):
     t = tiny_setup
-    out = tmp_path / "metrics.json"
+    out = tmp_path / "eval"
     cli_main(
         [
             "evaluate",
@@ -162,13 +154,19 @@ def test_cli_evaluate_compares_with_bm25s(tiny_setup, tmp_path):
             "--ks",
             "1",
             "3",
-            "--output",
+            "--output-dir",
             str(out),
         ]
     )
-    metrics = json.loads(out.read_text())
+    report = json.loads((out / "results.json").read_text())
+    metrics = report["metrics"]
     assert set(metrics) == {str(t / "sidr"), "bm25s"}
     assert metrics["bm25s"]["answer_recall@3"] >= metrics["bm25s"]["answer_recall@1"]
+    pair = report["paired_differences"][f"{t / 'sidr'} - bm25s"]["recall@1"]
+    expected = metrics[str(t / "sidr")]["answer_recall@1"] - metrics["bm25s"]["answer_recall@1"]
+    assert pair["difference"] == pytest.approx(expected) and pair["low"] <= pair["difference"] <= pair["high"]
+    lines = (out / "predictions_1.jsonl").read_text().splitlines()
+    assert len(lines) == 8 and json.loads(lines[0])["retriever"] == "bm25s"
 
 
 def test_wheel_ships_the_card_templates_and_metric(tmp_path):
@@ -190,3 +188,35 @@ def test_wheel_ships_the_card_templates_and_metric(tmp_path):
         names = set(wheel.namelist())
     assert {"r3hf/model_cards/retriever_card.md", "r3hf/model_cards/index_card.md"} <= names
     assert "r3hf/metrics/rag_accuracy/rag_accuracy.py" in names
+
+
+def test_resume_flag_picks_the_last_checkpoint(tmp_path):
+    from r3hf.scripts.train import resolve_checkpoint
+
+    assert resolve_checkpoint(None, str(tmp_path)) is None
+    assert resolve_checkpoint("true", str(tmp_path / "missing")) is None  # nothing to resume: start afresh
+    for step in (5, 20, 10):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    assert resolve_checkpoint("true", str(tmp_path)) == str(tmp_path / "checkpoint-20")
+    assert resolve_checkpoint("last", str(tmp_path)) == str(tmp_path / "checkpoint-20")
+    assert resolve_checkpoint(str(tmp_path / "checkpoint-5"), str(tmp_path)) == str(tmp_path / "checkpoint-5")
+
+
+def test_script_arguments_follow_trl():
+    from trl import ScriptArguments
+
+    script_args, _, model_args = make_parser().parse_args_and_config(
+        [
+            "--dataset_name",
+            "qa.jsonl",
+            "--model_name_or_path",
+            "all-minilm-l6-v2",
+            "--reward_llms",
+            "a",
+            "b",
+            "--output_dir",
+            "out",
+        ]
+    )
+    assert isinstance(script_args, ScriptArguments) and script_args.reward_llms == ["a", "b"]
+    assert model_args.model_name_or_path == "all-minilm-l6-v2"

@@ -2,10 +2,11 @@ import math
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaForCausalLM
 
 from r3hf.assets import offline_model_path
 from r3hf.rewards import AnswerProbabilityReward, Calibration
+from tests.conftest import make_tiny_causal_lm
 
 QUERY = "who wrote hamlet"
 PASSAGE = {"title": "Hamlet", "text": "Hamlet is a tragedy written by William Shakespeare around 1600."}
@@ -13,18 +14,9 @@ PASSAGE = {"title": "Hamlet", "text": "Hamlet is a tragedy written by William Sh
 
 @pytest.fixture(scope="module")
 def tiny_lm(bert_tokenizer):
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(bert_tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        pad_token_id=bert_tokenizer.pad_token_id,
+    return make_tiny_causal_lm(
+        bert_tokenizer, num_hidden_layers=2, max_position_embeddings=512, pad_token_id=bert_tokenizer.pad_token_id
     )
-    return LlamaForCausalLM(config).eval()
 
 
 @pytest.fixture

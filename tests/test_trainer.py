@@ -9,7 +9,7 @@ import torch
 
 from r3hf import R3Config, R3Trainer
 from r3hf.losses import rcl_loss, symmetric_infonce
-from tests.conftest import make_tiny_sidr
+from tests.conftest import make_tiny_causal_lm, make_tiny_sidr
 from tests.synthetic import hidden_subset_reward, make_environment, top1_reward_share
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,7 +147,8 @@ def test_resume_from_checkpoint_gives_the_same_next_step_loss(tmp_path, bert_tok
     full, _ = make_trainer(tmp_path / "a", bert_tokenizer, max_steps=4, save_strategy="steps", save_steps=2)
     full.train()
     checkpoint = tmp_path / "a" / "out" / "checkpoint-2"
-    assert (checkpoint / "r3_state_rank0.json").exists() and (checkpoint / "README.md").exists() is False
+    assert (checkpoint / "r3_state_rank0.json").exists() and (checkpoint / "README.md").exists()
+    assert (checkpoint / "training_args.json").exists() and not (checkpoint / "training_args.bin").exists()
     assert (tmp_path / "a" / "out" / "README.md").exists()
     resumed, _ = make_trainer(tmp_path / "a", bert_tokenizer, max_steps=4, save_strategy="steps", save_steps=2)
     resumed.train(resume_from_checkpoint=str(checkpoint))
@@ -201,7 +202,9 @@ def test_evaluate_reports_answer_recall(tmp_path, bert_tokenizer):
     assert 0.0 <= metrics["eval_answer_recall@1"] <= metrics["eval_answer_recall@5"] <= 1.0
     logged = trainer.state.log_history[-1]  # the evaluation's own log, no training-step metrics mixed in
     assert {k: v for k, v in logged.items() if k not in ("step", "epoch")} == metrics
-    with pytest.raises(ValueError, match="eval_dataset is empty"):
+    records = [json.loads(line) for line in (tmp_path / "out" / "eval" / "predictions.jsonl").open()]
+    assert len(records) == 4 and all(len(r["retrieved_ids"]) == 5 for r in records)
+    with pytest.raises(ValueError, match="evaluation dataset is empty"):
         trainer.evaluate(ds.select([]))
 
 
@@ -225,3 +228,41 @@ def test_two_process_accelerate_launch_agrees_on_weights_and_metrics(tmp_path):
     # step metrics are averaged over processes, so both ranks log the same numbers
     assert reports[0]["logged"] == reports[1]["logged"]
     assert "profiling/retrieval_s" in reports[0]["logged"]
+
+
+def test_rewards_may_be_a_loaded_causal_lm_or_its_path(tmp_path, bert_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from r3hf import AnswerProbabilityReward
+
+    make_tiny_causal_lm(bert_tokenizer).save_pretrained(tmp_path / "lm")
+    bert_tokenizer.save_pretrained(tmp_path / "lm")
+    _, index, train, hidden = make_environment(bert_tokenizer)
+    model = make_tiny_sidr(bert_tokenizer, topk=32, query_max_length=16, passage_max_length=32)
+    args = R3Config(output_dir=str(tmp_path / "out"), use_cpu=True, max_steps=1, report_to="none")
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "lm")
+    # GRPOTrainer's order: model, reward_funcs, args, train_dataset
+    trainer = R3Trainer(model, [loaded, str(tmp_path / "lm"), hidden_subset_reward(hidden)], args, train, index=index)
+    assert [type(f) for f in trainer.reward_funcs[:2]] == [AnswerProbabilityReward] * 2
+    assert trainer.reward_funcs[0].model is loaded
+    assert trainer.reward_func_names == ["answer_probability", "answer_probability", "hidden_subset"]
+    with pytest.raises(TypeError, match="A reward must be a callable"):
+        R3Trainer(model, 3, args, train, index=index)
+
+
+def test_flops_regulariser_is_logged_and_lowers_activations(tmp_path, bert_tokenizer):
+    from r3hf.losses import flops
+
+    x = torch.tensor([[1.0, 0.0, 2.0], [3.0, 0.0, 0.0]])
+    assert flops(x).item() == pytest.approx(2.0**2 + 0.0 + 1.0**2)
+    mass = {}
+    for weight in (0.0, 1.0):
+        trainer, _ = make_trainer(tmp_path / str(weight), bert_tokenizer, max_steps=3, flops_weight=weight)
+        trainer.train()
+        questions = trainer.train_dataset["question"][:8]
+        mass[weight] = trainer.model.encode_query(questions, convert_to_sparse_tensor=False).sum(1).mean().item()
+    logs = [e for e in trainer.state.log_history if "loss/flops" in e]
+    assert len(logs) == 3 and "sparsity/passage_active_dims" in logs[0]
+    assert mass[1.0] < mass[0.0]  # the same run without the regulariser keeps more activation mass
+    with pytest.raises(ValueError, match="flops_weight"):
+        R3Config(output_dir=str(tmp_path), flops_weight=-1.0)

@@ -1,80 +1,39 @@
-"""Evaluate retrievers for RAG: answer-recall@k and RAG accuracy (greedy generation with 1 and 10 passages).
+"""Evaluate retrievers for RAG with one [`RAGEvaluator`]: answer-recall@k and RAG accuracy (greedy generation with the
+top 1 and 10 passages), per-question results, and paired bootstrap intervals between every pair of retrievers.
 
-    python recipes/evaluate.py --retrievers outputs/demo-r3-minilm all-minilm-l6-v2 bm25s \
-        --dataset data/nq_test.jsonl.gz --corpus data/corpus.jsonl.gz --llm smollm2-135m-instruct
+    python recipes/evaluate.py --retrievers outputs/demo/r3 all-minilm-l6-v2 bm25s \
+        --dataset data/nq_test.jsonl.gz --corpus data/corpus.jsonl.gz --llm smollm2-135m-instruct --output-dir out/eval
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
+from transformers.utils import logging
+
+from ..baselines import BM25Retriever
 from ..data import load_qa_dataset, load_retriever, load_table, resolve_model_path
-from ..evaluation import answer_recall_at_k, rag_accuracy
+from ..evaluation import RAGEvaluator, compare_predictions
 from ..index import BagOfTokensIndex
+from ..rewards import AnswerProbabilityReward
+from ..utils import atomic_write_text
+
+logger = logging.get_logger(__name__)
 
 
-class BM25Retriever:
-    """bm25s over an index's corpus (title + text, English stopwords), the baseline users pick first."""
-
-    def __init__(self, corpus):
-        import bm25s
-
-        self._bm25s = bm25s
-        self.corpus = corpus
-        self.bm25 = bm25s.BM25()
-        texts = [
-            f"{t or ''} {x}"
-            for t, x in zip(corpus["title"] if "title" in corpus.column_names else [""] * len(corpus), corpus["text"])
-        ]
-        self.bm25.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
-
-    def retrieve_ids(self, questions: Sequence[str], k: int) -> list[list[int]]:
-        tokens = self._bm25s.tokenize(list(questions), stopwords="en", show_progress=False)
-        docs, _ = self.bm25.retrieve(tokens, k=min(k, len(self.corpus)), show_progress=False)
-        return docs.tolist()
+def compare_all(predictions: dict[str, list[dict]], metrics: Sequence[str]) -> dict[str, dict]:
+    """Paired bootstrap differences (`a - b`) of per-question metrics for every ordered pair of retrievers."""
+    return {
+        f"{a} - {b}": {m: compare_predictions(predictions[a], predictions[b], m) for m in metrics}
+        for a, b in itertools.combinations(predictions, 2)
+    }
 
 
-def retrieve_passages(
-    retriever, questions: Sequence[str], index: BagOfTokensIndex, k: int, rerank_top_m: int = 20
-) -> list[list[dict]]:
-    """Top-`k` passages per question from a `SIDRModel` (late-parametric) or a [`BM25Retriever`]."""
-    if isinstance(retriever, BM25Retriever):
-        ids = retriever.retrieve_ids(questions, k)
-    else:
-        ids = retriever.retrieve(list(questions), index, k=k, rerank_top_m=max(k, rerank_top_m)).ids.tolist()
-    return index.get_passages(ids)
-
-
-def evaluate_retriever(
-    retriever,
-    index: BagOfTokensIndex,
-    dataset,
-    generator=None,
-    ks: Sequence[int] = (1, 5, 20),
-    contexts: Sequence[int] = (1,),
-    rerank_top_m: int = 20,
-    passages=None,
-) -> dict[str, float]:
-    """Answer-recall@k and, with a `generator` ([`AnswerProbabilityReward`]), RAG accuracy with the top `n`
-    passages in context for each `n` in `contexts`. Pass `passages` to reuse a retrieval."""
-    questions, answers = dataset["question"], dataset["answers"]
-    depth = max([*ks, *contexts])
-    passages = passages or retrieve_passages(retriever, questions, index, depth, rerank_top_m)
-    metrics = answer_recall_at_k(passages, answers, ks)
-    if generator is not None:
-        for n in contexts:
-            predictions = generator.generate(questions, [ps[:n] for ps in passages], show_progress_bar=True)
-            metrics[f"rag_accuracy@{n}"] = rag_accuracy(predictions, answers)
-    return metrics
-
-
-def make_retriever(name: str, index: BagOfTokensIndex):
-    return BM25Retriever(index.corpus) if name == "bm25s" else load_retriever(name)
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--retrievers", nargs="+", required=True, help="SIDR checkpoints, encoders, or 'bm25s'")
     parser.add_argument("--dataset", required=True, help="QA data: file or Hub dataset id")
@@ -86,37 +45,46 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--contexts", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--rerank-top-m", type=int, default=20)
     parser.add_argument("--max-samples", type=int, default=None)
-    parser.add_argument("--output", default=None, help="write the metrics as JSON here")
+    parser.add_argument("--output-dir", default=None, help="write metrics, per-question results and comparisons here")
     args = parser.parse_args(argv)
     if not args.corpus and not args.index:
         parser.error("pass --corpus or --index")
+    if args.retrievers[0] == "bm25s" and not args.index:
+        parser.error("list a SIDR retriever before bm25s (its tokenizer builds the index), or pass --index")
     dataset = load_qa_dataset(args.dataset, args.split, args.max_samples)
-    generator = None
-    if args.llm:
-        from ..rewards import AnswerProbabilityReward
-
-        generator = AnswerProbabilityReward(resolve_model_path(args.llm))
-    results, index = {}, None
+    reader = AnswerProbabilityReward(resolve_model_path(args.llm)) if args.llm else None
+    index = evaluator = None
+    results, predictions = {}, {}
     for name in args.retrievers:
+        retriever = None if name == "bm25s" else load_retriever(name)
         if index is None:
-            tokenizer = None if name == "bm25s" else load_retriever(name).tokenizer
+            tokenizer = retriever.tokenizer if retriever is not None else None
             if args.index:
                 index = BagOfTokensIndex.from_pretrained(args.index, tokenizer=tokenizer)
             else:
-                if tokenizer is None:
-                    parser.error("list a SIDR retriever before bm25s, or pass --index")
                 index = BagOfTokensIndex.build(load_table(args.corpus), tokenizer)
-        results[name] = evaluate_retriever(
-            make_retriever(name, index),
-            index,
-            dataset,
-            generator,
-            args.ks,
-            args.contexts if generator else (),
-            args.rerank_top_m,
-        )
-        print(json.dumps({name: results[name]}))
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump(results, f, indent=2)
-    return results
+            evaluator = RAGEvaluator.from_dataset(
+                dataset,
+                index,
+                reader=reader,
+                recall_at=args.ks,
+                rag_contexts=args.contexts,
+                rerank_top_m=args.rerank_top_m,
+                show_progress_bar=True,
+            )
+        predictions[name] = evaluator.predict(retriever or BM25Retriever(index))
+        results[name] = evaluator.compute_metrics(predictions[name])
+        logger.info(f"{name}: {json.dumps(results[name])}")
+    metrics = [f"correct@{n}" for n in evaluator.rag_contexts] + [f"recall@{k}" for k in evaluator.recall_at]
+    report = {
+        "metrics": results,
+        "paired_differences": compare_all(predictions, metrics) if len(predictions) > 1 else {},
+    }
+    if args.output_dir:
+        out = Path(args.output_dir)
+        for i, (name, records) in enumerate(predictions.items()):
+            atomic_write_text(
+                out / f"predictions_{i}.jsonl", "".join(json.dumps({"retriever": name, **r}) + "\n" for r in records)
+            )
+        atomic_write_text(out / "results.json", json.dumps(report, indent=2))
+    return report

@@ -1,0 +1,119 @@
+"""Leaf helpers shared by the model, the indexes, the rewards and the trainer: passage text, input checks, vocabulary
+dimensions, batching with progress, and atomic file writes. Imports nothing from r3hf."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+Passage = str | dict
+
+
+def encoder_passage_text(passage: Passage) -> str:
+    """The text a SIDR passage encoder (and the bag-of-tokens index) reads: `"title [SEP] text"` as in the original
+    SiDR code, or the text alone when there is no title. Strings are returned as they are."""
+    if isinstance(passage, str):
+        return passage
+    if isinstance(passage, dict) and "text" in passage:
+        title = passage.get("title") or ""
+        return f"{title} [SEP] {passage['text']}" if title else passage["text"]
+    raise TypeError(
+        f"Each passage must be a string or a dict with a 'text' key (and optionally 'title'); got {type(passage).__name__}."
+    )
+
+
+def plain_passage_text(passage: Passage) -> str:
+    """`"title text"`: a passage as plain words, for answer matching and lexical baselines."""
+    if isinstance(passage, str):
+        return passage
+    return f"{passage.get('title') or ''} {passage['text']}".strip()
+
+
+def check_texts(texts: Sequence[Passage] | Passage, allow_dicts: bool = False) -> list[str]:
+    """Validate a batch of texts and return it as a list of strings (passage dicts joined with
+    [`encoder_passage_text`] when `allow_dicts`)."""
+    if isinstance(texts, str | dict):
+        texts = [texts]
+    texts = list(texts)
+    if not texts:
+        raise ValueError("Got an empty list of texts: pass at least one string.")
+    out = []
+    for i, text in enumerate(texts):
+        if allow_dicts:
+            out.append(encoder_passage_text(text))
+        elif isinstance(text, str):
+            out.append(text)
+        else:
+            raise TypeError(f"Item {i} is a {type(text).__name__}, not a string: pass a list of strings.")
+    return out
+
+
+def zeroed_token_ids(tokenizer) -> list[int]:
+    """The special tokens and `[unusedN]` placeholders of a tokenizer: vocabulary dimensions that carry no meaning."""
+    ids = set(tokenizer.all_special_ids)
+    ids.update(i for token, i in tokenizer.get_vocab().items() if token.startswith("[unused") and token.endswith("]"))
+    return sorted(ids)
+
+
+def vocabulary_fingerprint(tokenizer) -> str:
+    """SHA-256 of the tokenizer's (token, id) pairs: two tokenizers with the same fingerprint tokenize alike."""
+    items = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()
+
+
+def iter_batches(items: Sequence, batch_size: int, show_progress_bar: bool | None = None, desc: str = "") -> Iterator:
+    """Consecutive slices of `items`, with a progress bar (by default only when there are more than 4 batches)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    starts = range(0, len(items), batch_size)
+    disable = not show_progress_bar if show_progress_bar is not None else len(starts) < 4
+    for start in tqdm(starts, desc=desc, disable=disable):
+        yield items[start : start + batch_size]
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path` to write a file to; it replaces `path` only when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a text file through a temporary file and a rename, so a crash never leaves it half written."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+@contextmanager
+def staging_dir(parent: str | os.PathLike) -> Iterator[Path]:
+    """A temporary folder inside `parent` (so renames out of it stay on one file system), removed afterwards."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=".tmp-"))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
