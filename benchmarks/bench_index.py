@@ -22,6 +22,7 @@ import torch
 from r3hf import BagOfTokensIndex, SIDRModel, SparseEmbeddingIndex
 from r3hf.data import load_retriever
 from r3hf.evaluation import answer_recall_at_k
+from r3hf.utils import plain_passage_text
 
 KS = (1, 5, 20, 100)
 
@@ -41,15 +42,12 @@ def recombined_corpus(corpus: list[dict], size: int, seed: int = 0) -> list[dict
     return out
 
 
-def bm25_text(passage: dict) -> str:
-    return f"{passage['title']} {passage['text']}"
-
-
 def build_bm25(corpus: list[dict]) -> bm25s.BM25:
     """bm25s's own recipe: tokenize (English stopwords) then index."""
     bm25 = bm25s.BM25()
     bm25.index(
-        bm25s.tokenize([bm25_text(p) for p in corpus], stopwords="en", show_progress=False), show_progress=False
+        bm25s.tokenize([plain_passage_text(p) for p in corpus], stopwords="en", show_progress=False),
+        show_progress=False,
     )
     return bm25
 

@@ -23,6 +23,7 @@ from bench_index import read_jsonl  # noqa: E402  (benchmarks/ is the script's f
 from r3hf.assets import offline_model_path
 from r3hf.evaluation import has_answer
 from r3hf.rewards import AnswerProbabilityReward, Calibration
+from r3hf.utils import plain_passage_text
 
 
 def per_pair_ms(fn, n_pairs: int) -> float:
@@ -65,7 +66,7 @@ def main():
     questions = read_jsonl(data / "nq_dev.jsonl.gz")[: args.questions]
     bm25 = bm25s.BM25()
     bm25.index(
-        bm25s.tokenize([f"{p['title']} {p['text']}" for p in corpus], stopwords="en", show_progress=False),
+        bm25s.tokenize([plain_passage_text(p) for p in corpus], stopwords="en", show_progress=False),
         show_progress=False,
     )
     docs, _ = bm25.retrieve(

@@ -84,6 +84,15 @@ def iter_passage_batches(corpus: datasets.Dataset, batch_size: int, show_progres
         yield [{"title": t, "text": x} for t, x in zip(titles, batch["text"])]
 
 
+def _top_k_lowest_columns(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Column indices (ascending) of the `k` largest scores of each row, ties at the `k`-th place going to the lowest
+    columns (`torch.topk` keeps any of them)."""
+    kth = scores.topk(k, dim=1).values[:, -1:]
+    above, tied = scores > kth, scores == kth
+    chosen = above | (tied & (tied.cumsum(dim=1) <= k - above.sum(dim=1, keepdim=True)))
+    return chosen.nonzero()[:, 1].view(len(scores), k)
+
+
 class CSRIndex:
     """Shared search, persistence and Hub code of [`BagOfTokensIndex`] and [`SparseEmbeddingIndex`]: one CSR row per
     passage over the tokenizer's vocabulary.
@@ -155,7 +164,8 @@ class CSRIndex:
 
         Returns:
             [`SearchResults`] with `ids` and `scores` of shape `[n, min(k, len(index))]`, on the query's device.
-            Among equal scores the lower row id comes first; a tie at the k-th place keeps any of the tied rows.
+            Among equal scores the lower row id comes first, at every `k`: `search(q, k)` is a prefix of
+            `search(q, k2)` for `k < k2`.
         """
         if query_embeds.dim() != 2 or query_embeds.shape[0] == 0:
             raise ValueError(f"query_embeds must be a non-empty [n, V] tensor, got shape {tuple(query_embeds.shape)}.")
@@ -181,17 +191,12 @@ class CSRIndex:
                     crow[start : stop + 1] - lo, col[lo:hi], val[lo:hi], size=(stop - start, self.vocab_size)
                 )
             scores = (block @ queries_t).t()  # [n, chunk]
-            top = scores.topk(min(k, stop - start), dim=1)
-            ids = top.indices + start
-            if best_scores is not None:
-                merged_scores = torch.cat([best_scores, top.values], dim=1)
-                merged = merged_scores.topk(min(k, merged_scores.shape[1]), dim=1)
-                best_scores, best_ids = merged.values, torch.cat([best_ids, ids], dim=1).gather(1, merged.indices)
-            else:
-                best_scores, best_ids = top.values, ids
-        # Deterministic order: score descending, then row id ascending.
-        order = best_ids.sort(dim=1).indices
-        best_scores, best_ids = best_scores.gather(1, order), best_ids.gather(1, order)
+            row_ids = torch.arange(start, stop, device=device).expand(len(scores), -1)
+            if best_scores is not None:  # earlier rows first, so the columns stay in ascending row order
+                scores, row_ids = torch.cat([best_scores, scores], dim=1), torch.cat([best_ids, row_ids], dim=1)
+            columns = _top_k_lowest_columns(scores, min(k, scores.shape[1]))
+            best_scores, best_ids = scores.gather(1, columns), row_ids.gather(1, columns)
+        # best_ids ascend within each row, so a stable sort puts the lower row id first among equal scores.
         order = best_scores.sort(dim=1, descending=True, stable=True).indices
         return SearchResults(ids=best_ids.gather(1, order), scores=best_scores.gather(1, order))
 

@@ -313,6 +313,7 @@ class SIDRModel(PreTrainedModel):
                 "`save_pretrained`."
             )
         model.tokenizer = _load_tokenizer(tokenizer or pretrained_model_name_or_path, hub_kwargs)
+        model.model_card_data["base_model"] = public_model_id(pretrained_model_name_or_path)
         return (model, info) if want_info else model
 
     @classmethod
@@ -335,6 +336,7 @@ class SIDRModel(PreTrainedModel):
         model = cls(config, tokenizer=_load_tokenizer(tokenizer, hub_kwargs))
         model.load_state_dict(original_state_dict(weights, model.state_dict(), settings["shared_encoder"]))
         model.config.name_or_path = str(path)
+        model.model_card_data["base_model"] = public_model_id(path)
         return model.eval()
 
     # ------------------------------------------------------------------ core math

@@ -84,6 +84,17 @@ def plot(stages: dict[str, list[dict]], results: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def reader_conversion(records: list[dict]) -> dict[str, float]:
+    """How often the reader answers correctly when the top passage contains a gold answer, and when it does not: the
+    ceiling that the reader puts on what a better retriever can buy."""
+    hit = [r["correct@1"] for r in records if r["first_answer_rank"] == 0]
+    miss = [r["correct@1"] for r in records if r["first_answer_rank"] != 0]
+    return {
+        "reader_accuracy_when_top1_has_answer": sum(hit) / len(hit) if hit else float("nan"),
+        "reader_accuracy_when_top1_lacks_answer": sum(miss) / len(miss) if miss else float("nan"),
+    }
+
+
 def train_stage(model, reward, index, train, args, out: Path, name: str, online: bool) -> list[dict]:
     config = R3Config(
         output_dir=str(out / name),
@@ -182,6 +193,8 @@ def main():
         by_retriever = predictions[name]
         metrics = {label: evaluator.compute_metrics(records) for label, records in by_retriever.items()}
         metrics = {label: {k.removeprefix(f"{name}_"): v for k, v in m.items()} for label, m in metrics.items()}
+        for label, records in by_retriever.items():
+            metrics[label].update(reader_conversion(records))
         pairs = {
             f"{a} - {b}": {
                 m: compare_predictions(by_retriever[a], by_retriever[b], m) for m in ("correct@1", "recall@1")

@@ -55,7 +55,21 @@ def test_ties_and_k_larger_than_the_corpus(bert_tokenizer):
     assert sorted(res.ids[0].tolist()) == list(range(9)) and (res.scores == 0).all()
     assert res.ids[0].tolist() == list(range(9))  # ties: lower row id first
     few = index.search(queries, k=3, chunk_size=4)
-    assert len(set(few.ids[0].tolist())) == 3
+    assert few.ids[0].tolist() == [0, 1, 2]
+
+
+def test_search_at_k_is_a_prefix_of_search_at_larger_k(bert_tokenizer):
+    # Many duplicated passages: ties everywhere, including at every cut-off, across chunk boundaries.
+    torch.manual_seed(0)
+    texts = [" ".join(["river", "city", "king", "queen", "war", "song"][: 1 + i % 4]) for i in range(40)]
+    index = BagOfTokensIndex.build(texts, bert_tokenizer)
+    queries = torch.rand(5, len(bert_tokenizer)) * (torch.rand(5, len(bert_tokenizer)) > 0.5)
+    for chunk_size in (7, 1000):
+        full = index.search(queries, k=40, chunk_size=chunk_size)
+        for k in (1, 3, 10, 11, 25):
+            assert torch.equal(index.search(queries, k=k, chunk_size=chunk_size).ids, full.ids[:, :k]), (chunk_size, k)
+        for scores, ids in zip(full.scores.tolist(), full.ids.tolist()):  # score descending, then lower row id
+            assert all((s1, -i1) >= (s2, -i2) for s1, i1, s2, i2 in zip(scores, ids, scores[1:], ids[1:]))
 
 
 def test_build_stores_the_token_sets(bert_tokenizer):
