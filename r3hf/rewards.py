@@ -11,16 +11,22 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import datasets
 import torch
+from accelerate.utils import find_executable_batch_size
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers.utils import logging
 
 from .evaluation import has_answer
 from .utils import atomic_path, atomic_write_text, iter_batches
+
+logger = logging.get_logger(__name__)
+T = TypeVar("T")
 
 # Self-RAG / OpenRAG open-QA prompt (OpenRAG App. H), for base models.
 OPENQA_PROMPT = "### Paragraph:\n{paragraphs}\n### Instruction:\n{question}\n### Response:\n"
@@ -218,9 +224,31 @@ class AnswerProbabilityReward:
 
     # ------------------------------------------------------------------ scoring
 
-    @torch.no_grad()
+    def _with_batch_size(self, run: Callable[[int], T]) -> T:
+        """`run(batch_size)`, retried with smaller batches after an out-of-memory error (accelerate's
+        `find_executable_batch_size`), so a long run slows down instead of crashing; the size that fits is kept."""
+
+        @find_executable_batch_size(starting_batch_size=self.batch_size)
+        def attempt(batch_size: int) -> T:
+            result = run(batch_size)
+            if batch_size < self.batch_size:
+                logger.warning(
+                    f"Out of memory with {self.batch_size} sequences per pass: the reward now uses {batch_size}."
+                )
+                self.batch_size = batch_size
+            return result
+
+        return attempt()
+
     def _log_probs(self, sequences: list[tuple[list[int], list[list[int]]]]) -> list[list[float]]:
-        """Sum of log P(alias tokens | prompt) for each alias of each (prompt_ids, [alias_ids, ...]) item.
+        """Sum of log P(alias tokens | prompt) for each alias of each (prompt_ids, [alias_ids, ...]) item."""
+        return self._with_batch_size(lambda batch_size: self._log_probs_in_batches(sequences, batch_size))
+
+    @torch.no_grad()
+    def _log_probs_in_batches(
+        self, sequences: list[tuple[list[int], list[list[int]]]], batch_size: int
+    ) -> list[list[float]]:
+        """[`_log_probs`] with `batch_size` sequences per forward pass.
 
         The aliases of an item share one forward pass: the row is the prompt followed by every alias, each alias
         attending to the prompt and to itself only (a 4D mask) and positioned right after the prompt, so it scores
@@ -230,8 +258,8 @@ class AnswerProbabilityReward:
         out: list[list[float]] = [[] for _ in sequences]
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         dtype = next(self.model.parameters()).dtype
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
             width = max(len(sequences[i][0]) + sum(map(len, sequences[i][1])) for i in chunk)
             input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
             position_ids = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -372,28 +400,32 @@ class AnswerProbabilityReward:
         """Greedy generations, one per query, with its list of passages in context (batched, left-padded)."""
         prompts = [self._prompt_ids(q, ps, self.max_length - max_new_tokens) for q, ps in zip(queries, passages)]
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        outputs: list[str] = [""] * len(prompts)
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-        for chunk in iter_batches(order, self.batch_size, show_progress_bar, "Generating"):
-            width = max(len(prompts[i]) for i in chunk)
-            input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, i in enumerate(chunk):
-                input_ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
-                mask[row, width - len(prompts[i]) :] = 1
-            generated = self.model.generate(
-                input_ids=input_ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=pad,
-                temperature=None,
-                top_p=None,
-                top_k=None,
-            )
-            for row, i in enumerate(chunk):
-                outputs[i] = self.tokenizer.decode(generated[row, width:], skip_special_tokens=True)
-        return outputs
+
+        def run(batch_size: int) -> list[str]:
+            outputs: list[str] = [""] * len(prompts)
+            for chunk in iter_batches(order, batch_size, show_progress_bar, "Generating"):
+                width = max(len(prompts[i]) for i in chunk)
+                input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(chunk), width), dtype=torch.long)
+                for row, i in enumerate(chunk):
+                    input_ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
+                    mask[row, width - len(prompts[i]) :] = 1
+                generated = self.model.generate(
+                    input_ids=input_ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=pad,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                )
+                for row, i in enumerate(chunk):
+                    outputs[i] = self.tokenizer.decode(generated[row, width:], skip_special_tokens=True)
+            return outputs
+
+        return self._with_batch_size(run)
 
     def calibrate(
         self,

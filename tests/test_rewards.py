@@ -239,3 +239,25 @@ def test_real_instruct_llm_prefers_the_passage_with_the_answer():
     assert reward.use_chat_template
     good, bad = reward.score([QUERY] * 2, [PASSAGE, "The Nile is a river in Africa."], [["William Shakespeare"]] * 2)
     assert good > 2 * bad and 0 < good <= 1 and not math.isnan(bad)
+
+
+def test_out_of_memory_shrinks_the_batch_instead_of_failing(reward, monkeypatch):
+    queries, passages = [QUERY] * 4, [PASSAGE] * 4
+    answers = [["Shakespeare"], ["William Shakespeare"], ["1600"], ["tragedy"]]
+    expected = reward.score(queries, passages, answers)
+    expected_text = reward.generate(queries, [[p] for p in passages], max_new_tokens=3)
+    reward.cache = {}
+    forward = type(reward.model).forward
+
+    def small_batches_only(self, input_ids=None, **kwargs):
+        if input_ids.shape[0] > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(self, input_ids=input_ids, **kwargs)
+
+    monkeypatch.setattr(type(reward.model), "forward", small_batches_only)
+    assert reward.batch_size == 4
+    assert reward.score(queries, passages, answers) == pytest.approx(expected)
+    assert reward.batch_size <= 2
+    reward.batch_size = 4
+    assert reward.generate(queries, [[p] for p in passages], max_new_tokens=3) == expected_text
+    assert reward.batch_size <= 2
