@@ -56,7 +56,10 @@ def plot(stages: dict[str, list[dict]], results: dict, path: Path) -> None:
     for stage, history in stages.items():
         steps = [e for e in history if "loss" in e]
         x = [offset + e["step"] for e in steps]
-        ax_train.plot(x, [e["loss"] for e in steps], label=f"loss, {stage}")
+        losses = [e["loss"] for e in steps]
+        ax_train.plot(x, losses, alpha=0.3)
+        smooth = [sum(losses[max(0, i - 9) : i + 1]) / len(losses[max(0, i - 9) : i + 1]) for i in range(len(losses))]
+        ax_train.plot(x, smooth, label=f"loss, {stage} (10-step mean)")
         if any("reward/top1" in e for e in steps):
             twin = ax_train.twinx()
             twin.plot(x, [e["reward/top1"] for e in steps], "g.-", alpha=0.6, label="rewarded share of top-1")
