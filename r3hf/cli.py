@@ -7,6 +7,8 @@ import json
 import sys
 from collections.abc import Sequence
 
+from .utils import enable_logging
+
 
 def _index_build(args) -> None:
     from .data import load_retriever, load_table
@@ -122,6 +124,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    enable_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = make_parser()
     if argv and argv[0] in ("train", "evaluate"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -117,3 +118,13 @@ def staging_dir(parent: str | os.PathLike) -> Iterator[Path]:
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def enable_logging(level: int = logging.INFO) -> None:
+    """Show r3hf's own log messages (results, progress notes) on stderr; for command-line entry points."""
+    logger = logging.getLogger("r3hf")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(level)

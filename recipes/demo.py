@@ -39,6 +39,7 @@ from r3hf import (
     compare_predictions,
 )
 from r3hf.data import load_qa_dataset, load_retriever, load_table, resolve_model_path
+from r3hf.utils import enable_logging
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 logger = logging.getLogger("r3hf.demo")
@@ -137,7 +138,7 @@ def main():
     parser.add_argument("--top-m", type=int, default=10)
     parser.add_argument("--top-k", type=int, default=4)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    enable_logging()
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
