@@ -123,7 +123,7 @@ class R3Trainer(Trainer):
             for record in calibration.records:
                 self._calibration_pools[record["query"]][int(record["label"])] += self._rows([record["passage_id"]])
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
-        self._evaluators: dict[int, RAGEvaluator] = {}
+        self._evaluators: dict[int, tuple[datasets.Dataset, RAGEvaluator]] = {}
         self._rng = random.Random(args.seed)
         if args.max_query_length:
             model.config.query_max_length = args.max_query_length
@@ -337,14 +337,16 @@ class R3Trainer(Trainer):
         [`AnswerProbabilityReward`]'s LLM."""
         if id(dataset) not in self._evaluators:
             reader = next((f for f in self.reward_funcs if isinstance(f, AnswerProbabilityReward)), None)
-            self._evaluators[id(dataset)] = RAGEvaluator.from_dataset(
+            evaluator = RAGEvaluator.from_dataset(
                 dataset,
                 self.index,
                 reader=reader if self.args.eval_rag_accuracy else None,
                 recall_at=self.args.eval_recall_at,
                 rerank_top_m=self.args.retrieval_top_m,
             )
-        return self._evaluators[id(dataset)]
+            # the dataset is kept with its evaluator, so its id cannot be reused by another dataset
+            self._evaluators[id(dataset)] = (dataset, evaluator)
+        return self._evaluators[id(dataset)][1]
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Evaluate the retriever with [`~R3Trainer.evaluator`], each process taking its share of the questions; the
