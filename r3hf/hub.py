@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from huggingface_hub import DatasetCard, DatasetCardData, HfApi, ModelCard, ModelCardData
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 
 from .assets import hub_id_of_path
 from .version import __version__
@@ -73,6 +75,14 @@ def push_folder(
             commit_description=commit_description,
         )
     return info.commit_url
+
+
+def _is_repo_id(name: str | None) -> bool:
+    try:
+        validate_repo_id(name)
+    except (HFValidationError, TypeError):
+        return False
+    return public_model_id(name) is not None
 
 
 def render_index_card(config: dict, repo_id: str = "your-namespace/your-index") -> DatasetCard:
@@ -137,7 +147,7 @@ def render_retriever_card(
     card_data = ModelCardData(
         library_name="r3hf",
         base_model=base_model,
-        datasets=[dataset_name] if dataset_name and public_model_id(dataset_name) else None,
+        datasets=[dataset_name] if _is_repo_id(dataset_name) else None,
         tags=list(dict.fromkeys([*TAGS, *(tags or [])])),
         pipeline_tag="feature-extraction",
     )
