@@ -242,9 +242,9 @@ def paired_bootstrap(
     Returns:
         `{"difference", "low", "high", "n"}`; `difference` is in the units of `a` and `b`.
     """
-    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    if diff.ndim != 1 or len(diff) < 2:
+    if len(a) != len(b) or len(a) < 2:
         raise ValueError(f"Need two equal-length sequences of at least 2 paired values, got {len(a)} and {len(b)}.")
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     if np.all(diff == diff[0]):
         low = high = float(diff[0])
     else:

@@ -103,3 +103,5 @@ def test_paired_bootstrap_and_comparison():
     assert compare_predictions(records_a, records_b, "recall@2")["difference"] == pytest.approx(-0.4)
     with pytest.raises(ValueError, match="different questions"):
         compare_predictions(records_a, records_b[:5])
+    with pytest.raises(ValueError, match="equal-length"):
+        paired_bootstrap([1, 0, 1], [1])
