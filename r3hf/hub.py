@@ -58,9 +58,11 @@ def push_folder(
     create_pr: bool = False,
     commit_message: str,
     commit_description: str | None = None,
+    delete_patterns: list[str] | None = None,
 ) -> str:
     """Create the repo if needed, let `save(folder, repo_id)` write everything into a temporary folder, and upload it
-    in one commit; returns the commit URL."""
+    with `HfApi.upload_folder` (several resumable commits for a large folder); remote files matching
+    `delete_patterns` that the folder does not hold are deleted. Returns the commit URL."""
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True).repo_id
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,6 +75,7 @@ def push_folder(
             create_pr=create_pr,
             commit_message=commit_message,
             commit_description=commit_description,
+            delete_patterns=delete_patterns,
         )
     return info.commit_url
 

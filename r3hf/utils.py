@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -128,3 +129,19 @@ def enable_logging(level: int = logging.INFO) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(level)
+
+
+def parse_size(size: int | str) -> int:
+    """Bytes in `size`: an int, or a string such as `"500MB"`, `"2GB"`, `"64KiB"` (decimal and binary units)."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        value = size
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*", str(size), flags=re.IGNORECASE)
+        if not match:
+            raise ValueError(f"Cannot read {size!r} as a size: use bytes or a string such as '500MB' or '2GB'.")
+        number, unit, binary = match.groups()
+        base = 1024 if binary else 1000
+        value = int(float(number) * base ** " KMGT".index(unit.upper() or " "))
+    if value < 1:
+        raise ValueError(f"A size must be positive, got {size!r}.")
+    return value

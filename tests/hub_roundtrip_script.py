@@ -48,6 +48,17 @@ def main(out: Path):
     from_hub = SIDRModel.from_pretrained("tester/original-sidr")
     from_disk = SIDRModel.from_pretrained(out / "original")
     report["original_layout_same_embeddings"] = torch.equal(dense_query(from_hub, q), dense_query(from_disk, q))
+    # A multi-shard index: pushed, loaded back by repo id, then pushed again as one shard (stale shards deleted).
+    big = BagOfTokensIndex.build([f"passage {i} about river {i % 7}" for i in range(30)], tokenizer, max_length=12)
+    small = big.shards[0].term_indptr.nbytes + 1000
+    big.push_to_hub("tester/sharded-index", max_shard_size=small)
+    report["sharded_files"] = sorted(HfApi().list_repo_files("tester/sharded-index", repo_type="dataset"))
+    sharded = BagOfTokensIndex.from_pretrained("tester/sharded-index")
+    queries = dense_query(model, ["river 3", "passage 12"])
+    report["sharded_num_shards"] = len(sharded.shards)
+    report["sharded_same_search"] = torch.equal(sharded.search(queries, 10).ids, big.search(queries, 10).ids)
+    big.push_to_hub("tester/sharded-index")
+    report["resharded_files"] = sorted(HfApi().list_repo_files("tester/sharded-index", repo_type="dataset"))
     (out / "report.json").write_text(json.dumps(report))
 
 

@@ -39,3 +39,8 @@ def test_push_and_load_back_through_a_loopback_hub(tmp_path):
         index_files = set(hub.repos[("dataset", "tester/tiny-index")]["files"])
         assert {"index.safetensors", "corpus.parquet", "index_config.json", "README.md"} <= index_files
         assert report["index_url"].startswith(hub.endpoint)
+        shards = [f for f in report["sharded_files"] if f.startswith("index-")]
+        assert len(shards) == report["sharded_num_shards"] >= 2 and report["sharded_same_search"]
+        assert len([f for f in report["sharded_files"] if f.startswith("corpus-")]) == len(shards)
+        assert not [f for f in report["resharded_files"] if f.startswith(("index-", "corpus-"))]
+        assert {"index.safetensors", "corpus.parquet"} <= set(report["resharded_files"])

@@ -27,7 +27,9 @@ def random_index(bert_tokenizer, n_docs=57, vocab=30522, density=0.01, seed=0):
     indptr = np.concatenate([[0], np.cumsum(dense.sum(1))])
     indices = np.nonzero(dense)[1].astype(np.uint16)
     corpus = BagOfTokensIndex.build([f"doc {i}" for i in range(n_docs)], bert_tokenizer).corpus
-    return BagOfTokensIndex(indptr, indices, None, vocab, corpus, bert_tokenizer, 256), torch.from_numpy(dense).float()
+    return BagOfTokensIndex((indptr, indices, None), vocab, corpus, bert_tokenizer, 256), torch.from_numpy(
+        dense
+    ).float()
 
 
 def test_search_is_exact_against_a_dense_reference(bert_tokenizer):

@@ -1,0 +1,260 @@
+"""The index at scale: distinct-chunk tokenization, the term-major CPU layout, shards, memory-mapped loading and the
+checksum cache."""
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from r3hf import BagOfTokensIndex, SparseEmbeddingIndex
+from r3hf.index import INDEX_CONFIG, IndexShard
+from r3hf.utils import encoder_passage_text, parse_size
+
+ROOT = Path(__file__).resolve().parents[1]
+
+ADVERSARIAL = [
+    "",
+    "   ",
+    "Café Ünïcödé naïve résumé",
+    "東京は日本の首都です and 北京",
+    "!!!???...,,,;;;---''\"\"((()))",
+    "a" * 150 + " " + "b" * 99 + " supercalifragilisticexpialidocious",
+    "tabs\tand\nnewlines\r\nand\u00a0non-breaking\u2003spaces",
+    "control\x00chars\x1cand\x7fdel",
+    "title [SEP] text with a literal [SEP] and x[SEP]y and [MASK]",
+    "emoji 🎉🎉 and symbols € $ ¥ § ¶ © and under_score",
+    "numbers 1,234.56 and 3.14159 and 10^9",
+    " leading and trailing spaces  double  spaces ",
+    " ".join(f"w{i}" for i in range(300)),  # truncation lands mid-text, every word distinct
+    "Hyphen-ated words—em dashes–en dashes…ellipsis",
+]
+
+
+def expected_bags(tokenizer, texts, max_length):
+    special = set(tokenizer.all_special_ids)
+    encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    return [set(ids) - special for ids in encoded]
+
+
+def index_bags(index):
+    return [set(index.indices[index.indptr[i] : index.indptr[i + 1]].tolist()) for i in range(len(index))]
+
+
+@pytest.mark.parametrize("max_length", [3, 8, 32, 512])
+def test_chunk_tokenization_matches_the_tokenizer_on_adversarial_text(bert_tokenizer, max_length):
+    index = BagOfTokensIndex.build(ADVERSARIAL * 2, bert_tokenizer, max_length=max_length, batch_size=5)
+    assert index_bags(index) == expected_bags(bert_tokenizer, ADVERSARIAL * 2, max_length)
+
+
+def test_chunk_tokenization_matches_the_tokenizer_on_the_shared_corpus(bert_tokenizer):
+    with gzip.open(ROOT / "data" / "corpus.jsonl.gz", "rt") as f:
+        corpus = [json.loads(line) for line in f]
+    index = BagOfTokensIndex.build(corpus, bert_tokenizer, max_length=128)
+    texts = [encoder_passage_text(p) for p in corpus]
+    assert index_bags(index) == expected_bags(bert_tokenizer, texts, 128)
+
+
+def random_shards(n_rows, vocab, sizes, values=False, seed=0):
+    """An index split into shards of the given sizes, and its dense `[n_rows, vocab]` matrix."""
+    rng = np.random.default_rng(seed)
+    dense = (rng.random((n_rows, vocab)) < 0.05) * (rng.integers(1, 5, (n_rows, vocab)) if values else 1)
+    dense[5] = dense[3]  # duplicated rows: ties
+    dense[n_rows - 1] = dense[3]
+    shards, start = [], 0
+    for size in sizes:
+        block = dense[start : start + size]
+        indptr = np.concatenate([[0], np.cumsum((block != 0).sum(1))])
+        rows, cols = np.nonzero(block)
+        vals = block[rows, cols].astype(np.float16) if values else None
+        shards.append(IndexShard.from_csr(indptr, cols.astype(np.uint16), vals, vocab, start))
+        start += size
+    return shards, torch.from_numpy(dense).float()
+
+
+def make_index(cls, shards, vocab, tokenizer):
+    corpus = [f"doc {i}" for i in range(sum(len(s) for s in shards))]
+    return cls(shards, vocab, BagOfTokensIndex.build(corpus, tokenizer).corpus, tokenizer, 16)
+
+
+@pytest.mark.parametrize("values", [False, True])
+def test_term_major_and_row_major_layouts_give_identical_results(bert_tokenizer, values):
+    vocab = len(bert_tokenizer)
+    shards, dense = random_shards(40, vocab, [7, 20, 13], values=values)
+    cls = SparseEmbeddingIndex if values else BagOfTokensIndex
+    index = make_index(cls, shards, vocab, bert_tokenizer)
+    torch.manual_seed(0)
+    queries = torch.rand(6, vocab) * (torch.rand(6, vocab) < 0.3)
+    queries[1] = torch.round(queries[1] * 4) / 4  # coarse values: many exact ties
+    queries[2] = 0  # no overlap: every passage scores 0
+    for k in (1, 5, 17, 40, 100):
+        term = index.search(queries, k, layout="term_major", num_threads=2)
+        row = index.search(queries, k, layout="row_major", chunk_size=6)
+        assert torch.equal(term.ids, row.ids) and torch.equal(term.scores, row.scores), k
+        ref = queries @ dense.T
+        torch.testing.assert_close(term.scores, ref.gather(1, term.ids))
+    sparse = index.search(queries.to_sparse(), 10)
+    assert torch.equal(sparse.ids, index.search(queries, 10).ids)
+    full = index.search(queries, 40)
+    for k in (1, 3, 10, 11, 25):
+        assert torch.equal(index.search(queries, k).ids, full.ids[:, :k])
+    with pytest.raises(ValueError, match="layout must be"):
+        index.search(queries, 3, layout="columns")
+
+
+def test_term_major_search_on_the_shared_corpus_matches_row_major(bert_tokenizer):
+    with gzip.open(ROOT / "data" / "corpus.jsonl.gz", "rt") as f:
+        corpus = [json.loads(line) for line in f]
+    index = BagOfTokensIndex.build(corpus, bert_tokenizer, max_length=128)
+    torch.manual_seed(1)
+    # elu1p-like queries: 768 active dimensions each, values with few bits so that ties are frequent
+    queries = torch.zeros(16, index.vocab_size)
+    for q in queries:
+        q[torch.randperm(index.vocab_size)[:768]] = torch.round(torch.rand(768) * 8) / 8 + 1
+    term, row = index.search(queries, 100, layout="term_major"), index.search(queries, 100, layout="row_major")
+    assert torch.equal(term.ids, row.ids) and torch.equal(term.scores, row.scores)
+
+
+def test_sharded_save_and_memory_mapped_load(bert_tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setenv("R3HF_CACHE", str(tmp_path / "cache"))
+    corpus = [
+        {"id": str(i), "title": f"T{i}", "text": f"passage {i} about river {i % 7} and city {i % 5}"}
+        for i in range(60)
+    ]
+    index = BagOfTokensIndex.build(corpus, bert_tokenizer, max_length=16)
+    small = index.shards[0].term_indptr.nbytes + 1500  # every shard holds the [V + 1] term offsets
+    index.save_pretrained(tmp_path / "idx", max_shard_size=small)
+    config = json.loads((tmp_path / "idx" / INDEX_CONFIG).read_text())
+    assert len(config["shards"]) >= 3
+    names = {p.name for p in (tmp_path / "idx").iterdir()}
+    assert {f"index-00001-of-{len(config['shards']):05d}.safetensors", "README.md", "tokenizer"} <= names
+    assert not {"index.safetensors", "corpus.parquet"} & names
+
+    hashed = []
+    monkeypatch.setattr("r3hf.index.sha256_file", lambda path: hashed.append(path) or "not-used")
+    loaded = BagOfTokensIndex.from_pretrained(tmp_path / "idx")  # checksums recorded by the save: no hashing
+    assert hashed == []
+    assert len(loaded.shards) == len(config["shards"])
+    assert all(isinstance(s.term_rows, np.memmap) for s in loaded.shards)
+    assert np.array_equal(loaded.indptr, index.indptr) and np.array_equal(loaded.indices, index.indices)
+    assert loaded.corpus.to_list() == index.corpus.to_list()
+    queries = torch.rand(3, index.vocab_size) * (torch.rand(3, index.vocab_size) < 0.2)
+    for layout in ("term_major", "row_major"):
+        ours, theirs = loaded.search(queries, 20, layout=layout), index.search(queries, 20, layout=layout)
+        assert torch.equal(ours.ids, theirs.ids) and torch.equal(ours.scores, theirs.scores)
+    in_memory = BagOfTokensIndex.from_pretrained(tmp_path / "idx", mmap=False)
+    assert not isinstance(in_memory.shards[0].term_rows, np.memmap)
+
+    # Saving again with one shard replaces the folder's data files and removes the ones it no longer uses.
+    index.save_pretrained(tmp_path / "idx")
+    assert {p.name for p in (tmp_path / "idx").glob("*.safetensors")} == {"index.safetensors"}
+    assert not list((tmp_path / "idx").glob("corpus-*.parquet"))
+    assert BagOfTokensIndex.from_pretrained(tmp_path / "idx").corpus.to_list() == index.corpus.to_list()
+
+
+def test_checksums_are_recomputed_when_a_file_changes(bert_tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setenv("R3HF_CACHE", str(tmp_path / "cache"))
+    BagOfTokensIndex.build(["a river", "a city"], bert_tokenizer).save_pretrained(tmp_path / "idx")
+    path = tmp_path / "idx" / "index.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # same size, new content, new modification time
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    with pytest.raises(ValueError, match="index.safetensors does not match its checksum .* re-download or rebuild"):
+        BagOfTokensIndex.from_pretrained(tmp_path / "idx")
+    assert BagOfTokensIndex.from_pretrained(tmp_path / "idx", verify=False) is not None
+
+
+def test_bad_shards_are_clear_errors_and_a_failed_save_keeps_the_old_index(bert_tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setenv("R3HF_CACHE", str(tmp_path / "cache"))
+    corpus = [f"passage {i} about the river {i}" for i in range(40)]
+    index = BagOfTokensIndex.build(corpus, bert_tokenizer, max_length=16)
+    small = index.shards[0].term_indptr.nbytes + 1500
+    index.save_pretrained(tmp_path / "a", max_shard_size=small)
+    n = len(json.loads((tmp_path / "a" / INDEX_CONFIG).read_text())["shards"])
+    assert n >= 2
+    first, second = (f"index-{i:05d}-of-{n:05d}.safetensors" for i in (1, 2))
+
+    # Another build with the same layout: its shard has the same name and size but other content.
+    other_corpus = [c.replace("passage", "chapter").replace("river", "lake") for c in corpus]
+    BagOfTokensIndex.build(other_corpus, bert_tokenizer, 16).save_pretrained(tmp_path / "b", max_shard_size=small)
+    other = tmp_path / "b" / second
+    original = (tmp_path / "a" / second).read_bytes()
+    assert other.stat().st_size == len(original) and other.read_bytes() != original
+    (tmp_path / "a" / second).write_bytes(other.read_bytes())
+    with pytest.raises(ValueError, match=f"{second} does not match its checksum .* another build"):
+        BagOfTokensIndex.from_pretrained(tmp_path / "a")
+    (tmp_path / "a" / second).write_bytes(original)
+
+    (tmp_path / "a" / second).write_bytes(original[:-7])
+    with pytest.raises(ValueError, match=f"{second} is missing or truncated .* re-download or rebuild"):
+        BagOfTokensIndex.from_pretrained(tmp_path / "a")
+    (tmp_path / "a" / second).unlink()
+    with pytest.raises(ValueError, match=f"{second} is missing or truncated"):
+        BagOfTokensIndex.from_pretrained(tmp_path / "a")
+    (tmp_path / "a" / second).write_bytes(original)
+
+    # A shard whose passage count disagrees with the config (as from a build of another size), sizes and checksums
+    # aside.
+    config = json.loads((tmp_path / "a" / INDEX_CONFIG).read_text())
+    config["shards"][0]["num_passages"] += 1
+    config["shards"][1]["start"] += 1
+    (tmp_path / "a" / INDEX_CONFIG).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=f"{first} holds .* passages, {INDEX_CONFIG} says .* another build"):
+        BagOfTokensIndex.from_pretrained(tmp_path / "a")
+
+    # A save that fails half-way leaves the index that was there loadable and unchanged.
+    index.save_pretrained(tmp_path / "c", max_shard_size=small)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "c").iterdir() if p.is_file()}
+
+    def failing_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("r3hf.index.save_file", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        BagOfTokensIndex.build(corpus[:5], bert_tokenizer).save_pretrained(tmp_path / "c")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "c").iterdir() if p.is_file()} == before
+    assert BagOfTokensIndex.from_pretrained(tmp_path / "c").corpus.to_list() == index.corpus.to_list()
+
+
+def test_format_1_indexes_still_load(bert_tokenizer, tmp_path):
+    from safetensors.numpy import save_file
+
+    index = BagOfTokensIndex.build(["a river", "a city", "the king"], bert_tokenizer)
+    index.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / INDEX_CONFIG).read_text())
+    save_file({"indptr": index.indptr, "indices": index.indices}, tmp_path / "index.safetensors")
+    config.pop("shards")
+    config["format_version"] = 1
+    config["files"]["index.safetensors"] = {"size": (tmp_path / "index.safetensors").stat().st_size, "sha256": ""}
+    (tmp_path / INDEX_CONFIG).write_text(json.dumps(config))
+    loaded = BagOfTokensIndex.from_pretrained(tmp_path, verify=False)
+    assert np.array_equal(loaded.shards[0].term_rows, index.shards[0].term_rows)
+    config["format_version"] = 99
+    (tmp_path / INDEX_CONFIG).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="format version 99; .* upgrade r3hf"):
+        BagOfTokensIndex.from_pretrained(tmp_path, verify=False)
+
+
+def test_building_in_two_processes_gives_the_same_index_in_two_shards(bert_tokenizer):
+    corpus = [f"passage {i} about the river {i % 13} and {i}" for i in range(50)]
+    single = BagOfTokensIndex.build(corpus, bert_tokenizer, max_length=12)
+    double = BagOfTokensIndex.build(corpus, bert_tokenizer, max_length=12, num_proc=2)
+    assert [s.start for s in double.shards] == [0, 25]
+    assert np.array_equal(double.indptr, single.indptr) and np.array_equal(double.indices, single.indices)
+    queries = torch.rand(2, single.vocab_size)
+    assert torch.equal(double.search(queries, 30).ids, single.search(queries, 30).ids)
+
+
+def test_parse_size():
+    assert (
+        parse_size("500MB") == 500_000_000
+        and parse_size("300KB") == 300_000
+        and parse_size("2GiB") == 2 * 1024**3
+        and parse_size(123) == 123
+    )
+    with pytest.raises(ValueError, match="'500 parsecs'"):
+        parse_size("500 parsecs")
