@@ -41,7 +41,9 @@ class R3Config(TrainingArguments):
             scalar rewards, R3 needs one binary label per passage: a passage is rewarded when the weighted **mean** of
             the rewards that are not `None` is at least 0.5, unrewarded below, and ignored when all are `None`.
         reward_cache_dir (`str` or `None`, *optional*):
-            Where reward caches are written besides checkpoints (`<output_dir>/reward_cache` by default).
+            Folder of the append-only reward-score store ([`RewardCache`]; `<output_dir>/reward_cache` by default):
+            one SQLite segment per process, all segments read at start, so resumed or repeated runs with the same LLM
+            and prompt start warm whatever their number of processes. Point several runs at one folder to share it.
 
         > Parameters that control the loss
 
@@ -81,7 +83,7 @@ class R3Config(TrainingArguments):
         default=None,
         metadata={"help": "Weights of the reward functions: a passage is rewarded when their weighted mean >= 0.5."},
     )
-    reward_cache_dir: str | None = field(default=None, metadata={"help": "Where reward caches are written."})
+    reward_cache_dir: str | None = field(default=None, metadata={"help": "Folder of the shared reward-score store."})
     parametric_loss_weight: float = field(default=1.0, metadata={"help": "Weight of L(E(q), E(d))."})
     semi_parametric_loss_weight: float = field(
         default=0.5, metadata={"help": "Weight of each of L(E(q), T(d)) and L(T(q), E(d))."}

@@ -27,6 +27,7 @@ from .losses import flops, gather_with_grad, rcl_loss
 from .modeling_sidr import SIDRModel
 from .r3_config import R3Config
 from .retrieval import retrieve
+from .reward_cache import RewardCache
 from .rewards import AnswerProbabilityReward, Calibration
 from .utils import atomic_write_text, plain_passage_text, vocabulary_fingerprint
 
@@ -144,8 +145,7 @@ class R3Trainer(Trainer):
             optimizers=optimizers,
         )
         self.model_accepts_loss_kwargs = False
-        if args.reward_cache_dir:
-            self._load_reward_caches(Path(args.reward_cache_dir))
+        self._attach_reward_cache(Path(args.reward_cache_dir or Path(args.output_dir, "reward_cache")))
 
     # ------------------------------------------------------------------ helpers
 
@@ -374,26 +374,22 @@ class R3Trainer(Trainer):
     def _state_path(self, folder: str | os.PathLike) -> Path:
         return Path(folder) / f"r3_state_rank{self.args.process_index}.json"
 
-    def _save_reward_caches(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        for i, func in enumerate(self.reward_funcs):
-            if getattr(func, "cache", None) is not None:
-                func.save_cache(folder / f"reward_cache_{i}_rank{self.args.process_index}.json")
-
-    def _load_reward_caches(self, folder: Path) -> None:
-        for i, func in enumerate(self.reward_funcs):
-            path = folder / f"reward_cache_{i}_rank{self.args.process_index}.json"
-            if path.exists() and getattr(func, "cache", None) is not None:
-                func.load_cache(path)
+    def _attach_reward_cache(self, folder: Path) -> None:
+        """Move the in-memory score caches of the rewards into the append-only store in `folder`, this process
+        writing its own segment; every segment already there (any earlier run, any number of processes) is read."""
+        caching = [f for f in self.reward_funcs if isinstance(getattr(f, "cache", None), dict)]
+        if caching:
+            store = RewardCache(folder, writer=f"rank{self.args.process_index}")
+            for func in caching:
+                store.update(func.cache.items())
+                func.cache = store
+            store.flush()
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
         folder = Path(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         state = self._rng.getstate()
         self._state_path(folder).write_text(json.dumps({"sampler_rng": [state[0], list(state[1]), state[2]]}))
-        self._save_reward_caches(folder)
-        if self.args.reward_cache_dir:
-            self._save_reward_caches(Path(self.args.reward_cache_dir))
         if self.args.should_save:
             self.create_model_card()
 
@@ -403,7 +399,6 @@ class R3Trainer(Trainer):
             return
         state = json.loads(self._state_path(checkpoint).read_text())["sampler_rng"]
         self._rng.setstate((state[0], tuple(state[1]), state[2]))
-        self._load_reward_caches(Path(checkpoint))
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         """Save as `Trainer` does, with the training arguments as JSON instead of a pickle (`training_args.bin`), so

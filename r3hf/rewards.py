@@ -7,13 +7,10 @@ generation. It is a plain callable in the TRL reward-function style.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TypeVar
 
 import datasets
@@ -23,7 +20,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.utils import logging
 
 from .evaluation import has_answer
-from .utils import atomic_path, atomic_write_text, iter_batches
+from .reward_cache import RewardCache, reward_key
+from .utils import atomic_path, iter_batches
 
 logger = logging.get_logger(__name__)
 T = TypeVar("T")
@@ -130,7 +128,8 @@ class AnswerProbabilityReward:
         max_length: Longest prompt + answer, in tokens; the passage is cut to fit, never the question or the answer.
         device, dtype: Where and in which precision to run the model (default: CUDA if available; fp32 on CPU,
             bf16 on GPU).
-        cache: Keep scores keyed by (query, passage, answers) so no pair is scored twice (`True`, default), or not.
+        cache: Keep scores keyed by (LLM, prompt settings, query, passage, answers) so no pair is scored twice: `True`
+            (default) in memory, a [`RewardCache`] to share them across processes and runs, or `False`.
         calibration: A [`Calibration`] (or the path of one saved with `save`) for `threshold="calibrated"`.
     """
 
@@ -146,7 +145,7 @@ class AnswerProbabilityReward:
         max_length: int = 1024,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
-        cache: bool = True,
+        cache: bool | RewardCache = True,
         calibration: Calibration | str | os.PathLike | None = None,
     ):
         if isinstance(threshold, str) and threshold != "calibrated":
@@ -178,7 +177,9 @@ class AnswerProbabilityReward:
         self.length_normalize = length_normalize
         self.batch_size = batch_size
         self.max_length = max_length
-        self.cache: dict[str, float] | None = {} if cache else None
+        self.cache: dict[bytes, float] | RewardCache | None = (
+            cache if isinstance(cache, RewardCache) else {} if cache else None
+        )
         self.cache_hits = 0
         self.cache_lookups = 0
         if calibration is not None and not isinstance(calibration, Calibration):
@@ -302,8 +303,9 @@ class AnswerProbabilityReward:
                 out[i] = (sums / lengths if self.length_normalize else sums).tolist()
         return out
 
-    def _cache_key(self, query: str, passage, answers: Sequence[str]) -> str:
-        return hashlib.sha1(json.dumps([query, passage, list(answers)], sort_keys=True).encode()).hexdigest()
+    def _cache_key(self, query: str, passage, answers: Sequence[str]) -> bytes:
+        settings = (self.model.config._name_or_path, self.prompt_template, self.use_chat_template, self.max_length)
+        return reward_key(*settings, self.length_normalize, query, passage, list(answers))
 
     def score(self, queries: Sequence[str], passages: Sequence, answers: Sequence[Sequence[str] | str]) -> list[float]:
         """P(gold answer | prompt(query, passage)) for each (query, passage, answers) triple, best alias kept.
@@ -346,6 +348,8 @@ class AnswerProbabilityReward:
             results[i] = math.exp(max(log_probs))
             if self.cache is not None:
                 self.cache[self._cache_key(queries[i], passages[i], answers[i])] = results[i]
+        if isinstance(self.cache, RewardCache):
+            self.cache.flush()
         return results
 
     def score_choices(
@@ -469,11 +473,3 @@ class AnswerProbabilityReward:
         if save_path is not None:
             self.calibration.save(save_path)
         return self.calibration
-
-    def save_cache(self, path: str | os.PathLike) -> None:
-        """Write the score cache to a JSON file, atomically."""
-        atomic_write_text(path, json.dumps(self.cache or {}))
-
-    def load_cache(self, path: str | os.PathLike) -> None:
-        """Restore a score cache written by `save_cache`."""
-        self.cache = json.loads(Path(path).read_text())

@@ -118,12 +118,28 @@ def test_cache_hits(reward, monkeypatch):
     assert reward.cache_hits == 2 and reward.cache_hit_rate == 0.5
 
 
-def test_cache_survives_save_and_load(reward, tmp_path):
+def test_reward_cache_is_shared_across_processes_and_runs(reward, tmp_path, monkeypatch):
+    from r3hf.reward_cache import RewardCache
+
+    reward.cache = RewardCache(tmp_path / "cache", writer="rank0")
     score = reward.score([QUERY], [PASSAGE], ["shakespeare"])
-    reward.save_cache(tmp_path / "cache.json")
-    reward.cache = {}
-    reward.load_cache(tmp_path / "cache.json")
-    assert reward.score([QUERY], [PASSAGE], ["shakespeare"]) == score and reward.cache_hits == 1
+    other = RewardCache(tmp_path / "cache", writer="rank1")  # another process, started later
+    assert len(other) == 1
+    reward.cache = other
+    reward.score(["another question"], [PASSAGE], ["shakespeare"])  # appended to rank1's segment only
+    assert {p.name for p in (tmp_path / "cache").iterdir()} == {"rank0.sqlite", "rank1.sqlite"}
+    # A resumed run with one process reads both segments: nothing is scored again.
+    monkeypatch.setattr(reward, "_log_probs", lambda seqs: pytest.fail("scored a cached pair again"))
+    reward.cache, reward.cache_hits, reward.cache_lookups = RewardCache(tmp_path / "cache", writer="rank0"), 0, 0
+    assert reward.score([QUERY, "another question"], [PASSAGE] * 2, ["shakespeare"] * 2)[0] == score[0]
+    assert reward.cache_hit_rate == 1.0
+    # The key covers the LLM and the prompt: another template is another score.
+    reward.prompt_template = "{paragraphs}\nQ: {question}\nA:"
+    with pytest.raises(pytest.fail.Exception, match="scored a cached pair again"):
+        reward.score([QUERY], [PASSAGE], ["shakespeare"])
+    (tmp_path / "cache" / "rank2.sqlite").write_bytes(b"not a database")
+    with pytest.raises(ValueError, match="rank2.sqlite is not a readable reward-cache segment .* delete it"):
+        RewardCache(tmp_path / "cache")
 
 
 def test_threshold_edges(reward):

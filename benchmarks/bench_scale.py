@@ -1,0 +1,250 @@
+"""The bag-of-tokens index at scale, on corpora recombined from the shared passages (each passage: the first half of
+one shared passage's words joined to the second half of another's; word statistics are Wikipedia's, but the number
+of distinct words grows far slower than in a real corpus, which flatters the chunk-cached tokenizer's build time).
+
+For each size: build time (1 process, and `num_proc=2`), bm25s's build on the same texts (`--bm25s-max`), index bytes,
+save time, load time (first load, which converts the corpus parquet to Arrow once, then later loads; with and without
+memory mapping), the memory of one and of two processes that load the index at once and search it (proportional set
+size from `/proc/PID/smaps_rollup`, so shared pages count once), and CPU search QPS at k=100 with 1 and 2 threads for
+the row-major (CSR chunks, the path before this benchmark existed) and term-major layouts, ids checked identical.
+Then a projection of each figure to DPR's 21M passages.
+
+    python benchmarks/bench_scale.py --sizes 1000000 5000000 --out benchmarks/results/scale.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from r3hf import BagOfTokensIndex
+from r3hf.data import load_retriever
+from r3hf.utils import plain_passage_text
+
+ROOT = Path(__file__).resolve().parents[1]
+DPR_PASSAGES = 21_015_324
+
+
+def recombined_parquet(corpus: list[dict], size: int, path: Path, seed: int = 0, chunk: int = 200_000) -> None:
+    """Write `size` recombined passages to a parquet file, `chunk` at a time (never all in memory)."""
+    rng = np.random.default_rng(seed)
+    words = [p["text"].split() for p in corpus]
+    with pq.ParquetWriter(path, pa.schema([("id", pa.string()), ("title", pa.string()), ("text", pa.string())])) as w:
+        for start in range(0, size, chunk):
+            n = min(chunk, size - start)
+            a, b = rng.integers(0, len(corpus), n).tolist(), rng.integers(0, len(corpus), n).tolist()
+            texts = [" ".join(words[i][: len(words[i]) // 2] + words[j][len(words[j]) // 2 :]) for i, j in zip(a, b)]
+            w.write_table(
+                pa.table(
+                    {
+                        "id": [str(start + r) for r in range(n)],
+                        "title": [corpus[i]["title"] for i in a],
+                        "text": texts,
+                    }
+                )
+            )
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start
+
+
+def qps(index, queries, layout: str, threads: int, n: int) -> tuple[float, torch.Tensor]:
+    torch.set_num_threads(threads)
+    index.search(queries[:4], 100, layout=layout, num_threads=threads)  # warm-up: pages, caches
+    results, seconds = timed(
+        lambda: torch.cat([index.search(q, 100, layout=layout, num_threads=threads).ids for q in queries[:n].split(64)])
+    )
+    return n / seconds, results
+
+
+LOADER = """
+import json, sys, time, torch
+from r3hf import BagOfTokensIndex
+queries = torch.load(sys.argv[3])
+start = time.perf_counter()
+if sys.argv[1] != "-":  # "-": the baseline, an interpreter with the same imports and no index
+    index = BagOfTokensIndex.from_pretrained(sys.argv[1], mmap=sys.argv[2] == "1")
+    index.search(queries, 100)
+    rows = index.corpus[:1000]["text"]
+load_s = time.perf_counter() - start
+print(json.dumps({"load_s": load_s}), flush=True)
+sys.stdin.readline()  # hold the memory until the parent has read the proportional set sizes
+"""
+
+
+def proportional_set_size(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no Pss in /proc/{pid}/smaps_rollup")
+
+
+def memory_of_loaders(folder: Path | str, queries_file: Path, n_processes: int, mmap: bool) -> dict:
+    """Start `n_processes` that load the index and search it, then sum their proportional set sizes."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", LOADER, str(folder), "1" if mmap else "0", str(queries_file)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(n_processes)
+    ]
+    loads = [json.loads(p.stdout.readline())["load_s"] for p in procs]
+    pss = [proportional_set_size(p.pid) for p in procs]
+    for p in procs:
+        p.stdin.write("\n")
+        p.stdin.flush()
+        p.wait()
+    return {"processes": n_processes, "mmap": mmap, "pss_bytes": sum(pss), "load_s": loads}
+
+
+def bench_size(size: int, corpus: list[dict], model, queries: torch.Tensor, args, work: Path) -> dict:
+    print(f"\n# {size:,} recombined passages", flush=True)
+    parquet = work / f"recombined-{size}.parquet"
+    if not parquet.exists():
+        recombined_parquet(corpus, size, parquet)
+    texts = datasets.Dataset.from_parquet(str(parquet), cache_dir=str(work / "datasets"))
+    row = {"passages": size}
+    index, row["build_s"] = timed(BagOfTokensIndex.build, texts, model.tokenizer, 128, show_progress_bar=True)
+    row["index_bytes"], row["nonzeros"] = index.nbytes, int(sum(s.indptr[-1] for s in index.shards))
+    print(f"build {row['build_s']:.1f}s, {row['index_bytes'] / 2**20:.0f} MB (both layouts)", flush=True)
+    if not args.skip_num_proc:
+        double, row["build_2proc_s"] = timed(BagOfTokensIndex.build, texts, model.tokenizer, 128, num_proc=2)
+        assert np.array_equal(double.indices, index.indices)
+        del double
+        print(f"build with num_proc=2: {row['build_2proc_s']:.1f}s", flush=True)
+    if size <= args.bm25s_max:
+        import bm25s
+
+        plain = [plain_passage_text(p) for p in texts.select_columns(["title", "text"])]
+        start = time.perf_counter()
+        bm25 = bm25s.BM25()
+        bm25.index(bm25s.tokenize(plain, stopwords="en", show_progress=False), show_progress=False)
+        row["bm25s_build_s"] = time.perf_counter() - start
+        row["bm25s_bytes"] = sum(bm25.scores[k].nbytes for k in ("data", "indices", "indptr"))
+        questions = args.questions[: args.queries]
+        tokens, t_tok = timed(bm25s.tokenize, questions, stopwords="en", show_progress=False)
+        _, t_search = timed(bm25.retrieve, tokens, k=100, show_progress=False, n_threads=1)
+        row["bm25s_qps_1_thread"] = len(questions) / (t_tok + t_search)
+        del bm25, plain
+        gc.collect()
+        print(f"bm25s: build {row['bm25s_build_s']:.1f}s, QPS {row['bm25s_qps_1_thread']:.1f}", flush=True)
+
+    for threads in (1, 2):
+        row[f"qps_term_major_{threads}_thread"], term_ids = qps(index, queries, "term_major", threads, args.queries)
+        n_row = min(args.queries, args.row_major_queries)
+        row[f"qps_row_major_{threads}_thread"], row_ids = qps(index, queries, "row_major", threads, n_row)
+        assert torch.equal(term_ids[:n_row], row_ids), "the two layouts disagree"
+        print(
+            f"{threads} thread(s): term-major {row[f'qps_term_major_{threads}_thread']:.1f} QPS, "
+            f"row-major {row[f'qps_row_major_{threads}_thread']:.1f} QPS (identical ids)",
+            flush=True,
+        )
+
+    folder = work / f"index-{size}"
+    shutil.rmtree(folder, ignore_errors=True)
+    _, row["save_s"] = timed(index.save_pretrained, folder)
+    row["saved_bytes"] = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    row["saved_shards"] = len(list(folder.glob("index*.safetensors")))
+    del index, texts
+    gc.collect()
+    _, row["first_load_s"] = timed(BagOfTokensIndex.from_pretrained, folder)
+    _, row["load_s_mmap"] = timed(BagOfTokensIndex.from_pretrained, folder)
+    _, row["load_s_no_mmap"] = timed(BagOfTokensIndex.from_pretrained, folder, mmap=False)
+    print(
+        f"save {row['save_s']:.1f}s ({row['saved_shards']} shards, {row['saved_bytes'] / 2**20:.0f} MB); load: first "
+        f"{row['first_load_s']:.1f}s, mmap {row['load_s_mmap']:.2f}s, no mmap {row['load_s_no_mmap']:.1f}s",
+        flush=True,
+    )
+    queries_file = work / "queries.pt"
+    torch.save(queries[:64].clone(), queries_file)
+    baseline = memory_of_loaders("-", queries_file, 1, False)["pss_bytes"]
+    row["pss_interpreter"] = baseline
+    for mmap in (True, False):
+        one = memory_of_loaders(folder, queries_file, 1, mmap)
+        two = memory_of_loaders(folder, queries_file, 2, mmap)
+        key = "mmap" if mmap else "no_mmap"
+        row[f"pss_one_{key}"], row[f"pss_two_{key}"] = one["pss_bytes"], two["pss_bytes"]
+        row[f"pss_ratio_{key}"] = two["pss_bytes"] / one["pss_bytes"]
+        row[f"pss_index_ratio_{key}"] = (two["pss_bytes"] - 2 * baseline) / max(one["pss_bytes"] - baseline, 1)
+        print(
+            f"memory ({key}): one process {one['pss_bytes'] / 2**20:.0f} MB, two {two['pss_bytes'] / 2**20:.0f} MB "
+            f"({row[f'pss_ratio_{key}']:.2f}x; above the interpreter's {baseline / 2**20:.0f} MB each: "
+            f"{row[f'pss_index_ratio_{key}']:.2f}x)",
+            flush=True,
+        )
+    if not args.keep:
+        shutil.rmtree(folder, ignore_errors=True)
+    return row
+
+
+def projection(rows: list[dict]) -> list[dict]:
+    """Each figure at 21M passages, from the largest measured size."""
+    big = max(rows, key=lambda r: r["passages"])
+    factor = DPR_PASSAGES / big["passages"]
+    out = []
+    for key, how in (
+        ("build_s", "linear in passages (measured rate; a real corpus has more distinct words: a lower bound)"),
+        ("build_2proc_s", "linear in passages"),
+        ("index_bytes", "linear in non-zeros (a real corpus's passages are as long: a measurement)"),
+        ("save_s", "linear in bytes"),
+        ("load_s_mmap", "guess: per-shard overhead, linear in shard count"),
+        ("qps_term_major_1_thread", "inverse-linear in passages (posting lists grow with the corpus)"),
+        ("qps_row_major_1_thread", "inverse-linear in passages"),
+        ("pss_one_mmap", "guess: pages a search touches grow with the posting lists"),
+    ):
+        if key in big:
+            value = big[key] / factor if key.startswith("qps") else big[key] * factor
+            out.append({"figure": key, "measured_at": big["passages"], "measured": big[key], "at_21M": value, "basis": how})
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(ROOT / "data"))
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000])
+    parser.add_argument("--queries", type=int, default=256, help="questions searched per measurement")
+    parser.add_argument("--row-major-queries", type=int, default=64, help="fewer for the slow row-major path")
+    parser.add_argument("--bm25s-max", type=int, default=1_000_000, help="largest corpus bm25s is built on")
+    parser.add_argument("--skip-num-proc", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the saved indexes")
+    parser.add_argument("--work-dir", default=None)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/scale.json"))
+    args = parser.parse_args()
+
+    with gzip.open(Path(args.data) / "corpus.jsonl.gz", "rt") as f:
+        corpus = [json.loads(line) for line in f]
+    with gzip.open(Path(args.data) / "nq_test.jsonl.gz", "rt") as f:
+        args.questions = [json.loads(line)["question"] for line in f]
+    model = load_retriever("all-minilm-l6-v2")
+    queries = model.encode_query(args.questions[: args.queries], convert_to_sparse_tensor=False)
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="r3hf-scale-"))
+    os.environ["R3HF_CACHE"] = str(work / "cache")
+    rows = [bench_size(size, corpus, model, queries, args, work) for size in args.sizes]
+    report = {"machine": f"{os.cpu_count()} CPUs", "rows": rows, "projection_21M": projection(rows)}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(json.dumps(report["projection_21M"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
