@@ -25,6 +25,8 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from huggingface_hub import snapshot_download
@@ -261,6 +263,7 @@ class CSRIndex:
         if len(corpus) != len(self):
             raise ValueError(f"The corpus has {len(corpus)} passages but the index has {len(self)} rows.")
         self._device_csr: dict[tuple[int, str], tuple] = {}
+        self._id_lookup: tuple[np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.shards)
@@ -402,6 +405,27 @@ class CSRIndex:
         # best_ids ascend within each row, so a stable sort puts the lower row id first among equal scores.
         order = best_scores.sort(dim=1, descending=True, stable=True).indices
         return SearchResults(ids=best_ids.gather(1, order), scores=best_scores.gather(1, order))
+
+    def rows_of(self, passage_ids: Sequence) -> np.ndarray:
+        """Row numbers of passages given by their `id` (the corpus's `id` column), `-1` for an unknown id.
+
+        Looks ids up in a sorted copy of the id column (int64 when every id is an integer written canonically, as
+        DPR's are, else fixed-width bytes), built on first use: no Python dict over the corpus.
+        """
+        if self._id_lookup is None:
+            self._id_lookup = _sorted_ids(self.corpus)
+        sorted_ids, order = self._id_lookup
+        queries = _as_id_array([str(i) for i in passage_ids], integers=sorted_ids.dtype.kind == "i")
+        if len(queries) == 0 or len(sorted_ids) == 0:
+            return np.full(len(queries), -1, dtype=np.int64)
+        if sorted_ids.dtype.kind == "S":
+            fits = np.char.str_len(queries) <= sorted_ids.dtype.itemsize
+            queries = np.where(fits, queries, b"").astype(sorted_ids.dtype)
+        else:
+            fits = queries >= 0
+        position = np.minimum(np.searchsorted(sorted_ids, queries), len(sorted_ids) - 1)
+        found = fits & (sorted_ids[position] == queries)
+        return np.where(found, order[position], -1)
 
     def get_passages(self, ids: torch.Tensor | Sequence[int]) -> list:
         """The corpus rows for a `[n, k]` id tensor (a list of lists of dicts) or a flat list of ids."""
@@ -613,6 +637,26 @@ class CSRIndex:
             commit_message=commit_message or f"Upload r3hf {self.kind} index",
             delete_patterns=["index*.safetensors", "corpus*.parquet"],
         )
+
+
+def _as_id_array(ids: list[str], integers: bool) -> np.ndarray:
+    """Ids as int64 (`-1` for one that is not a canonical non-negative integer) or as fixed-width bytes."""
+    if integers:
+        return np.fromiter((int(i) if i.isdigit() and str(int(i)) == i else -1 for i in ids), np.int64, len(ids))
+    return np.array([i.encode() for i in ids], dtype=bytes) if ids else np.array([], dtype="S1")
+
+
+def _sorted_ids(corpus: datasets.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The corpus's ids sorted, with the row of each: `(sorted_ids, rows)`."""
+    if "id" not in corpus.column_names:
+        return np.array([], dtype=np.int64), np.array([], dtype=np.int64)
+    column = pc.cast(corpus.with_format("arrow")["id"], pa.string())
+    if pc.all(pc.match_substring_regex(column, r"^(0|[1-9][0-9]{0,17})$")).as_py():
+        values = pc.cast(column, pa.int64()).to_numpy()
+    else:
+        values = _as_id_array(column.to_pylist(), integers=False)
+    order = np.argsort(values, kind="stable")
+    return values[order], order
 
 
 def _read_safetensors(path: Path, mmap: bool) -> dict[str, np.ndarray]:

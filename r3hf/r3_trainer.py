@@ -116,9 +116,6 @@ class R3Trainer(Trainer):
             )
         self.index = index
         self.calibration = calibration
-        self._row_of_id = (
-            {str(i): row for row, i in enumerate(index.corpus["id"])} if "id" in index.corpus.column_names else {}
-        )
         self._calibration_pools: dict[str, dict[int, list[int]]] = defaultdict(lambda: {0: [], 1: []})
         if calibration is not None:
             for record in calibration.records:
@@ -154,7 +151,7 @@ class R3Trainer(Trainer):
         return model.get_base_model() if hasattr(model, "get_base_model") else model
 
     def _rows(self, passage_ids) -> list[int]:
-        return [self._row_of_id[str(i)] for i in passage_ids or [] if str(i) in self._row_of_id]
+        return [int(r) for r in self.index.rows_of(passage_ids or []) if r >= 0]
 
     def _pool(self, question: str, example: dict, label: int, source: str = "offline") -> list[int]:
         """Corpus rows of the offline pool of a question (label 1: positives, 0: negatives). `source="offline"`: the

@@ -431,23 +431,24 @@ class AnswerProbabilityReward:
 
         return self._with_batch_size(run)
 
-    def calibrate(
+    def label_by_generation(
         self,
         queries: Sequence[str],
         answers: Sequence[Sequence[str]],
         candidate_passages: Sequence[Sequence[dict]],
         max_new_tokens: int = 20,
-        save_path: str | os.PathLike | None = None,
-    ) -> Calibration:
-        """The offline stage: generate greedily with each candidate passage, label by answer containment, record the
-        answer-probability score, and derive per-query thresholds. Sets `self.calibration` and returns it.
+    ) -> list[dict]:
+        """The offline stage's records: generate greedily with each candidate passage, label by answer containment,
+        and record the answer-probability score.
 
         Args:
             queries: Training questions.
             answers: Their gold aliases.
             candidate_passages: Per question, passages (dicts with an `id`) from the initial retriever.
             max_new_tokens: Generation length (20 in OpenRAG for short answers).
-            save_path: Also write the records there (JSON Lines).
+
+        Returns:
+            One dict per (query, passage): `query`, `passage_id`, `score`, `label`, `generation`.
         """
         flat_q, flat_p, flat_a = [], [], []
         for q, a, ps in zip(queries, answers, candidate_passages):
@@ -456,10 +457,10 @@ class AnswerProbabilityReward:
                 flat_p.append(p)
                 flat_a.append(a)
         if not flat_q:
-            raise ValueError("calibrate() needs at least one query with candidate passages.")
+            raise ValueError("Calibration needs at least one query with candidate passages.")
         generations = self.generate(flat_q, [[p] for p in flat_p], max_new_tokens=max_new_tokens)
         scores = self.score(flat_q, flat_p, flat_a)
-        records = [
+        return [
             {
                 "query": q,
                 "passage_id": str(p.get("id", "")) if isinstance(p, dict) else "",
@@ -469,6 +470,18 @@ class AnswerProbabilityReward:
             }
             for q, p, a, g, s in zip(flat_q, flat_p, flat_a, generations, scores)
         ]
+
+    def calibrate(
+        self,
+        queries: Sequence[str],
+        answers: Sequence[Sequence[str]],
+        candidate_passages: Sequence[Sequence[dict]],
+        max_new_tokens: int = 20,
+        save_path: str | os.PathLike | None = None,
+    ) -> Calibration:
+        """Label candidates by generation ([`label_by_generation`]) and derive per-query thresholds. Sets
+        `self.calibration` and returns it; `save_path` also writes the records there (JSON Lines)."""
+        records = self.label_by_generation(queries, answers, candidate_passages, max_new_tokens)
         self.calibration = Calibration.from_records(records)
         if save_path is not None:
             self.calibration.save(save_path)

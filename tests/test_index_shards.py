@@ -258,3 +258,14 @@ def test_parse_size():
     )
     with pytest.raises(ValueError, match="'500 parsecs'"):
         parse_size("500 parsecs")
+
+
+@pytest.mark.parametrize(
+    "ids", [["10", "2", "33", "0"], [10, 2, 33, 0], ["doc-b", "doc-a", "ü-c", "d"], ["7", "07", "x", "8"]]
+)
+def test_rows_of_passage_ids(bert_tokenizer, ids):
+    corpus = [{"id": i, "text": f"passage {n}"} for n, i in enumerate(ids)]
+    index = BagOfTokensIndex.build(corpus, bert_tokenizer)
+    asked = [ids[2], ids[0], "missing", ids[3], "007", "a-much-longer-id-than-any", ids[1]]
+    assert index.rows_of(asked).tolist() == [2, 0, -1, 3, -1, -1, 1]
+    assert index.rows_of([]).tolist() == []

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -220,3 +221,47 @@ def test_script_arguments_follow_trl():
     )
     assert isinstance(script_args, ScriptArguments) and script_args.reward_llms == ["a", "b"]
     assert model_args.model_name_or_path == "all-minilm-l6-v2"
+
+
+def test_two_processes_build_the_index_once_and_resume_a_sharded_calibration(tmp_path):
+    corpus = [{"id": f"p{i}", "title": f"T{i}", "text": f"passage {i} about river {i}"} for i in range(20)]
+    (tmp_path / "corpus.jsonl").write_text("\n".join(json.dumps(c) for c in corpus))
+    parts = tmp_path / "run" / "calibration.jsonl.parts"
+    parts.mkdir(parents=True)
+    # What a crashed run with another number of processes left: questions 0 and 1 complete, question 2 cut short,
+    # and a half-written line.
+    done = [
+        {
+            "question_index": q,
+            "query": f"question {q} about river {q}",
+            "passage_id": f"p{d}",
+            "score": 0.1,
+            "label": 0,
+            "generation": "",
+        }
+        for q, n in ((0, 3), (1, 3), (2, 1))
+        for d in range(n)
+    ]
+    (parts / "part-rank0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in done) + '{"question_ind')
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(ROOT / "recipes/accelerate_configs/cpu_2proc.yaml"),
+        str(ROOT / "tests/calibration_script.py"),
+        str(tmp_path),
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert (tmp_path / "run" / "index" / "index_config.json").exists()
+    assert reports[0]["index_rows"] == reports[1]["index_rows"] == 20
+    asked = [q for r in reports for q in r["asked"]]
+    assert sorted(asked) == sorted(f"question {i} about river {i}" for i in range(2, 10))  # each once, 0-1 kept
+    assert reports[0]["asked"] and reports[1]["asked"]  # both processes shared the work
+    records = [json.loads(line) for line in (tmp_path / "run" / "calibration.jsonl").read_text().splitlines()]
+    assert len(records) == 30 and reports[0]["records"] == reports[1]["records"] == 30
+    assert len({(r["query"], r["passage_id"]) for r in records}) == 30
+    assert not parts.exists()

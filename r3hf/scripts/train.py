@@ -11,15 +11,22 @@ again, saves metrics, state, model and card as `Trainer` does, and pushes to the
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import time
+from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from accelerate import PartialState
+from tqdm.auto import tqdm
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
 from ..data import load_qa_dataset, load_retriever, load_table, resolve_model_path
-from ..index import BagOfTokensIndex
+from ..index import INDEX_CONFIG, BagOfTokensIndex
 from ..r3_config import R3Config
 from ..r3_trainer import R3Trainer
 from ..rewards import AnswerProbabilityReward, Calibration
@@ -46,7 +53,10 @@ class R3ScriptArguments(ScriptArguments):
     max_train_samples: int | None = field(default=None, metadata={"help": "Use the first N training questions."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use the first N evaluation questions."})
     index: str | None = field(default=None, metadata={"help": "A saved index (folder or dataset repo) to reuse."})
-    index_output_dir: str | None = field(default=None, metadata={"help": "Save the built index here."})
+    index_output_dir: str | None = field(
+        default=None, metadata={"help": "Where the built index is saved (default: <output_dir>/index)."}
+    )
+    index_num_proc: int | None = field(default=None, metadata={"help": "Processes that build the index."})
     calibrate: bool = field(default=False, metadata={"help": "Run the offline calibration stage first."})
     calibration_samples: int = field(default=200, metadata={"help": "Training questions used for calibration."})
     calibration_top_k: int = field(
@@ -62,30 +72,114 @@ def make_parser() -> TrlParser:
     return TrlParser((R3ScriptArguments, R3Config, ModelConfig))
 
 
-def build_or_load_index(script_args: R3ScriptArguments, model) -> BagOfTokensIndex:
+def build_or_load_index(
+    script_args: R3ScriptArguments, model, output_dir: str, state: PartialState
+) -> BagOfTokensIndex:
+    """The bag-of-tokens index, built once: by the main process (in `index_num_proc` processes), saved to
+    `index_output_dir` (default `<output_dir>/index`), then loaded memory-mapped by every process. A saved index of
+    the same corpus size there is reused (a restarted run does not rebuild)."""
     if script_args.index:
         return BagOfTokensIndex.from_pretrained(script_args.index, tokenizer=model.tokenizer)
     if not script_args.corpus:
         raise ValueError("Pass --corpus (a file or Hub dataset of passages) or --index (a saved index).")
-    corpus = load_table(script_args.corpus, script_args.corpus_split, config_name=script_args.corpus_config)
-    index = BagOfTokensIndex.build(corpus, model.tokenizer, max_length=model.config.passage_max_length)
-    if script_args.index_output_dir:
-        index.save_pretrained(script_args.index_output_dir)
-    return index
+    folder = Path(script_args.index_output_dir or os.path.join(output_dir, "index"))
+    if state.is_main_process:
+        corpus = load_table(script_args.corpus, script_args.corpus_split, config_name=script_args.corpus_config)
+        saved = folder / INDEX_CONFIG
+        if saved.exists() and json.loads(saved.read_text()).get("num_passages") == len(corpus):
+            logger.info(f"Reusing the index saved in {folder}.")
+        else:
+            index = BagOfTokensIndex.build(
+                corpus,
+                model.tokenizer,
+                max_length=model.config.passage_max_length,
+                num_proc=script_args.index_num_proc,
+                show_progress_bar=True,
+            )
+            index.save_pretrained(folder)
+    state.wait_for_everyone()
+    return BagOfTokensIndex.from_pretrained(folder, tokenizer=model.tokenizer)
+
+
+def _read_records(folder: Path) -> list[dict]:
+    """Every complete record of the calibration part files in `folder` (a crash may leave a partial last line)."""
+    records = []
+    for part in sorted(folder.glob("part-*.jsonl")):
+        for line in part.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return records
+
+
+def _open_part(path: Path):
+    """This process's part file, opened for appending after dropping a partial last line left by a crash."""
+    if path.exists():
+        data = path.read_bytes()
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+    return open(path, "a", encoding="utf-8")
 
 
 def calibrate(
-    script_args: R3ScriptArguments, reward: AnswerProbabilityReward, model, index, train_dataset, path: str
+    script_args: R3ScriptArguments,
+    reward: AnswerProbabilityReward,
+    model,
+    index,
+    train_dataset,
+    path: str,
+    state: PartialState,
+    chunk_size: int = 16,
 ) -> None:
-    """The offline stage: candidates from the initial retriever, labelled by real generation."""
-    if os.path.exists(path):
-        reward.calibration = Calibration.load(path)
-        return
-    subset = train_dataset.select(range(min(script_args.calibration_samples, len(train_dataset))))
-    results = model.retrieve(
-        subset["question"], index, k=script_args.calibration_top_k, rerank_top_m=max(script_args.calibration_top_k, 20)
-    )
-    reward.calibrate(subset["question"], subset["answers"], index.get_passages(results.ids), save_path=path)
+    """The offline stage: candidates from the initial retriever, labelled by real generation.
+
+    The questions not yet done are split across processes; each appends the records of every `chunk_size` questions
+    to its own part file (`<path>.parts/part-rankN.jsonl`), so a restarted calibration, with any number of
+    processes, keeps what was written and does only the rest. The main process then writes `path` once.
+    """
+    if not os.path.exists(path):
+        parts = Path(f"{path}.parts")
+        if state.is_main_process:
+            parts.mkdir(parents=True, exist_ok=True)
+        state.wait_for_everyone()
+        n = min(script_args.calibration_samples, len(train_dataset))
+        per_question = min(script_args.calibration_top_k, len(index))
+        counts = Counter(r["question_index"] for r in _read_records(parts))
+        todo = [i for i in range(n) if counts[i] < per_question]  # a question cut short by a crash is redone
+        with (
+            state.split_between_processes(todo) as mine,
+            _open_part(parts / f"part-rank{state.process_index}.jsonl") as f,
+        ):
+            chunks = range(0, len(mine), chunk_size)
+            for start in tqdm(chunks, desc="Calibrating", disable=not state.is_main_process):
+                rows = train_dataset.select(mine[start : start + chunk_size])
+                k = script_args.calibration_top_k
+                results = model.retrieve(rows["question"], index, k=k, rerank_top_m=max(k, 20))
+                candidates = index.get_passages(results.ids)
+                records = reward.label_by_generation(rows["question"], rows["answers"], candidates)
+                written = time.time_ns()  # a question redone after a crash keeps only its latest records
+                for j, record in enumerate(records):
+                    f.write(
+                        json.dumps({"question_index": mine[start + j // per_question], "written": written, **record})
+                    )
+                    f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+        state.wait_for_everyone()
+        if state.is_main_process:
+            all_records = _read_records(parts)
+            latest: dict[int, int] = {}
+            for r in all_records:
+                latest[r["question_index"]] = max(latest.get(r["question_index"], 0), r.get("written", 0))
+            records = [
+                {k: v for k, v in r.items() if k not in ("question_index", "written")}
+                for r in sorted(all_records, key=lambda r: r["question_index"])
+                if r.get("written", 0) == latest[r["question_index"]]
+            ]
+            Calibration.from_records(records).save(path)
+            shutil.rmtree(parts)
+        state.wait_for_everyone()
+    reward.calibration = Calibration.load(path)
 
 
 def resolve_checkpoint(resume_from_checkpoint: str | None, output_dir: str) -> str | None:
@@ -105,8 +199,10 @@ def main(script_args: R3ScriptArguments, training_args: R3Config, model_args: Mo
         raise ValueError("Pass --dataset_name: the training QA data (a local file or a Hub dataset id).")
     if not model_args.model_name_or_path:
         raise ValueError("Pass --model_name_or_path: the starting retriever (SIDR checkpoint or BERT-style encoder).")
+    _ = training_args.device  # sets up the processes (backend, CPU or GPU) as Trainer would
+    state = PartialState()
     model = load_retriever(model_args.model_name_or_path)
-    index = build_or_load_index(script_args, model)
+    index = build_or_load_index(script_args, model, training_args.output_dir, state)
     train_dataset = load_qa_dataset(
         script_args.dataset_name,
         script_args.dataset_train_split,
@@ -135,7 +231,7 @@ def main(script_args: R3ScriptArguments, training_args: R3Config, model_args: Mo
         for i, reward in enumerate(rewards):
             default = os.path.join(training_args.output_dir, f"calibration_{i}.jsonl")
             path = script_args.calibration_file if i == 0 and script_args.calibration_file else default
-            calibrate(script_args, reward, model, index, train_dataset, path)
+            calibrate(script_args, reward, model, index, train_dataset, path, state)
     trainer = R3Trainer(
         model=model,
         reward_funcs=rewards,
