@@ -17,10 +17,22 @@ _LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".gz": "json", ".parquet": 
 def load_table(
     path_or_id: str, split: str = "train", max_rows: int | None = None, config_name: str | None = None
 ) -> datasets.Dataset:
-    """A `datasets.Dataset` from a local JSON Lines (optionally gzipped) / Parquet / CSV file, a folder saved with
+    """A `datasets.Dataset` from a local JSON Lines (optionally gzipped) / Parquet / CSV file, DPR's passage file
+    (`psgs_w100.tsv`, optionally gzipped: `id`, `text`, `title`, every field kept as a string), a folder saved with
     `save_to_disk`, or a Hub dataset id."""
     path = Path(path_or_id)
-    if path.is_file():
+    if path.is_file() and path.name.endswith((".tsv", ".tsv.gz")):
+        dataset = datasets.load_dataset(
+            "csv",
+            data_files=str(path),
+            split="train",
+            delimiter="\t",
+            na_filter=False,  # a passage that reads "NA" or "null" stays text
+            features=datasets.Features(
+                {"id": datasets.Value("string"), "text": datasets.Value("string"), "title": datasets.Value("string")}
+            ),
+        )
+    elif path.is_file():
         dataset = datasets.load_dataset(_LOCAL_FORMATS.get(path.suffix, "json"), data_files=str(path), split="train")
     elif path.is_dir() and (path / "dataset_info.json").exists():
         dataset = datasets.load_from_disk(str(path))

@@ -265,3 +265,21 @@ def test_two_processes_build_the_index_once_and_resume_a_sharded_calibration(tmp
     assert len(records) == 30 and reports[0]["records"] == reports[1]["records"] == 30
     assert len({(r["query"], r["passage_id"]) for r in records}) == 30
     assert not parts.exists()
+
+
+def test_dpr_passage_files_load_as_corpora(tmp_path):
+    import gzip
+
+    from r3hf.data import load_table
+
+    text = 'id\ttext\ttitle\n1\t"Aaron is a ""prophet"" in the Bible."\tAaron\n2\tNA\tNull\n10\tnull\tNA\n'
+    (tmp_path / "psgs_w100.tsv").write_text(text)
+    with gzip.open(tmp_path / "psgs_w100.tsv.gz", "wt") as f:
+        f.write(text)
+    for name in ("psgs_w100.tsv", "psgs_w100.tsv.gz"):
+        corpus = load_table(str(tmp_path / name))
+        assert corpus.to_list() == [
+            {"id": "1", "text": 'Aaron is a "prophet" in the Bible.', "title": "Aaron"},
+            {"id": "2", "text": "NA", "title": "Null"},
+            {"id": "10", "text": "null", "title": "NA"},
+        ]
