@@ -27,10 +27,11 @@ class RewardCache:
 
     Args:
         folder: The store's folder (created if needed).
-        writer: This process's segment name, e.g. `"rank0"`; two live processes must not share one.
+        writer: This process's segment name, e.g. `"rank0"`; two live processes must not share one. `None`: read
+            only (nothing can be added).
     """
 
-    def __init__(self, folder: str | os.PathLike, writer: str = "rank0"):
+    def __init__(self, folder: str | os.PathLike, writer: str | None = "rank0"):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.scores: dict[bytes, float] = {}
@@ -42,11 +43,12 @@ class RewardCache:
                     raise ValueError(
                         f"{segment} is not a readable reward-cache segment ({error}): delete it to start it afresh."
                     ) from error
-        self.path = self.folder / f"{writer}.sqlite"
-        self._connection = sqlite3.connect(self.path)
-        self._connection.execute("CREATE TABLE IF NOT EXISTS scores (key BLOB PRIMARY KEY, score REAL NOT NULL)")
-        self._connection.commit()
         self._pending: dict[bytes, float] = {}
+        self._connection = None
+        if writer is not None:
+            self._connection = sqlite3.connect(self.folder / f"{writer}.sqlite")
+            self._connection.execute("CREATE TABLE IF NOT EXISTS scores (key BLOB PRIMARY KEY, score REAL NOT NULL)")
+            self._connection.commit()
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -58,6 +60,8 @@ class RewardCache:
         return self.scores[key]
 
     def __setitem__(self, key: bytes, score: float) -> None:
+        if self._connection is None:
+            raise ValueError("This RewardCache was opened read-only (writer=None): open it with a writer name.")
         if key not in self.scores:
             self._pending[key] = score
         self.scores[key] = score
@@ -76,5 +80,6 @@ class RewardCache:
             self._pending.clear()
 
     def close(self) -> None:
-        self.flush()
-        self._connection.close()
+        if self._connection is not None:
+            self.flush()
+            self._connection.close()

@@ -283,3 +283,60 @@ def test_dpr_passage_files_load_as_corpora(tmp_path):
             {"id": "2", "text": "NA", "title": "Null"},
             {"id": "10", "text": "null", "title": "NA"},
         ]
+
+
+def test_dry_run_checks_the_configuration_and_counts_the_stages(tiny_setup):
+    from r3hf.scripts.train import main
+
+    t = tiny_setup
+    common = [
+        "--dataset_name",
+        str(t / "qa.jsonl"),
+        "--model_name_or_path",
+        str(t / "sidr"),
+        "--reward_llms",
+        str(t / "lm"),
+        "--output_dir",
+        str(t / "out"),
+        "--use_cpu",
+        "true",
+        "--dry_run",
+        "true",
+    ]
+    plan = main(
+        *make_parser().parse_args_and_config(
+            [
+                *common,
+                "--corpus",
+                str(t / "corpus.jsonl"),
+                "--per_device_train_batch_size",
+                "3",
+                "--num_train_epochs",
+                "4",
+                "--warmup_epochs_offline",
+                "1",
+                "--retrieval_top_k",
+                "2",
+                "--calibrate",
+                "true",
+                "--calibration_samples",
+                "5",
+                "--calibration_top_k",
+                "3",
+            ]
+        )
+    )
+    assert plan["train_questions"] == 8 and plan["index_passages"] == 12 and plan["effective_batch_size"] == 3
+    assert plan["steps_per_epoch"] == 3 and plan["total_steps"] == 12 and plan["offline_steps"] == 3
+    assert plan["calibration_pairs"] == 15 and plan["reward_calls_without_cache"] == 9 * 3 * 2
+    assert plan["reward_calls_with_cache_at_least"] == 8 * 2
+    assert not (t / "out" / "index").exists() and not list((t / "out").glob("checkpoint-*"))  # nothing ran
+    (t / "bad.jsonl").write_text(json.dumps({"q": "no question column"}))
+    with pytest.raises(ValueError, match="needs 'question' and 'answers' columns"):
+        main(
+            *make_parser().parse_args_and_config(
+                [*common, "--corpus", str(t / "corpus.jsonl"), "--dataset_name", str(t / "bad.jsonl")]
+            )
+        )
+    with pytest.raises(ValueError, match="Pass --corpus"):
+        main(*make_parser().parse_args_and_config(common))

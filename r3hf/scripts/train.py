@@ -12,8 +12,10 @@ again, saves metrics, state, model and card as `Trainer` does, and pushes to the
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from accelerate import PartialState
 from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoTokenizer
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
@@ -29,7 +32,8 @@ from ..data import load_qa_dataset, load_retriever, load_table, resolve_model_pa
 from ..index import INDEX_CONFIG, BagOfTokensIndex
 from ..r3_config import R3Config
 from ..r3_trainer import R3Trainer
-from ..rewards import AnswerProbabilityReward, Calibration
+from ..reward_cache import RewardCache
+from ..rewards import CHAT_PROMPT, OPENQA_PROMPT, AnswerProbabilityReward, Calibration
 
 logger = logging.get_logger(__name__)
 
@@ -66,6 +70,10 @@ class R3ScriptArguments(ScriptArguments):
         default=None, metadata={"help": "Reuse (or write) the first reward's calibration JSONL."}
     )
     evaluate_before: bool = field(default=True, metadata={"help": "Evaluate the initial retriever first."})
+    dry_run: bool = field(
+        default=False,
+        metadata={"help": "Check the configuration, log the stage plan with its counts, and exit without training."},
+    )
 
 
 def make_parser() -> TrlParser:
@@ -182,6 +190,88 @@ def calibrate(
     reward.calibration = Calibration.load(path)
 
 
+def _check_writable(folder: str | os.PathLike) -> None:
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(f"{folder} is not writable ({error}): choose another output folder.") from error
+
+
+def plan_run(
+    script_args: R3ScriptArguments, training_args: R3Config, model_args: ModelConfig, state: PartialState
+) -> dict:
+    """`--dry_run`: load and check everything the run needs except the LLM weights (datasets, corpus or index and
+    its tokenizer, LLM configs, tokenizers and prompt, writable outputs), and count what each stage will do."""
+    model = load_retriever(model_args.model_name_or_path)
+    train = load_qa_dataset(
+        script_args.dataset_name,
+        script_args.dataset_train_split,
+        script_args.max_train_samples,
+        script_args.dataset_config,
+    )
+    plan: dict = {"train_questions": len(train)}
+    if script_args.eval_dataset_name:
+        plan["eval_questions"] = len(
+            load_qa_dataset(
+                script_args.eval_dataset_name,
+                script_args.dataset_test_split,
+                script_args.max_eval_samples,
+                script_args.dataset_config,
+            )
+        )
+    if script_args.index:
+        plan["index_passages"] = len(BagOfTokensIndex.from_pretrained(script_args.index, tokenizer=model.tokenizer))
+    elif script_args.corpus:
+        corpus = load_table(script_args.corpus, script_args.corpus_split, config_name=script_args.corpus_config)
+        if "text" not in corpus.column_names:
+            raise ValueError(f"The corpus needs a 'text' column; it has {corpus.column_names}.")
+        plan["index_passages"] = len(corpus)
+    else:
+        raise ValueError("Pass --corpus (a file or Hub dataset of passages) or --index (a saved index).")
+    for llm in script_args.reward_llms:
+        path = resolve_model_path(llm)
+        AutoConfig.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        prompt = (CHAT_PROMPT if tokenizer.chat_template else OPENQA_PROMPT).format(paragraphs="p", question="q")
+        plan.setdefault("reward_llms", []).append(
+            {"llm": llm, "prompt_tokens_without_passage": len(tokenizer(prompt)["input_ids"])}
+        )
+    for folder in (training_args.output_dir, script_args.index_output_dir):
+        if folder:
+            _check_writable(folder)
+    batch = training_args.per_device_train_batch_size * state.num_processes * training_args.gradient_accumulation_steps
+    steps_per_epoch = math.ceil(len(train) / batch)
+    total = (
+        training_args.max_steps
+        if training_args.max_steps > 0
+        else math.ceil(steps_per_epoch * training_args.num_train_epochs)
+    )
+    offline = min(total, math.ceil(steps_per_epoch * training_args.warmup_epochs_offline))
+    on_policy_pairs = (total - offline) * batch * training_args.retrieval_top_k
+    calibrating = script_args.calibrate or script_args.reward_threshold == "calibrated"
+    store = Path(training_args.reward_cache_dir or Path(training_args.output_dir, "reward_cache"))
+    plan.update(
+        processes=state.num_processes,
+        effective_batch_size=batch,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total,
+        offline_steps=offline,
+        on_policy_steps=total - offline,
+        calibration_pairs=min(script_args.calibration_samples, len(train)) * script_args.calibration_top_k
+        if calibrating
+        else 0,
+        reward_calls_without_cache=on_policy_pairs * len(script_args.reward_llms),
+        # each (question, passage) scored once at best: the on-policy top-k of every question, once
+        reward_calls_with_cache_at_least=min(on_policy_pairs, len(train) * training_args.retrieval_top_k)
+        * len(script_args.reward_llms),
+        reward_store_entries=len(RewardCache(store, writer=None)) if store.exists() else 0,
+    )
+    return plan
+
+
 def resolve_checkpoint(resume_from_checkpoint: str | None, output_dir: str) -> str | None:
     """`true` / `last`: the last checkpoint in `output_dir` (none: start afresh); a path: that checkpoint."""
     if resume_from_checkpoint is None or resume_from_checkpoint.lower() in ("false", "no", ""):
@@ -194,13 +284,17 @@ def resolve_checkpoint(resume_from_checkpoint: str | None, output_dir: str) -> s
     return resume_from_checkpoint
 
 
-def main(script_args: R3ScriptArguments, training_args: R3Config, model_args: ModelConfig) -> R3Trainer:
+def main(script_args: R3ScriptArguments, training_args: R3Config, model_args: ModelConfig) -> R3Trainer | dict:
     if not script_args.dataset_name:
         raise ValueError("Pass --dataset_name: the training QA data (a local file or a Hub dataset id).")
     if not model_args.model_name_or_path:
         raise ValueError("Pass --model_name_or_path: the starting retriever (SIDR checkpoint or BERT-style encoder).")
     _ = training_args.device  # sets up the processes (backend, CPU or GPU) as Trainer would
     state = PartialState()
+    if script_args.dry_run:
+        plan = plan_run(script_args, training_args, model_args, state)
+        logger.info("Dry run, nothing trained. Stage plan:\n" + json.dumps(plan, indent=2))
+        return plan
     model = load_retriever(model_args.model_name_or_path)
     index = build_or_load_index(script_args, model, training_args.output_dir, state)
     train_dataset = load_qa_dataset(
