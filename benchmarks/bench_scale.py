@@ -70,7 +70,9 @@ def qps(index, queries, layout: str, threads: int, n: int) -> tuple[float, torch
     torch.set_num_threads(threads)
     index.search(queries[:4], 100, layout=layout, num_threads=threads)  # warm-up: pages, caches
     results, seconds = timed(
-        lambda: torch.cat([index.search(q, 100, layout=layout, num_threads=threads).ids for q in queries[:n].split(64)])
+        lambda: torch.cat(
+            [index.search(q, 100, layout=layout, num_threads=threads).ids for q in queries[:n].split(64)]
+        )
     )
     return n / seconds, results
 
@@ -118,12 +120,15 @@ def memory_of_loaders(folder: Path | str, queries_file: Path, n_processes: int, 
 
 
 def bench_size(size: int, corpus: list[dict], model, queries: torch.Tensor, args, work: Path) -> dict:
-    print(f"\n# {size:,} recombined passages", flush=True)
-    parquet = work / f"recombined-{size}.parquet"
-    if not parquet.exists():
+    shared = size == len(corpus)  # the shared corpus itself, not recombined
+    print(f"\n# {size:,} {'shared' if shared else 'recombined'} passages", flush=True)
+    parquet = work / f"{'shared' if shared else 'recombined'}-{size}.parquet"
+    if shared:
+        pq.write_table(pa.Table.from_pylist(corpus), parquet)
+    elif not parquet.exists():
         recombined_parquet(corpus, size, parquet)
     texts = datasets.Dataset.from_parquet(str(parquet), cache_dir=str(work / "datasets"))
-    row = {"passages": size}
+    row = {"passages": size, "corpus": "shared" if shared else "recombined"}
     index, row["build_s"] = timed(BagOfTokensIndex.build, texts, model.tokenizer, 128, show_progress_bar=True)
     row["index_bytes"], row["nonzeros"] = index.nbytes, int(sum(s.indptr[-1] for s in index.shards))
     print(f"build {row['build_s']:.1f}s, {row['index_bytes'] / 2**20:.0f} MB (both layouts)", flush=True)
@@ -214,14 +219,18 @@ def projection(rows: list[dict]) -> list[dict]:
     ):
         if key in big:
             value = big[key] / factor if key.startswith("qps") else big[key] * factor
-            out.append({"figure": key, "measured_at": big["passages"], "measured": big[key], "at_21M": value, "basis": how})
+            out.append(
+                {"figure": key, "measured_at": big["passages"], "measured": big[key], "at_21M": value, "basis": how}
+            )
     return out
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(ROOT / "data"))
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000])
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[1_000_000], help="corpus sizes; 9515 is the shared corpus as it is"
+    )
     parser.add_argument("--queries", type=int, default=256, help="questions searched per measurement")
     parser.add_argument("--row-major-queries", type=int, default=64, help="fewer for the slow row-major path")
     parser.add_argument("--bm25s-max", type=int, default=1_000_000, help="largest corpus bm25s is built on")

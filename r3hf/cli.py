@@ -17,9 +17,13 @@ def _index_build(args) -> None:
     model = load_retriever(args.retriever)
     max_length = args.max_length or model.config.passage_max_length
     index = BagOfTokensIndex.build(
-        load_table(args.corpus, args.split), model.tokenizer, max_length=max_length, show_progress_bar=True
+        load_table(args.corpus, args.split),
+        model.tokenizer,
+        max_length=max_length,
+        show_progress_bar=True,
+        num_proc=args.num_proc,
     )
-    index.save_pretrained(args.output)
+    index.save_pretrained(args.output, max_shard_size=args.max_shard_size)
     print(f"Indexed {len(index)} passages ({index.nbytes / 2**20:.1f} MB) into {args.output}")
     if args.push_to:
         print(index.push_to_hub(args.push_to, private=args.private))
@@ -88,6 +92,8 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--output", required=True)
     build.add_argument("--split", default="train")
     build.add_argument("--max-length", type=int, default=None)
+    build.add_argument("--num-proc", type=int, default=None, help="build in this many processes (one shard each)")
+    build.add_argument("--max-shard-size", default="500MB", help="largest array file of the saved index")
     build.add_argument("--push-to", default=None, help="also push to this dataset repo")
     build.add_argument("--private", action="store_true")
     build.set_defaults(func=_index_build)
