@@ -211,11 +211,11 @@ class IndexShard:
         np.cumsum(lengths, out=ptr[1:])
         if ptr[-1] == 0:
             return np.zeros(len(self), dtype=np.float32)
-        spans = [slice(a, b) for a, b in zip(lo.tolist(), hi.tolist())]
-        rows = np.concatenate([self.term_rows[s] for s in spans])
+        positions = np.repeat(lo - ptr[:-1], lengths) + np.arange(ptr[-1])  # the postings of every term, in order
+        rows = self.term_rows[positions]
         data = np.repeat(weights, lengths)
         if self.term_values is not None:
-            data *= np.concatenate([self.term_values[s] for s in spans]).astype(np.float32)
+            data *= self.term_values[positions].astype(np.float32)
         index_dtype = np.int32 if ptr[-1] < np.iinfo(np.int32).max else np.int64
         matrix = csc_array(
             (data, rows.astype(index_dtype, copy=False), ptr.astype(index_dtype)), (len(self), len(terms))
@@ -752,6 +752,7 @@ class BagOfTokensIndex(CSRIndex):
         batch_size: int = 2048,
         show_progress_bar: bool | None = None,
         num_proc: int | None = None,
+        rows_per_shard: int = 1_000_000,
     ) -> BagOfTokensIndex:
         """Tokenize a corpus into a binary index.
 
@@ -762,8 +763,11 @@ class BagOfTokensIndex(CSRIndex):
             max_length: Tokens per passage, as the passage encoder truncates (`SIDRConfig.passage_max_length`).
             batch_size: Passages tokenized at a time.
             show_progress_bar: Show a progress bar (default: for corpora of more than 4 batches).
-            num_proc: Build in this many processes, each over a consecutive slice of the corpus that becomes one
-                shard of the index (nothing is merged, so nothing is held twice).
+            num_proc: Build in this many processes, each over a consecutive slice of the corpus that becomes its own
+                shards of the index (nothing is merged, so nothing is held twice).
+            rows_per_shard: Passages per shard (rounded up to whole batches). CPU search scores one shard at a time,
+                so this bounds the score array a query scatters into (4 MB per million passages) and keeps it in
+                cache.
         """
         corpus = as_corpus_dataset(corpus)
         if num_proc is not None and num_proc > 1 and len(corpus) >= 2 * num_proc:
@@ -772,28 +776,50 @@ class BagOfTokensIndex(CSRIndex):
             # spawn, not fork: the parent may already run tokenizer and torch threads.
             with ProcessPoolExecutor(num_proc, mp_context=multiprocessing.get_context("spawn")) as pool:
                 futures = [
-                    pool.submit(_build_bag_of_tokens_shard, piece, tokenizer, max_length, batch_size, False, start)
+                    pool.submit(
+                        _build_bag_of_tokens_shards,
+                        piece,
+                        tokenizer,
+                        max_length,
+                        batch_size,
+                        False,
+                        rows_per_shard,
+                        start,
+                    )
                     for piece, start in zip(pieces, starts)
                 ]
-                shards = [future.result() for future in futures]
+                shards = [shard for future in futures for shard in future.result()]
         else:
-            shards = [_build_bag_of_tokens_shard(corpus, tokenizer, max_length, batch_size, show_progress_bar)]
+            shards = _build_bag_of_tokens_shards(
+                corpus, tokenizer, max_length, batch_size, show_progress_bar, rows_per_shard
+            )
         return cls(shards, len(tokenizer), corpus, tokenizer, max_length)
 
 
-def _build_bag_of_tokens_shard(
+def _build_bag_of_tokens_shards(
     corpus: datasets.Dataset,
     tokenizer,
     max_length: int,
     batch_size: int,
     show_progress_bar: bool | None,
+    rows_per_shard: int,
     start: int = 0,
-) -> IndexShard:
+) -> list[IndexShard]:
     vocab_size = len(tokenizer)
     zeroed = np.zeros(vocab_size, dtype=bool)
     zeroed[zeroed_token_ids(tokenizer)] = True
     tokenize = _BagTokenizer(tokenizer, max_length)
-    counts, chunks = [], []
+    shards, counts, chunks = [], [], []
+
+    def close_shard() -> None:
+        rows = np.concatenate(counts)
+        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(rows, out=indptr[1:])
+        shard_start = start + sum(len(s) for s in shards)
+        shards.append(IndexShard.from_csr(indptr, np.concatenate(chunks), None, vocab_size, shard_start))
+        counts.clear()
+        chunks.clear()
+
     for passages in iter_passage_batches(corpus, batch_size, show_progress_bar, "Building bag-of-tokens index"):
         rows, tokens = tokenize([encoder_passage_text(p) for p in passages])
         # One sort per batch: unique (passage, token) keys, row-major, so tokens come out sorted within rows.
@@ -801,9 +827,11 @@ def _build_bag_of_tokens_shard(
         keys = keys[~zeroed[keys % vocab_size]]
         counts.append(np.bincount(keys // vocab_size, minlength=len(passages)))
         chunks.append((keys % vocab_size).astype(_index_dtype(vocab_size)))
-    indptr = np.zeros(len(corpus) + 1, dtype=np.int64)
-    np.cumsum(np.concatenate(counts), out=indptr[1:])
-    return IndexShard.from_csr(indptr, np.concatenate(chunks), None, vocab_size, start)
+        if sum(len(c) for c in counts) >= rows_per_shard:
+            close_shard()
+    if counts:
+        close_shard()
+    return shards
 
 
 class _Buffer:

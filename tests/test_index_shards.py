@@ -247,6 +247,12 @@ def test_building_in_two_processes_gives_the_same_index_in_two_shards(bert_token
     assert np.array_equal(double.indptr, single.indptr) and np.array_equal(double.indices, single.indices)
     queries = torch.rand(2, single.vocab_size)
     assert torch.equal(double.search(queries, 30).ids, single.search(queries, 30).ids)
+    bounded = BagOfTokensIndex.build(corpus, bert_tokenizer, max_length=12, batch_size=4, rows_per_shard=10)
+    assert [len(s) for s in bounded.shards] == [12, 12, 12, 12, 2]  # whole batches of 4, at least 10 rows
+    assert np.array_equal(bounded.indices, single.indices)
+    for layout in ("term_major", "row_major"):
+        ours, theirs = bounded.search(queries, 30, layout=layout), single.search(queries, 30, layout=layout)
+        assert torch.equal(ours.ids, theirs.ids) and torch.equal(ours.scores, theirs.scores)
 
 
 def test_parse_size():
