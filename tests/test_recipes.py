@@ -1,5 +1,4 @@
 import json
-import os
 import subprocess
 import sys
 import zipfile
@@ -11,7 +10,7 @@ import yaml
 from r3hf import R3Config, SIDRModel
 from r3hf.cli import main as cli_main
 from r3hf.scripts.train import R3ScriptArguments, make_parser
-from tests.conftest import make_tiny_causal_lm, make_tiny_sidr
+from tests.conftest import launch_two_cpu_processes, make_tiny_causal_lm, make_tiny_sidr
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "recipes" / "configs").glob("*.yaml"))
@@ -243,18 +242,7 @@ def test_two_processes_build_the_index_once_and_resume_a_sharded_calibration(tmp
         for d in range(n)
     ]
     (parts / "part-rank0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in done) + '{"question_ind')
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(ROOT / "recipes/accelerate_configs/cpu_2proc.yaml"),
-        str(ROOT / "tests/calibration_script.py"),
-        str(tmp_path),
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    launch_two_cpu_processes("tests/calibration_script.py", str(tmp_path))
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert (tmp_path / "run" / "index" / "index_config.json").exists()
     assert reports[0]["index_rows"] == reports[1]["index_rows"] == 20

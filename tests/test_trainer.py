@@ -1,7 +1,4 @@
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -9,7 +6,7 @@ import torch
 
 from r3hf import R3Config, R3Trainer
 from r3hf.losses import rcl_loss, symmetric_infonce
-from tests.conftest import make_tiny_causal_lm, make_tiny_sidr
+from tests.conftest import launch_two_cpu_processes, make_tiny_causal_lm, make_tiny_sidr
 from tests.synthetic import hidden_subset_reward, make_environment, top1_reward_share
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,18 +206,7 @@ def test_evaluate_reports_answer_recall(tmp_path, bert_tokenizer):
 
 
 def test_two_process_accelerate_launch_agrees_on_weights_and_metrics(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(ROOT / "recipes/accelerate_configs/cpu_2proc.yaml"),
-        str(ROOT / "tests/ddp_train_script.py"),
-        str(tmp_path),
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    launch_two_cpu_processes("tests/ddp_train_script.py", str(tmp_path))
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert reports[0]["world_size"] == reports[1]["world_size"] == 2
     assert reports[0]["checksum"] == reports[1]["checksum"]
