@@ -310,8 +310,9 @@ class CSRIndex:
             k: Passages per query; clamped to the corpus size.
             chunk_size: Passages scored at a time by the row-major layout; bounds memory at `n * chunk_size` scores.
             layout: `"term_major"` (posting lists, CPU only: cost follows each query's active dimensions),
-                `"row_major"` (CSR products in chunks, any device), or `"auto"`: term-major on CPU, row-major
-                elsewhere. Both give the same ids and scores.
+                `"row_major"` (CSR products in chunks, any device), or `"auto"`: term-major on CPU for indexes of
+                at least 100,000 passages, row-major otherwise (on small corpora one batched product beats per-query
+                posting lists: 2,449 vs 1,702 QPS at 9.5k passages). Both give the same ids and scores.
             num_threads: Queries searched in parallel by the term-major layout (default: `torch.get_num_threads()`).
 
         Returns:
@@ -337,7 +338,7 @@ class CSRIndex:
                 "The term-major layout searches on CPU: move the queries to CPU or use layout='row_major'."
             )
         k = min(k, len(self))
-        if layout == "row_major" or not on_cpu:
+        if layout == "row_major" or not on_cpu or (layout == "auto" and len(self) < 100_000):
             return self._search_row_major(query_embeds, k, chunk_size)
         return self._search_term_major(query_embeds.detach(), k, num_threads or torch.get_num_threads())
 
