@@ -771,6 +771,10 @@ class BagOfTokensIndex(CSRIndex):
                 cache.
         """
         corpus = as_corpus_dataset(corpus)
+        if rows_per_shard < 1:
+            raise ValueError(f"rows_per_shard must be at least 1, got {rows_per_shard}.")
+        if num_proc is not None and num_proc < 1:
+            raise ValueError(f"num_proc must be at least 1 (or None), got {num_proc}.")
         if num_proc is not None and num_proc > 1 and len(corpus) >= 2 * num_proc:
             pieces = [corpus.shard(num_proc, i, contiguous=True) for i in range(num_proc)]
             starts = np.cumsum([0] + [len(p) for p in pieces[:-1]]).tolist()

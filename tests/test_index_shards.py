@@ -255,6 +255,13 @@ def test_building_in_two_processes_gives_the_same_index_in_two_shards(bert_token
         assert torch.equal(ours.ids, theirs.ids) and torch.equal(ours.scores, theirs.scores)
 
 
+def test_bad_build_settings_are_clear_errors(bert_tokenizer):
+    with pytest.raises(ValueError, match="rows_per_shard must be at least 1"):
+        BagOfTokensIndex.build(["a river"], bert_tokenizer, rows_per_shard=0)
+    with pytest.raises(ValueError, match="num_proc must be at least 1"):
+        BagOfTokensIndex.build(["a river"], bert_tokenizer, num_proc=0)
+
+
 def test_parse_size():
     assert (
         parse_size("500MB") == 500_000_000
