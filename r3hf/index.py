@@ -186,8 +186,7 @@ class IndexShard:
 
     @property
     def nbytes(self) -> int:
-        arrays = (self.indptr, self.indices, self.values, self.term_indptr, self.term_rows, self.term_values)
-        return sum(a.nbytes for a in arrays if a is not None)
+        return sum(a.nbytes for a in self.arrays().values())
 
     def arrays(self) -> dict[str, np.ndarray]:
         names = ("indptr", "indices", "values", "term_indptr", "term_rows", "term_values")
@@ -580,11 +579,11 @@ class CSRIndex:
                 f"The tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has a different vocabulary from the one this "
                 f"index was built with ({config['tokenizer_name_or_path']!r}): use that tokenizer or rebuild the index."
             )
-        layout = config.get("shards") or [
+        entries = config.get("shards") or [
             {"arrays": ARRAYS_FILE, "corpus": CORPUS_FILE, "start": 0, "num_passages": config["num_passages"]}
         ]
-        shards = [_load_shard(path / entry["arrays"], entry, config["vocab_size"], mmap) for entry in layout]
-        for entry in layout:
+        shards = [_load_shard(path / entry["arrays"], entry, config["vocab_size"], mmap) for entry in entries]
+        for entry in entries:
             rows = pq.read_metadata(path / entry["corpus"]).num_rows
             if rows != entry["num_passages"]:
                 raise ValueError(
@@ -592,7 +591,7 @@ class CSRIndex:
                     "the shard comes from another build; re-download or rebuild the index."
                 )
         corpus = datasets.Dataset.from_parquet(
-            [str(path / entry["corpus"]) for entry in layout], keep_in_memory=not mmap
+            [str(path / entry["corpus"]) for entry in entries], keep_in_memory=not mmap
         )
         known = {
             "format_version",
@@ -903,11 +902,14 @@ class _BagTokenizer:
         self.backend = copy.deepcopy(tokenizer.backend_tokenizer) if getattr(tokenizer, "is_fast", False) else None
         self.tokenizer, self.max_length = tokenizer, max_length
         self.by_chunks = _splits_at_spaces(tokenizer)
-        if self.by_chunks:
-            self.backend.no_truncation()
+        if self.backend is not None:
             self.backend.no_padding()
-            self.limit = max(max_length - self.backend.num_special_tokens_to_add(False), 0)
-            self._reset()
+            if self.by_chunks:  # chunks are tokenized whole; texts are truncated when assembled
+                self.backend.no_truncation()
+                self.limit = max(max_length - self.backend.num_special_tokens_to_add(False), 0)
+                self._reset()
+            else:
+                self.backend.enable_truncation(max_length)
 
     def _reset(self) -> None:
         self.chunk_ids: dict[str, int] = {}
@@ -952,10 +954,7 @@ class _BagTokenizer:
 
     def _tokenize_whole(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         if self.backend is not None:
-            backend = self.backend
-            backend.enable_truncation(self.max_length)
-            backend.no_padding()
-            encoded = [e.ids for e in backend.encode_batch_fast(texts)]
+            encoded = [e.ids for e in self.backend.encode_batch_fast(texts)]
         else:
             encoded = self.tokenizer(
                 texts,

@@ -304,8 +304,16 @@ class AnswerProbabilityReward:
         return out
 
     def _cache_key(self, query: str, passage, answers: Sequence[str]) -> bytes:
-        settings = (self.model.config._name_or_path, self.prompt_template, self.use_chat_template, self.max_length)
-        return reward_key(*settings, self.length_normalize, query, passage, list(answers))
+        return reward_key(
+            self.model.config._name_or_path,
+            self.prompt_template,
+            self.use_chat_template,
+            self.max_length,
+            self.length_normalize,
+            query,
+            passage,
+            list(answers),
+        )
 
     def score(self, queries: Sequence[str], passages: Sequence, answers: Sequence[Sequence[str] | str]) -> list[float]:
         """P(gold answer | prompt(query, passage)) for each (query, passage, answers) triple, best alias kept.
@@ -330,13 +338,17 @@ class AnswerProbabilityReward:
                 )
         results: list[float | None] = [None] * len(queries)
         todo: list[int] = []
-        for i, (q, p, a) in enumerate(zip(queries, passages, answers)):
-            if self.cache is not None:
+        keys = (
+            [self._cache_key(q, p, a) for q, p, a in zip(queries, passages, answers)]
+            if self.cache is not None
+            else None
+        )
+        for i in range(len(queries)):
+            if keys is not None:
                 self.cache_lookups += 1
-                key = self._cache_key(q, p, a)
-                if key in self.cache:
+                if keys[i] in self.cache:
                     self.cache_hits += 1
-                    results[i] = self.cache[key]
+                    results[i] = self.cache[keys[i]]
                     continue
             todo.append(i)
         sequences = []
@@ -346,8 +358,8 @@ class AnswerProbabilityReward:
             sequences.append((self._prompt_ids(queries[i], [passages[i]], budget), aliases))
         for i, log_probs in zip(todo, self._log_probs(sequences) if sequences else []):
             results[i] = math.exp(max(log_probs))
-            if self.cache is not None:
-                self.cache[self._cache_key(queries[i], passages[i], answers[i])] = results[i]
+            if keys is not None:
+                self.cache[keys[i]] = results[i]
         if isinstance(self.cache, RewardCache):
             self.cache.flush()
         return results

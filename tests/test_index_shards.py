@@ -282,3 +282,20 @@ def test_rows_of_passage_ids(bert_tokenizer, ids):
     asked = [ids[2], ids[0], "missing", ids[3], "007", "a-much-longer-id-than-any", ids[1]]
     assert index.rows_of(asked).tolist() == [2, 0, -1, 3, -1, -1, 1]
     assert index.rows_of([]).tolist() == []
+
+
+def test_tokenizers_that_do_not_split_at_spaces_tokenize_whole_texts():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from r3hf.index import _splits_at_spaces
+
+    vocab = {"[UNK]": 0, "▁a": 1, "▁river": 2, "▁city": 3, "▁king": 4}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()  # the space becomes part of the next token
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]")
+    assert not _splits_at_spaces(tokenizer)
+    texts = ["a river", "a city a king", "king river city a"]
+    index = BagOfTokensIndex.build(texts, tokenizer, max_length=3)
+    assert index_bags(index) == expected_bags(tokenizer, texts, 3)
+    assert index_bags(index)[2] == {4, 2, 3}  # truncated to 3 tokens
