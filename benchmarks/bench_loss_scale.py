@@ -19,6 +19,7 @@ from pathlib import Path
 
 import datasets
 import torch
+from transformers import TrainerCallback
 
 from r3hf import R3Config, R3Trainer
 from r3hf.data import load_qa_dataset, load_retriever, load_table
@@ -75,12 +76,31 @@ def dev_recall(model, index, dev, ks=(1, 5), rerank_top_m=10) -> dict:
     return answer_recall_at_k(index.get_passages(results.ids), dev["answers"], ks)
 
 
+class DevRecallCurve(TrainerCallback):
+    """Dev recall every `every` steps, to see whether more steps would still pay."""
+
+    def __init__(self, index, dev, every: int):
+        self.index, self.dev, self.every = index, dev, every
+        self.points: list[dict] = []
+        self.seconds = 0.0
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.every == 0 and state.global_step < state.max_steps:
+            start = time.perf_counter()
+            model.eval()
+            self.points.append({"step": state.global_step, **dev_recall(model, self.index, self.dev)})
+            model.train()
+            self.seconds += time.perf_counter() - start
+            print("recall", json.dumps(self.points[-1]), flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", action="append", required=True, help="name:key=value,key=value (R3Config fields)")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--dev-samples", type=int, default=100, help="per dev set (nq_dev, squad_dev)")
+    parser.add_argument("--eval-every", type=int, default=0, help="also measure dev recall every N steps (0: at the end only)")
     parser.add_argument("--out", default="benchmarks/results/loss_scale.json")
     args = parser.parse_args()
     out_path = Path(args.out)
@@ -144,9 +164,12 @@ def main():
             train_dataset=train,
             index=index,
         )
+        curve = DevRecallCurve(index, dev, args.eval_every) if args.eval_every else None
+        if curve:
+            trainer.add_callback(curve)
         start = time.perf_counter()
         trainer.train()
-        train_s = time.perf_counter() - start
+        train_s = time.perf_counter() - start - (curve.seconds if curve else 0.0)
         logs = [e for e in trainer.state.log_history if "loss" in e]
         result = {
             "overrides": overrides,
@@ -157,6 +180,8 @@ def main():
             "active_dims": [e.get("sparsity/query_active_dims") for e in logs],
             **dev_recall(trainer.model, index, dev),
         }
+        if curve:
+            result["recall_curve"] = curve.points
         report["variants"][name] = result
         print(name, json.dumps({k: v for k, v in result.items() if not isinstance(v, list | dict)}), flush=True)
         out_path.parent.mkdir(parents=True, exist_ok=True)

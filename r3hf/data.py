@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import urlparse
 
 import datasets
 from transformers.utils import cached_file
@@ -17,14 +18,17 @@ _LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".gz": "json", ".parquet": 
 def load_table(
     path_or_id: str, split: str = "train", max_rows: int | None = None, config_name: str | None = None
 ) -> datasets.Dataset:
-    """A `datasets.Dataset` from a local JSON Lines (optionally gzipped) / Parquet / CSV file, DPR's passage file
-    (`psgs_w100.tsv`, optionally gzipped: `id`, `text`, `title`, every field kept as a string), a folder saved with
-    `save_to_disk`, or a Hub dataset id."""
+    """A `datasets.Dataset` from a JSON Lines (optionally gzipped) / Parquet / CSV file, DPR's passage file
+    (`psgs_w100.tsv`, optionally gzipped: `id`, `text`, `title`, every field kept as a string), each a local path or
+    an http(s) URL (downloaded once into the `datasets` cache), a folder saved with `save_to_disk`, or a Hub dataset
+    id."""
     path = Path(path_or_id)
-    if path.is_file() and path.name.endswith((".tsv", ".tsv.gz")):
+    url = path_or_id.startswith(("http://", "https://"))
+    name = urlparse(path_or_id).path if url else path.name
+    if (url or path.is_file()) and name.endswith((".tsv", ".tsv.gz")):
         dataset = datasets.load_dataset(
             "csv",
-            data_files=str(path),
+            data_files=path_or_id,
             split="train",
             delimiter="\t",
             na_filter=False,  # a passage that reads "NA" or "null" stays text
@@ -32,8 +36,9 @@ def load_table(
                 {"id": datasets.Value("string"), "text": datasets.Value("string"), "title": datasets.Value("string")}
             ),
         )
-    elif path.is_file():
-        dataset = datasets.load_dataset(_LOCAL_FORMATS.get(path.suffix, "json"), data_files=str(path), split="train")
+    elif url or path.is_file():
+        suffix = Path(name).suffix
+        dataset = datasets.load_dataset(_LOCAL_FORMATS.get(suffix, "json"), data_files=path_or_id, split="train")
     elif path.is_dir() and (path / "dataset_info.json").exists():
         dataset = datasets.load_from_disk(str(path))
     elif path.exists() or path_or_id.startswith((".", "/")):

@@ -343,14 +343,19 @@ class AnswerProbabilityReward:
             if self.cache is not None
             else None
         )
+        if keys is None:
+            cached = {}
+        elif isinstance(self.cache, RewardCache):
+            cached = self.cache.get_many(keys)
+        else:
+            cached = {k: self.cache[k] for k in keys if k in self.cache}
         for i in range(len(queries)):
-            if keys is not None:
-                self.cache_lookups += 1
-                if keys[i] in self.cache:
-                    self.cache_hits += 1
-                    results[i] = self.cache[keys[i]]
-                    continue
-            todo.append(i)
+            if keys is not None and keys[i] in cached:
+                results[i] = cached[keys[i]]
+                self.cache_hits += 1
+            else:
+                todo.append(i)
+        self.cache_lookups += len(queries) if keys is not None else 0
         sequences = []
         for i in todo:
             aliases = [self.tokenizer(a, add_special_tokens=False)["input_ids"] for a in dict.fromkeys(answers[i])]

@@ -9,9 +9,24 @@ import json
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 REPO = r"(?P<type>model|dataset|space)s/(?P<repo>[^/]+/[^/]+)"
+
+
+def _tree(files: dict[str, bytes], prefix: str, recursive: bool) -> list[dict]:
+    """The Hub's tree listing under `prefix`: files and folders, one level deep or (`recursive`) all of them."""
+    start = f"{prefix}/" if prefix else ""
+    entries, folders = [], set()
+    for path, data in sorted(files.items()):
+        if not path.startswith(start):
+            continue
+        parts = path[len(start) :].split("/")
+        for depth in range(1, len(parts) if recursive else min(2, len(parts))):
+            folders.add(start + "/".join(parts[:depth]))
+        if recursive or len(parts) == 1:
+            entries.append({"type": "file", "path": path, "size": len(data), "oid": hashlib.sha1(data).hexdigest()})
+    return [{"type": "directory", "path": f, "oid": "0" * 40} for f in sorted(folders)] + entries
 
 
 class FakeHub:
@@ -22,6 +37,23 @@ class FakeHub:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def add_dataset(self, repo_id: str, configs: dict) -> None:
+        """Serve `{config_name: {split: datasets.Dataset}}` as the Hub serves a Parquet dataset: one folder of
+        `<split>-00000-of-00001.parquet` files per configuration, declared in the README's `configs`."""
+        import io
+
+        files, card = {}, ["---", "configs:"]
+        for config, splits in configs.items():
+            card += [f"- config_name: {config}", "  data_files:"]
+            for split, dataset in splits.items():
+                buffer = io.BytesIO()
+                dataset.to_parquet(buffer)
+                files[f"{config}/{split}-00000-of-00001.parquet"] = buffer.getvalue()
+                card += [f"  - split: {split}", f"    path: {config}/{split}-*"]
+        files["README.md"] = "\n".join([*card, "---", ""]).encode()
+        sha = hashlib.sha1(json.dumps(sorted(files)).encode()).hexdigest()
+        self.repos[("dataset", repo_id)] = {"files": files, "sha": sha}
 
     def __enter__(self):
         self.thread.start()
@@ -113,12 +145,10 @@ class FakeHub:
                 if m := re.fullmatch(f"/api/{REPO}/tree/(?P<rev>[^/]+)(?:/(?P<sub>.*))?", path):
                     repo = hub.repos.get((m["type"], m["repo"]), {"files": {}})
                     prefix = (m["sub"] or "").strip("/")
-                    entries = [
-                        {"type": "file", "path": p, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
-                        for p, b in sorted(repo["files"].items())
-                        if p.startswith(prefix)
-                    ]
-                    return self._send(200, entries, head=head)
+                    recursive = parse_qs(urlparse(self.path).query).get("recursive", ["false"])[0] == "true"
+                    if prefix and not any(f.startswith(f"{prefix}/") for f in repo["files"]):
+                        return self._send(404, {"error": "not found"}, {"X-Error-Code": "EntryNotFound"}, head)
+                    return self._send(200, _tree(repo["files"], prefix, recursive), head=head)
                 m = re.fullmatch(
                     r"/(?:(?P<type>dataset|space)s/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)", path
                 )

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -255,8 +256,13 @@ def test_two_processes_build_the_index_once_and_resume_a_sharded_calibration(tmp
     assert not parts.exists()
 
 
-def test_dpr_passage_files_load_as_corpora(tmp_path):
+def test_dpr_passage_files_load_as_corpora(tmp_path, monkeypatch):
     import gzip
+    import threading
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    import datasets
 
     from r3hf.data import load_table
 
@@ -264,8 +270,18 @@ def test_dpr_passage_files_load_as_corpora(tmp_path):
     (tmp_path / "psgs_w100.tsv").write_text(text)
     with gzip.open(tmp_path / "psgs_w100.tsv.gz", "wt") as f:
         f.write(text)
-    for name in ("psgs_w100.tsv", "psgs_w100.tsv.gz"):
-        corpus = load_table(str(tmp_path / name))
+    # What the paper recipes name: DPR's own file by URL (here served by a loopback HTTP server), or a local copy.
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)  # the conftest keeps the real Hub unreachable
+    url = f"http://127.0.0.1:{server.server_address[1]}/psgs_w100.tsv.gz"
+    try:
+        sources = [str(tmp_path / "psgs_w100.tsv"), str(tmp_path / "psgs_w100.tsv.gz"), url]
+        corpora = [load_table(source) for source in sources]
+    finally:
+        server.shutdown()
+        server.server_close()
+    for corpus in corpora:
         assert corpus.to_list() == [
             {"id": "1", "text": 'Aaron is a "prophet" in the Bible.', "title": "Aaron"},
             {"id": "2", "text": "NA", "title": "Null"},
@@ -328,3 +344,41 @@ def test_dry_run_checks_the_configuration_and_counts_the_stages(tiny_setup):
         )
     with pytest.raises(ValueError, match="Pass --corpus"):
         main(*make_parser().parse_args_and_config(common))
+
+
+def test_sigkill_after_a_checkpoint_then_resume_gives_the_same_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    script = "tests/crash_resume_script.py"
+    launch_two_cpu_processes(script, str(tmp_path), "full")
+    crashed = launch_two_cpu_processes(script, str(tmp_path), "run", "--crash-at", "2", check=False)
+    assert crashed.returncode != 0
+    run = tmp_path / "run"
+    assert (run / "checkpoint-2").is_dir() and not (run / "checkpoint-4").exists()
+    assert not (tmp_path / "run.safetensors").exists()
+    assert {p.name for p in (run / "reward_cache").iterdir()} >= {"rank0.sqlite", "rank1.sqlite"}
+
+    launch_two_cpu_processes(
+        script, str(tmp_path), "resumed", "--output-dir", str(run), "--resume", str(run / "checkpoint-2")
+    )
+    full, resumed = load_file(tmp_path / "full.safetensors"), load_file(tmp_path / "resumed.safetensors")
+    assert full.keys() == resumed.keys()
+    assert max((full[k] - resumed[k]).abs().max().item() for k in full) <= 1e-6
+    assert any((full[k] - load_file(run / "checkpoint-2" / "model.safetensors")[k]).abs().max() > 1e-4 for k in full)
+
+    # The same checkpoint resumed by 1 process (the same 8 questions per step) reads both processes' reward segments:
+    # step 3, scored by the 2-process resume from the same weights, is all cache hits.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    one = subprocess.run(
+        [sys.executable, str(ROOT / script), str(tmp_path), "one", "--resume", str(run / "checkpoint-2")]
+        + ["--reward-cache", str(run / "reward_cache"), "--batch-size", "8"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    report = json.loads((tmp_path / "one-rank0.json").read_text())
+    # more than the crashed run's 2 steps × 8 questions × top 4 could write: the resumed run's entries are there too
+    assert report["world_size"] == 1 and report["store_size_at_start"] > 2 * 8 * 4
+    assert report["hit_rates"]["3"] == 1.0

@@ -121,13 +121,15 @@ def test_cache_hits(reward, monkeypatch):
 def test_reward_cache_is_shared_across_processes_and_runs(reward, tmp_path, monkeypatch):
     from r3hf.reward_cache import RewardCache
 
-    reward.cache = RewardCache(tmp_path / "cache", writer="rank0")
+    first = reward.cache = RewardCache(tmp_path / "cache", writer="rank0")
     score = reward.score([QUERY], [PASSAGE], ["shakespeare"])
     other = RewardCache(tmp_path / "cache", writer="rank1")  # another process, started later
     assert len(other) == 1
     reward.cache = other
-    reward.score(["another question"], [PASSAGE], ["shakespeare"])  # appended to rank1's segment only
+    second = reward.score(["another question"], [PASSAGE], ["shakespeare"])  # appended to rank1's segment only
     assert {p.name for p in (tmp_path / "cache").iterdir()} == {"rank0.sqlite", "rank1.sqlite"}
+    key = reward._cache_key("another question", PASSAGE, ["shakespeare"])
+    assert first.get_many([key]) == {key: second[0]}  # the live rank0 store sees the segment added after it opened
     # A resumed run with one process reads both segments: nothing is scored again.
     monkeypatch.setattr(reward, "_log_probs", lambda seqs: pytest.fail("scored a cached pair again"))
     reward.cache, reward.cache_hits, reward.cache_lookups = RewardCache(tmp_path / "cache", writer="rank0"), 0, 0
