@@ -25,6 +25,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -142,6 +143,18 @@ def _kth_largest(values: np.ndarray, k: int) -> float:
     return torch.from_numpy(np.ascontiguousarray(values)).topk(k, sorted=False).values.min().item()
 
 
+_ONES = np.ones(0, dtype=np.float32)
+
+
+def _ones(n: int) -> np.ndarray:
+    """A read-only float32 array of `n` ones, a view of one buffer that grows as needed."""
+    global _ONES
+    if len(_ONES) < n:
+        _ONES = np.ones(max(n, 2 * len(_ONES)), dtype=np.float32)
+        _ONES.flags.writeable = False
+    return _ONES[:n]
+
+
 @dataclass
 class IndexShard:
     """Passages `[start, start + len(shard))` of an index, their non-zeros stored in two layouts.
@@ -210,16 +223,19 @@ class IndexShard:
         np.cumsum(lengths, out=ptr[1:])
         if ptr[-1] == 0:
             return np.zeros(len(self), dtype=np.float32)
-        positions = np.repeat(lo - ptr[:-1], lengths) + np.arange(ptr[-1])  # the postings of every term, in order
-        rows = self.term_rows[positions]
-        data = np.repeat(weights, lengths)
-        if self.term_values is not None:
-            data *= self.term_values[positions].astype(np.float32)
+        # One copy of the lists (slices joined in C): cheaper than computing and gathering every posting's position.
+        spans = list(zip(lo.tolist(), hi.tolist()))
+        rows = np.concatenate([self.term_rows[a:b] for a, b in spans])
+        if self.term_values is None:
+            data = _ones(int(ptr[-1]))  # a shared read-only buffer: nothing written per query
+        else:
+            data = np.concatenate([self.term_values[a:b] for a, b in spans]).astype(np.float32)
         index_dtype = np.int32 if ptr[-1] < np.iinfo(np.int32).max else np.int64
         matrix = csc_array(
             (data, rows.astype(index_dtype, copy=False), ptr.astype(index_dtype)), (len(self), len(terms))
         )
-        return matrix @ np.ones(len(terms), dtype=np.float32)
+        # value x weight, as the CSR product multiplies them: the same float32 products, summed in the same order
+        return matrix @ np.ascontiguousarray(weights, dtype=np.float32)
 
 
 class CSRIndex:
@@ -827,7 +843,8 @@ def _build_bag_of_tokens_shards(
     for passages in iter_passage_batches(corpus, batch_size, show_progress_bar, "Building bag-of-tokens index"):
         rows, tokens = tokenize([encoder_passage_text(p) for p in passages])
         # One sort per batch: unique (passage, token) keys, row-major, so tokens come out sorted within rows.
-        keys = np.unique(rows * vocab_size + tokens)
+        keys = np.sort(rows * vocab_size + tokens)  # sort, then drop repeats: faster than np.unique's hashing
+        keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
         keys = keys[~zeroed[keys % vocab_size]]
         counts.append(np.bincount(keys // vocab_size, minlength=len(passages)))
         chunks.append((keys % vocab_size).astype(_index_dtype(vocab_size)))
@@ -923,11 +940,10 @@ class _BagTokenizer:
         split = [text.split(" ") for text in texts]
         n_chunks = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
         ids, known = self.chunk_ids, len(self.chunk_ids)
-        chunk = np.fromiter(
-            (ids.setdefault(c, len(ids)) for chunks in split for c in chunks),
-            dtype=np.int64,
-            count=int(n_chunks.sum()),
-        )
+        # The batch's distinct chunks in C (pandas' hash table), then only those through the dict of all chunks.
+        codes, distinct = pd.factorize(np.fromiter(itertools.chain.from_iterable(split), dtype=object))
+        chunk = np.fromiter((ids.setdefault(c, len(ids)) for c in distinct), dtype=np.int64, count=len(distinct))
+        chunk = chunk[codes]
         if len(ids) > known:
             self._tokenize_chunks(list(itertools.islice(reversed(ids), len(ids) - known))[::-1])
         lengths, starts = self.lengths.view[chunk], self.starts.view[chunk]
