@@ -100,7 +100,9 @@ def main():
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--dev-samples", type=int, default=100, help="per dev set (nq_dev, squad_dev)")
-    parser.add_argument("--eval-every", type=int, default=0, help="also measure dev recall every N steps (0: at the end only)")
+    parser.add_argument(
+        "--eval-every", type=int, default=0, help="also measure dev recall every N steps (0: at the end only)"
+    )
     parser.add_argument("--out", default="benchmarks/results/loss_scale.json")
     args = parser.parse_args()
     out_path = Path(args.out)

@@ -149,10 +149,12 @@ _ONES = np.ones(0, dtype=np.float32)
 def _ones(n: int) -> np.ndarray:
     """A read-only float32 array of `n` ones, a view of one buffer that grows as needed."""
     global _ONES
-    if len(_ONES) < n:
-        _ONES = np.ones(max(n, 2 * len(_ONES)), dtype=np.float32)
-        _ONES.flags.writeable = False
-    return _ONES[:n]
+    ones = _ONES  # one read: a thread that grows it meanwhile cannot shorten what this call returns
+    if len(ones) < n:
+        ones = np.ones(max(n, 2 * len(ones)), dtype=np.float32)
+        ones.flags.writeable = False
+        _ONES = ones
+    return ones[:n]
 
 
 @dataclass

@@ -87,7 +87,9 @@ class RewardCache:
 
     def __len__(self) -> int:
         """Stored rows over all segments (a pair scored by two processes counts twice) plus those not yet flushed."""
-        return len(self._pending) + sum(c.execute("SELECT COUNT(*) FROM scores").fetchone()[0] for c in self._segments())
+        return len(self._pending) + sum(
+            c.execute("SELECT COUNT(*) FROM scores").fetchone()[0] for c in self._segments()
+        )
 
     def __contains__(self, key: bytes) -> bool:
         return key in self.get_many([key])

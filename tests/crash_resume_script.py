@@ -84,7 +84,11 @@ def main():
         for e in trainer.state.log_history
         if "rewards/answer_probability/cache_hit_rate" in e
     }
-    report = {"world_size": trainer.args.world_size, "store_size_at_start": store_size_at_start, "hit_rates": hit_rates}
+    report = {
+        "world_size": trainer.args.world_size,
+        "store_size_at_start": store_size_at_start,
+        "hit_rates": hit_rates,
+    }
     (cli.out / f"{cli.run}-rank{trainer.args.process_index}.json").write_text(json.dumps(report))
 
 

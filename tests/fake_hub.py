@@ -55,6 +55,16 @@ class FakeHub:
         sha = hashlib.sha1(json.dumps(sorted(files)).encode()).hexdigest()
         self.repos[("dataset", repo_id)] = {"files": files, "sha": sha}
 
+    def client_env(self, home) -> dict[str, str]:
+        """Environment variables that point `huggingface_hub` / `datasets` in a child process at this server."""
+        return {
+            "HF_ENDPOINT": self.endpoint,
+            "HF_TOKEN": "hf_fake",
+            "HF_HUB_OFFLINE": "0",
+            "HF_HOME": str(home),
+            "HF_HUB_DISABLE_XET": "1",
+        }
+
     def __enter__(self):
         self.thread.start()
         return self

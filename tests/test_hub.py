@@ -13,15 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_push_and_load_back_through_a_loopback_hub(tmp_path):
     with FakeHub() as hub:
-        env = {
-            **os.environ,
-            "HF_ENDPOINT": hub.endpoint,
-            "HF_TOKEN": "hf_fake",
-            "HF_HUB_OFFLINE": "0",
-            "HF_HOME": str(tmp_path / "hf_home"),
-            "HF_HUB_DISABLE_XET": "1",
-            "PYTHONPATH": str(ROOT),
-        }
+        env = {**os.environ, **hub.client_env(tmp_path / "hf_home"), "PYTHONPATH": str(ROOT)}
         proc = subprocess.run(
             [sys.executable, str(ROOT / "tests/hub_roundtrip_script.py"), str(tmp_path)],
             env=env,
@@ -158,13 +150,7 @@ def test_paper_recipe_runs_every_stage_in_two_processes_against_a_loopback_hub(c
     with FakeHub() as hub:
         for repo_id, configs in paper_datasets().items():
             hub.add_dataset(repo_id, configs)
-        env = {
-            "HF_ENDPOINT": hub.endpoint,
-            "HF_TOKEN": "hf_fake",
-            "HF_HUB_OFFLINE": "0",
-            "HF_HOME": str(tmp_path / "hf_home"),
-            "HF_HUB_DISABLE_XET": "1",
-        }
+        env = hub.client_env(tmp_path / "hf_home")
         overrides = {
             "model_name_or_path": tmp_path / "sidr",
             "reward_llms": tmp_path / "lm",
