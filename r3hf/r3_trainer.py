@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import datasets
+import numpy as np
+import pandas as pd
 import torch
 from accelerate.utils import gather_object
 from transformers import PreTrainedModel, Trainer
@@ -34,6 +36,37 @@ from .utils import atomic_write_text, plain_passage_text, vocabulary_fingerprint
 logger = logging.get_logger(__name__)
 
 RewardFunc = str | os.PathLike | PreTrainedModel | Callable[..., list[float | None]]
+
+
+class OfflinePools:
+    """The offline pools of every calibrated question as arrays: the corpus rows of its records, grouped by
+    (question, label) in record order, and one `(question, label) -> span` table. Nothing per corpus passage or per
+    record lives in Python objects (a paper-scale calibration holds millions of records).
+
+    Args:
+        calibration: The [`Calibration`] whose records make the pools (records of passages not in the index are
+            dropped).
+        index: The index whose rows the pools hold.
+    """
+
+    def __init__(self, calibration, index):
+        table = calibration.records.select_columns(["query", "label", "passage_id"]).with_format("arrow")[:]
+        rows = index.rows_of(table["passage_id"].to_pylist()) if len(table) else np.zeros(0, dtype=np.int64)
+        codes, questions = pd.factorize(table["query"].to_numpy(zero_copy_only=False))
+        keys = 2 * codes.astype(np.int64) + (table["label"].to_numpy(zero_copy_only=False) != 0)
+        keep = rows >= 0
+        order = np.argsort(keys[keep], kind="stable")
+        self._rows, sorted_keys = rows[keep][order], keys[keep][order]
+        self._bounds = np.searchsorted(sorted_keys, np.arange(2 * len(questions) + 1))
+        self._question_code = {q: i for i, q in enumerate(questions)}
+
+    def rows(self, question: str, label: int) -> list[int]:
+        """Corpus rows of the question's pool with that label (1: positives, 0: negatives); empty if none."""
+        code = self._question_code.get(question)
+        if code is None:
+            return []
+        key = 2 * code + int(bool(label))
+        return self._rows[self._bounds[key] : self._bounds[key + 1]].tolist()
 
 
 def _identity_collator(features: list[dict]) -> list[dict]:
@@ -116,10 +149,7 @@ class R3Trainer(Trainer):
             )
         self.index = index
         self.calibration = calibration
-        self._calibration_pools: dict[str, dict[int, list[int]]] = defaultdict(lambda: {0: [], 1: []})
-        if calibration is not None:
-            for record in calibration.records:
-                self._calibration_pools[record["query"]][int(record["label"])] += self._rows([record["passage_id"]])
+        self._calibration_pools = OfflinePools(calibration, index) if calibration is not None else None
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._evaluators: dict[int, tuple[datasets.Dataset, RAGEvaluator]] = {}
         self._rng = random.Random(args.seed)
@@ -156,7 +186,8 @@ class R3Trainer(Trainer):
     def _pool(self, question: str, example: dict, label: int, source: str = "offline") -> list[int]:
         """Corpus rows of the offline pool of a question (label 1: positives, 0: negatives). `source="offline"`: the
         calibration's pool, falling back to the gold `positive_ids` for positives; `"gold"`: gold positives only."""
-        rows = [] if source == "gold" else self._calibration_pools.get(question, {}).get(label, [])
+        pools = self._calibration_pools
+        rows = pools.rows(question, label) if pools is not None and source != "gold" else []
         if label == 1 and not rows:
             rows = self._rows(example.get("positive_ids"))
         return rows

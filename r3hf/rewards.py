@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import datasets
+import pyarrow.compute as pc
 import torch
 from accelerate.utils import find_executable_batch_size
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
@@ -61,14 +62,19 @@ class Calibration:
     @classmethod
     def from_records(cls, records: datasets.Dataset | list[dict]) -> Calibration:
         records = records if isinstance(records, datasets.Dataset) else datasets.Dataset.from_list(records)
-        pools: dict[str, dict[str, list[float]]] = {}
-        for row in records:
-            pool = pools.setdefault(row["query"], {"pos": [], "neg": []})
-            pool["pos" if row["label"] else "neg"].append(row["score"])
+        if len(records) == 0:
+            return cls(records, {})
+        # Grouped in Arrow, not row by row in Python: a paper-scale calibration has millions of records.
+        table = records.select_columns(["query", "label", "score"]).with_format("arrow")[:]
+        positive = pc.not_equal(table["label"], 0)
+        best_negative = table.filter(pc.invert(positive)).group_by("query").aggregate([("score", "max")])
+        worst_positive = table.filter(positive).group_by("query").aggregate([("score", "min")])
+        both = best_negative.join(worst_positive, "query", join_type="inner")  # an empty pool: discarded, as the paper
         thresholds = {
-            q: {"max_negative": max(p["neg"]), "min_positive": min(p["pos"])}
-            for q, p in pools.items()
-            if p["pos"] and p["neg"]  # queries with an empty pool are discarded, as in the paper
+            q: {"max_negative": hi, "min_positive": lo}
+            for q, hi, lo in zip(
+                both["query"].to_pylist(), both["score_max"].to_pylist(), both["score_min"].to_pylist()
+            )
         }
         return cls(records, thresholds)
 
@@ -100,7 +106,9 @@ class Calibration:
 
     def positives(self, query: str) -> list[str]:
         """Passage ids of the query's offline positive pool."""
-        return [r["passage_id"] for r in self.records if r["query"] == query and r["label"]]
+        table = self.records.select_columns(["query", "label", "passage_id"]).with_format("arrow")[:]
+        mask = pc.and_(pc.equal(table["query"], query), pc.not_equal(table["label"], 0))
+        return table.filter(mask)["passage_id"].to_pylist()
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the records as JSON Lines, atomically."""

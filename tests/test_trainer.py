@@ -252,3 +252,24 @@ def test_flops_regulariser_is_logged_and_lowers_activations(tmp_path, bert_token
     assert mass[1.0] < mass[0.0]  # the same run without the regulariser keeps more activation mass
     with pytest.raises(ValueError, match="flops_weight"):
         R3Config(output_dir=str(tmp_path), flops_weight=-1.0)
+
+
+def test_offline_pools_are_arrays_grouped_by_question_and_label(bert_tokenizer):
+    from r3hf.r3_trainer import OfflinePools
+    from r3hf.rewards import Calibration
+
+    _, index, _, _ = make_environment(bert_tokenizer)  # passages p0..p39, row i = "p{i}"
+    records = [
+        {"query": "q1", "passage_id": "p7", "score": 0.9, "label": 1, "generation": ""},
+        {"query": "q2", "passage_id": "p3", "score": 0.1, "label": 0, "generation": ""},
+        {"query": "q1", "passage_id": "p2", "score": 0.2, "label": 0, "generation": ""},
+        {"query": "q1", "passage_id": "gone", "score": 0.8, "label": 1, "generation": ""},  # not in the index
+        {"query": "q1", "passage_id": "p5", "score": 0.7, "label": 1, "generation": ""},
+    ]
+    calibration = Calibration.from_records(records)
+    assert calibration.thresholds == {"q1": {"max_negative": 0.2, "min_positive": 0.7}}  # q2 has no positive
+    assert calibration.positives("q1") == ["p7", "gone", "p5"]
+    pools = OfflinePools(calibration, index)
+    assert pools.rows("q1", 1) == [7, 5] and pools.rows("q1", 0) == [2]  # record order, unknown passage dropped
+    assert pools.rows("q2", 0) == [3] and pools.rows("q2", 1) == [] and pools.rows("unseen", 1) == []
+    assert OfflinePools(Calibration.from_records([records[3]]), index).rows("q1", 1) == []
