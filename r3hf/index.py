@@ -691,8 +691,10 @@ def _read_safetensors(path: Path, mmap: bool) -> dict[str, np.ndarray]:
         dtype = np.dtype(_SAFETENSORS_DTYPES[meta["dtype"]])
         start, stop = meta["data_offsets"]
         count = (stop - start) // dtype.itemsize
+        # A plain ndarray over the mapping: the np.memmap subclass makes every slice cost a Python-level hook,
+        # which doubles the time to gather a query's posting lists.
         arrays[name] = (
-            np.memmap(path, dtype=dtype, mode="r", offset=8 + header_size + start, shape=(count,))
+            np.memmap(path, dtype=dtype, mode="r", offset=8 + header_size + start, shape=(count,)).view(np.ndarray)
             if count
             else np.zeros(0, dtype=dtype)
         )
