@@ -48,7 +48,7 @@ def main():
         reopened = RewardCache(folder, writer=None)
         start = time.perf_counter()
         hits = 0
-        for step in range(args.lookups):
+        for _ in range(args.lookups):
             # one training step's keys: half scored before, half new
             ids = [
                 rng.randrange(args.entries) if i % 2 else args.entries + rng.randrange(10**9)
