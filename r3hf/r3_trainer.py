@@ -49,7 +49,7 @@ class OfflinePools:
         index: The index whose rows the pools hold.
     """
 
-    def __init__(self, calibration, index):
+    def __init__(self, calibration: Calibration, index: BagOfTokensIndex):
         table = calibration.records.select_columns(["query", "label", "passage_id"]).with_format("arrow")[:]
         rows = index.rows_of(table["passage_id"].to_pylist()) if len(table) else np.zeros(0, dtype=np.int64)
         codes, questions = pd.factorize(table["query"].to_numpy(zero_copy_only=False))

@@ -69,7 +69,9 @@ class Calibration:
         positive = pc.not_equal(table["label"], 0)
         best_negative = table.filter(pc.invert(positive)).group_by("query").aggregate([("score", "max")])
         worst_positive = table.filter(positive).group_by("query").aggregate([("score", "min")])
-        both = best_negative.join(worst_positive, "query", join_type="inner")  # an empty pool: discarded, as the paper
+        both = best_negative.join(
+            worst_positive, "query", join_type="inner"
+        )  # an empty pool: discarded, as in the paper
         thresholds = {
             q: {"max_negative": hi, "min_positive": lo}
             for q, hi, lo in zip(
