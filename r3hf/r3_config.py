@@ -42,8 +42,9 @@ class R3Config(TrainingArguments):
             the rewards that are not `None` is at least 0.5, unrewarded below, and ignored when all are `None`.
         reward_cache_dir (`str` or `None`, *optional*):
             Folder of the append-only reward-score store ([`RewardCache`]; `<output_dir>/reward_cache` by default):
-            one SQLite segment per process, all segments read at start, so resumed or repeated runs with the same LLM
-            and prompt start warm whatever their number of processes. Point several runs at one folder to share it.
+            one SQLite segment per process, every segment searched on lookup (scores stay on disk), so resumed or
+            repeated runs with the same LLM and prompt start warm whatever their number of processes. Point several
+            runs at one folder to share it.
 
         > Parameters that control the loss
 
