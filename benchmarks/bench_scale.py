@@ -6,7 +6,8 @@ For each size: build time (1 process, and `num_proc=2`), bm25s's build on the sa
 save time, load time (first load, which converts the corpus parquet to Arrow once, then later loads; with and without
 memory mapping), the memory of one and of two processes that load the index at once and search it (proportional set
 size from `/proc/PID/smaps_rollup`, so shared pages count once), and CPU search QPS at k=100 with 1 and 2 threads for
-the row-major (CSR chunks, the path before this benchmark existed) and term-major layouts, ids checked identical.
+the row-major (CSR chunks, the path before this benchmark existed) and term-major layouts, ids checked identical, and
+the term-major layout again on the saved index loaded memory-mapped (as training searches it).
 Then a projection of each figure to DPR's 21M passages.
 
     python benchmarks/bench_scale.py --sizes 1000000 5000000 --out benchmarks/results/scale.json
@@ -173,7 +174,11 @@ def bench_size(size: int, corpus: list[dict], model, queries: torch.Tensor, args
     del index, texts
     gc.collect()
     _, row["first_load_s"] = timed(BagOfTokensIndex.from_pretrained, folder)
-    _, row["load_s_mmap"] = timed(BagOfTokensIndex.from_pretrained, folder)
+    loaded, row["load_s_mmap"] = timed(BagOfTokensIndex.from_pretrained, folder)
+    # The index as training searches it: loaded, memory-mapped.
+    row["qps_term_major_loaded_mmap_1_thread"], loaded_ids = qps(loaded, queries, "term_major", 1, args.queries)
+    assert torch.equal(loaded_ids, term_ids), "the loaded index searches differently"
+    del loaded
     _, row["load_s_no_mmap"] = timed(BagOfTokensIndex.from_pretrained, folder, mmap=False)
     print(
         f"save {row['save_s']:.1f}s ({row['saved_shards']} shards, {row['saved_bytes'] / 2**20:.0f} MB); load: first "
