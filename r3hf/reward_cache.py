@@ -91,12 +91,6 @@ class RewardCache:
             c.execute("SELECT COUNT(*) FROM scores").fetchone()[0] for c in self._segments()
         )
 
-    def __contains__(self, key: bytes) -> bool:
-        return key in self.get_many([key])
-
-    def __getitem__(self, key: bytes) -> float:
-        return self.get_many([key])[key]
-
     def __setitem__(self, key: bytes, score: float) -> None:
         if self._connection is None:
             raise ValueError("This RewardCache was opened read-only (writer=None): open it with a writer name.")
