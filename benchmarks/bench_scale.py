@@ -6,8 +6,9 @@ For each size: build time (1 process, and `num_proc=2`), bm25s's build on the sa
 save time, load time (first load, which converts the corpus parquet to Arrow once, then later loads; with and without
 memory mapping), the memory of one and of two processes that load the index at once and search it (proportional set
 size from `/proc/PID/smaps_rollup`, so shared pages count once), and CPU search QPS at k=100 with 1 and 2 threads for
-the row-major (CSR chunks, the path before this benchmark existed) and term-major layouts, ids checked identical, and
-the term-major layout again on the saved index loaded memory-mapped (as training searches it).
+the row-major (CSR chunks, the path before this benchmark existed) and term-major layouts (with the compiled numba
+scatter of `r3hf.postings` when installed, and without it: SciPy), ids checked identical, and the term-major layout
+again on the saved index loaded memory-mapped (as training searches it).
 Then a projection of each figure to DPR's 21M passages.
 
     python benchmarks/bench_scale.py --sizes 1000000 5000000 --out benchmarks/results/scale.json
@@ -33,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from r3hf import BagOfTokensIndex
+from r3hf import BagOfTokensIndex, postings
 from r3hf.data import load_retriever
 from r3hf.utils import plain_passage_text
 
@@ -80,7 +81,9 @@ def qps(index, queries, layout: str, threads: int, n: int) -> tuple[float, torch
 
 LOADER = """
 import json, sys, time, torch
-from r3hf import BagOfTokensIndex
+from r3hf import BagOfTokensIndex, postings
+if postings.available():  # in the baseline too: the index's share of memory should not count the compiler
+    import numba
 queries = torch.load(sys.argv[3])
 start = time.perf_counter()
 if sys.argv[1] != "-":  # "-": the baseline, an interpreter with the same imports and no index
@@ -155,14 +158,28 @@ def bench_size(size: int, corpus: list[dict], model, queries: torch.Tensor, args
         gc.collect()
         print(f"bm25s: build {row['bm25s_build_s']:.1f}s, QPS {row['bm25s_qps_1_thread']:.1f}", flush=True)
 
+    row["term_major_kernel"] = "numba" if postings.available() else "scipy"
     for threads in (1, 2):
         row[f"qps_term_major_{threads}_thread"], term_ids = qps(index, queries, "term_major", threads, args.queries)
+        if postings.available():  # the same layout without the compiled kernel
+            postings.ENABLED = False
+            row[f"qps_term_major_scipy_{threads}_thread"], scipy_ids = qps(
+                index, queries, "term_major", threads, args.queries
+            )
+            postings.ENABLED = True
+            assert torch.equal(scipy_ids, term_ids), "the two term-major kernels disagree"
         n_row = min(args.queries, args.row_major_queries)
         row[f"qps_row_major_{threads}_thread"], row_ids = qps(index, queries, "row_major", threads, n_row)
         assert torch.equal(term_ids[:n_row], row_ids), "the two layouts disagree"
         print(
-            f"{threads} thread(s): term-major {row[f'qps_term_major_{threads}_thread']:.1f} QPS, "
-            f"row-major {row[f'qps_row_major_{threads}_thread']:.1f} QPS (identical ids)",
+            f"{threads} thread(s): term-major ({row['term_major_kernel']}) "
+            f"{row[f'qps_term_major_{threads}_thread']:.1f} QPS, "
+            + (
+                f"term-major (scipy) {row[f'qps_term_major_scipy_{threads}_thread']:.1f} QPS, "
+                if postings.available()
+                else ""
+            )
+            + f"row-major {row[f'qps_row_major_{threads}_thread']:.1f} QPS (identical ids)",
             flush=True,
         )
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from r3hf import BagOfTokensIndex, SparseEmbeddingIndex
+from r3hf import BagOfTokensIndex, SparseEmbeddingIndex, postings
 from r3hf.index import INDEX_CONFIG, IndexShard
 from r3hf.utils import encoder_passage_text, parse_size
 
@@ -59,10 +59,12 @@ def test_chunk_tokenization_matches_the_tokenizer_on_the_shared_corpus(bert_toke
     assert index_bags(index) == expected_bags(bert_tokenizer, texts, 128)
 
 
-def random_shards(n_rows, vocab, sizes, values=False, seed=0):
-    """An index split into shards of the given sizes, and its dense `[n_rows, vocab]` matrix."""
+def random_shards(n_rows, vocab, sizes, values=None, seed=0):
+    """An index split into shards of the given sizes, and its dense `[n_rows, vocab]` matrix; `values` is the dtype
+    of the non-zeros' weights (`None`: a binary index)."""
     rng = np.random.default_rng(seed)
-    dense = (rng.random((n_rows, vocab)) < 0.05) * (rng.integers(1, 5, (n_rows, vocab)) if values else 1)
+    weights = {None: 1, "float16": rng.integers(1, 5, (n_rows, vocab)), "float32": rng.random((n_rows, vocab)) + 0.5}
+    dense = (rng.random((n_rows, vocab)) < 0.05) * weights[values]
     dense[5] = dense[3]  # duplicated rows: ties
     dense[n_rows - 1] = dense[3]
     shards, start = [], 0
@@ -70,10 +72,10 @@ def random_shards(n_rows, vocab, sizes, values=False, seed=0):
         block = dense[start : start + size]
         indptr = np.concatenate([[0], np.cumsum((block != 0).sum(1))])
         rows, cols = np.nonzero(block)
-        vals = block[rows, cols].astype(np.float16) if values else None
+        vals = block[rows, cols].astype(values) if values else None
         shards.append(IndexShard.from_csr(indptr, cols.astype(np.uint16), vals, vocab, start))
         start += size
-    return shards, torch.from_numpy(dense).float()
+    return shards, torch.from_numpy(dense.astype(values or np.float32)).float()
 
 
 def make_index(cls, shards, vocab, tokenizer):
@@ -81,8 +83,18 @@ def make_index(cls, shards, vocab, tokenizer):
     return cls(shards, vocab, BagOfTokensIndex.build(corpus, tokenizer).corpus, tokenizer, 16)
 
 
-@pytest.mark.parametrize("values", [False, True])
-def test_term_major_and_row_major_layouts_give_identical_results(bert_tokenizer, values):
+@pytest.fixture(params=["compiled", "scipy"])
+def kernel(request, monkeypatch):
+    """Both term-major scoring paths: the numba scatter (when installed) and SciPy's CSC product."""
+    if request.param == "compiled":
+        pytest.importorskip("numba")
+    monkeypatch.setattr(postings, "ENABLED", request.param == "compiled")
+    assert postings.available() == (request.param == "compiled")
+    return request.param
+
+
+@pytest.mark.parametrize("values", [None, "float16", "float32"])
+def test_term_major_and_row_major_layouts_give_identical_results(bert_tokenizer, values, kernel):
     vocab = len(bert_tokenizer)
     shards, dense = random_shards(40, vocab, [7, 20, 13], values=values)
     cls = SparseEmbeddingIndex if values else BagOfTokensIndex
@@ -106,7 +118,7 @@ def test_term_major_and_row_major_layouts_give_identical_results(bert_tokenizer,
         index.search(queries, 3, layout="columns")
 
 
-def test_term_major_search_on_the_shared_corpus_matches_row_major(bert_tokenizer):
+def test_term_major_search_on_the_shared_corpus_matches_row_major(bert_tokenizer, kernel):
     with gzip.open(ROOT / "data" / "corpus.jsonl.gz", "rt") as f:
         corpus = [json.loads(line) for line in f]
     index = BagOfTokensIndex.build(corpus, bert_tokenizer, max_length=128)
