@@ -321,3 +321,17 @@ def test_tokenizers_that_do_not_split_at_spaces_tokenize_whole_texts():
     index = BagOfTokensIndex.build(texts, tokenizer, max_length=3)
     assert index_bags(index) == expected_bags(tokenizer, texts, 3)
     assert index_bags(index)[2] == {4, 2, 3}  # truncated to 3 tokens
+
+
+def test_term_major_scores_reject_out_of_range_terms_and_short_buffers(kernel):
+    shards, _ = random_shards(10, 50, [10])
+    shard = shards[0]
+    weights = np.ones(2, dtype=np.float32)
+    with pytest.raises((ValueError, IndexError)):
+        shard.term_major_scores(np.array([3, 50]), weights)
+    if kernel == "compiled":
+        with pytest.raises(ValueError, match="at least 10 scores"):
+            shard.term_major_scores(np.array([3, 4]), weights, out=np.zeros(5, dtype=np.float32))
+    out = np.full(12, 7.0, dtype=np.float32)
+    scores = shard.term_major_scores(np.array([3, 4]), weights, out=out)
+    assert np.array_equal(scores, shard.term_major_scores(np.array([3, 4]), weights))
