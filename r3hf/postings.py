@@ -20,7 +20,12 @@ ENABLED = True
 
 def available() -> bool:
     """Whether the compiled kernels are used: numba is installed and [`ENABLED`] is set."""
-    return ENABLED and importlib.util.find_spec("numba") is not None
+    return ENABLED and _numba_installed()
+
+
+@functools.cache
+def _numba_installed() -> bool:
+    return importlib.util.find_spec("numba") is not None
 
 
 @functools.cache
