@@ -28,34 +28,41 @@ def _numba_installed() -> bool:
     return importlib.util.find_spec("numba") is not None
 
 
-@functools.cache
-def _kernels():
+def _scatter(term_indptr, term_rows, terms, weights, scores):
+    for j in range(terms.shape[0]):
+        term, weight = terms[j], weights[j]
+        for p in range(term_indptr[term], term_indptr[term + 1]):
+            scores[term_rows[p]] += weight
+
+
+def _scatter_weighted(term_indptr, term_rows, term_values, terms, weights, scores):
+    for j in range(terms.shape[0]):
+        term, weight = terms[j], weights[j]
+        for p in range(term_indptr[term], term_indptr[term + 1]):
+            scores[term_rows[p]] += np.float32(term_values[p]) * weight
+
+
+def _scatter_half(term_indptr, term_rows, term_bits, half_to_float, terms, weights, scores):
+    # numba has no float16: the values' bit patterns index a table of their exact float32 values
+    for j in range(terms.shape[0]):
+        term, weight = terms[j], weights[j]
+        for p in range(term_indptr[term], term_indptr[term + 1]):
+            scores[term_rows[p]] += half_to_float[term_bits[p]] * weight
+
+
+def _compile(function):
     import numba  # optional: imported on first use, so `import r3hf` does not pay for it
 
-    @numba.njit(nogil=True, cache=True, boundscheck=False)
-    def scatter(term_indptr, term_rows, terms, weights, scores):
-        for j in range(terms.shape[0]):
-            term, weight = terms[j], weights[j]
-            for p in range(term_indptr[term], term_indptr[term + 1]):
-                scores[term_rows[p]] += weight
+    try:  # compiled code cached on disk (next to this module, or in numba's user cache)
+        return numba.njit(nogil=True, boundscheck=False, cache=True)(function)
+    except RuntimeError:  # no writable cache location: compile once per process instead
+        return numba.njit(nogil=True, boundscheck=False)(function)
 
-    @numba.njit(nogil=True, cache=True, boundscheck=False)
-    def scatter_weighted(term_indptr, term_rows, term_values, terms, weights, scores):
-        for j in range(terms.shape[0]):
-            term, weight = terms[j], weights[j]
-            for p in range(term_indptr[term], term_indptr[term + 1]):
-                scores[term_rows[p]] += np.float32(term_values[p]) * weight
 
-    @numba.njit(nogil=True, cache=True, boundscheck=False)
-    def scatter_half(term_indptr, term_rows, term_bits, half_to_float, terms, weights, scores):
-        # numba has no float16: the values' bit patterns index a table of their exact float32 values
-        for j in range(terms.shape[0]):
-            term, weight = terms[j], weights[j]
-            for p in range(term_indptr[term], term_indptr[term + 1]):
-                scores[term_rows[p]] += half_to_float[term_bits[p]] * weight
-
+@functools.cache
+def _kernels():
     half_to_float = np.arange(2**16, dtype=np.uint16).view(np.float16).astype(np.float32)
-    return scatter, scatter_weighted, scatter_half, half_to_float
+    return _compile(_scatter), _compile(_scatter_weighted), _compile(_scatter_half), half_to_float
 
 
 def scatter_scores(

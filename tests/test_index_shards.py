@@ -335,3 +335,21 @@ def test_term_major_scores_reject_out_of_range_terms_and_short_buffers(kernel):
     out = np.full(12, 7.0, dtype=np.float32)
     scores = shard.term_major_scores(np.array([3, 4]), weights, out=out)
     assert np.array_equal(scores, shard.term_major_scores(np.array([3, 4]), weights))
+
+
+def test_compiled_kernels_fall_back_to_per_process_compilation_without_a_cache_location(monkeypatch):
+    numba = pytest.importorskip("numba")
+    njit = numba.njit
+
+    def njit_without_cache(**options):
+        if options.get("cache"):
+            raise RuntimeError("cannot cache function: no locator available")
+        return njit(**options)
+
+    monkeypatch.setattr(numba, "njit", njit_without_cache)
+    monkeypatch.setattr(postings, "_kernels", postings._kernels.__wrapped__)  # compile afresh
+    shards, dense = random_shards(12, 40, [12])
+    terms, weights = np.array([1, 5, 7]), np.array([0.5, 2.0, 1.5], dtype=np.float32)
+    scores = shards[0].term_major_scores(terms, weights)
+    expected = dense[:, terms].numpy() @ weights
+    assert np.allclose(scores, expected)
