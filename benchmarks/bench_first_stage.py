@@ -75,6 +75,8 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/first_stage.json"))
     args = parser.parse_args()
 
+    if any("=" not in spec for spec in args.retriever):
+        parser.error("--retriever takes label=name_or_path, e.g. --retriever r3=outputs/demo/r3")
     retrievers = dict(spec.split("=", 1) for spec in args.retriever)
     models = {
         label: load_retriever(path, query_max_length=32, passage_max_length=128) for label, path in retrievers.items()
