@@ -231,11 +231,12 @@ class IndexShard:
                 compiled kernels of [`r3hf.postings`] are used); the returned scores may be a view of it.
         """
         terms, weights = np.asarray(terms, dtype=np.int64), np.ascontiguousarray(weights, dtype=np.float32)
-        if postings.available():  # the kernel does not check bounds: check its inputs here
-            if len(terms) and (terms.min() < 0 or terms.max() >= len(self.term_indptr) - 1):
-                raise ValueError(f"Term ids must lie in [0, {len(self.term_indptr) - 1}).")
-            if out is not None and (out.dtype != np.float32 or out.ndim != 1 or len(out) < len(self)):
-                raise ValueError(f"out must be a 1-D float32 array of at least {len(self)} scores.")
+        # Checked for both paths: the compiled kernel does not check bounds, and NumPy would wrap negative ids.
+        if len(terms) and (terms.min() < 0 or terms.max() >= len(self.term_indptr) - 1):
+            raise ValueError(f"Term ids must lie in [0, {len(self.term_indptr) - 1}).")
+        if out is not None and (out.dtype != np.float32 or out.ndim != 1 or len(out) < len(self)):
+            raise ValueError(f"out must be a 1-D float32 array of at least {len(self)} scores.")
+        if postings.available():
             scores = out[: len(self)] if out is not None else np.empty(len(self), dtype=np.float32)
             scores.fill(0)
             postings.scatter_scores(self.term_indptr, self.term_rows, self.term_values, terms, weights, scores)
