@@ -64,6 +64,7 @@ def main():
     parser.add_argument("--learning-rate", type=float, default=2e-5)
     parser.add_argument("--top-m", type=int, default=10)
     parser.add_argument("--top-k", type=int, default=4)
+    parser.add_argument("--max-new-tokens", type=int, default=48, help="reader's generation length, as in the demo")
     parser.add_argument("--out", default="benchmarks/results/effect.json")
     args = parser.parse_args()
     start = time.time()
@@ -74,7 +75,9 @@ def main():
     questions = datasets.concatenate_datasets(
         [load_qa_dataset(str(DATA / f"{n}_train.jsonl.gz")).select_columns(columns) for n in ("nq", "squad")]
     ).shuffle(seed=0)
-    reward = AnswerProbabilityReward(resolve_model_path("smollm2-135m-instruct"), batch_size=10)
+    reward = AnswerProbabilityReward(
+        resolve_model_path("smollm2-135m-instruct"), batch_size=10, max_new_tokens=args.max_new_tokens
+    )
     questions = questions.select(range(args.train_samples))
     candidates = model.retrieve(questions["question"], index, k=args.top_k, rerank_top_m=args.top_m).ids
     calibration = reward.calibrate(questions["question"], questions["answers"], index.get_passages(candidates))

@@ -93,7 +93,7 @@ class RAGEvaluator:
         rerank_top_m: Candidates re-ranked per question by late-parametric retrievers.
         name: Prefix of the metric names (`{name}_rag_accuracy@1`).
         ids: Question ids written with the per-question results (default: row numbers).
-        max_new_tokens: Generation length.
+        max_new_tokens: Generation length (default: the reader's `max_new_tokens`).
         batch_size: Queries encoded at a time.
         show_progress_bar: Show progress bars (default: for long runs).
     """
@@ -109,7 +109,7 @@ class RAGEvaluator:
         rerank_top_m: int = 100,
         name: str = "",
         ids: Sequence | None = None,
-        max_new_tokens: int = 20,
+        max_new_tokens: int | None = None,
         batch_size: int = 32,
         show_progress_bar: bool | None = None,
     ):
@@ -184,11 +184,12 @@ class RAGEvaluator:
             keys = [(i, tuple(r[:n])) for i, r in zip(rows, ranked)]
             todo = [key for key in dict.fromkeys(keys) if key not in self._generations]
             if todo:
+                length = {} if self.max_new_tokens is None else {"max_new_tokens": self.max_new_tokens}
                 generations = self.reader.generate(
                     [self.questions[i] for i, _ in todo],
                     [self.index.get_passages(list(context)) for _, context in todo],
-                    max_new_tokens=self.max_new_tokens,
                     show_progress_bar=self.show_progress_bar,
+                    **length,
                 )
                 self._generations.update(zip(todo, generations))
             for record, key, answers in zip(records, keys, (self.answers[i] for i in rows)):

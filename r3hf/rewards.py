@@ -136,6 +136,9 @@ class AnswerProbabilityReward:
         length_normalize: Score with the geometric mean of the answer tokens' probabilities instead of their product.
         batch_size: Sequences per forward pass.
         max_length: Longest prompt + answer, in tokens; the passage is cut to fit, never the question or the answer.
+        max_new_tokens: Length of greedy generations (RAG accuracy, offline labels) unless a call says otherwise:
+            100, the paper's setting for free-form answers. A chatty small reader often states its answer after a
+            sentence of preamble, so much shorter generations cut answers off (`benchmarks/bench_reader.py`).
         device, dtype: Where and in which precision to run the model (default: CUDA if available; fp32 on CPU,
             bf16 on GPU).
         cache: Keep scores keyed by (LLM, prompt settings, query, passage, answers) so no pair is scored twice: `True`
@@ -153,6 +156,7 @@ class AnswerProbabilityReward:
         length_normalize: bool = False,
         batch_size: int = 8,
         max_length: int = 1024,
+        max_new_tokens: int = 100,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         cache: bool | RewardCache = True,
@@ -187,6 +191,7 @@ class AnswerProbabilityReward:
         self.length_normalize = length_normalize
         self.batch_size = batch_size
         self.max_length = max_length
+        self.max_new_tokens = max_new_tokens
         self.cache: dict[bytes, float] | RewardCache | None = (
             cache if isinstance(cache, RewardCache) else {} if cache else None
         )
@@ -425,10 +430,17 @@ class AnswerProbabilityReward:
         self,
         queries: Sequence[str],
         passages: Sequence[Sequence],
-        max_new_tokens: int = 20,
+        max_new_tokens: int | None = None,
         show_progress_bar: bool | None = None,
     ) -> list[str]:
-        """Greedy generations, one per query, with its list of passages in context (batched, left-padded)."""
+        """Greedy generations, one per query, with its list of passages in context (batched, left-padded), of at most
+        `max_new_tokens` tokens (default: the reader's)."""
+        max_new_tokens = self.max_new_tokens if max_new_tokens is None else max_new_tokens
+        if not 1 <= max_new_tokens < self.max_length:
+            raise ValueError(
+                f"max_new_tokens must be at least 1 and below max_length ({self.max_length}), got {max_new_tokens}: "
+                "lower max_new_tokens or raise max_length."
+            )
         prompts = [self._prompt_ids(q, ps, self.max_length - max_new_tokens) for q, ps in zip(queries, passages)]
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
@@ -463,7 +475,7 @@ class AnswerProbabilityReward:
         queries: Sequence[str],
         answers: Sequence[Sequence[str]],
         candidate_passages: Sequence[Sequence[dict]],
-        max_new_tokens: int = 20,
+        max_new_tokens: int | None = None,
     ) -> list[dict]:
         """The offline stage's records: generate greedily with each candidate passage, label by answer containment,
         and record the answer-probability score.
@@ -472,7 +484,7 @@ class AnswerProbabilityReward:
             queries: Training questions.
             answers: Their gold aliases.
             candidate_passages: Per question, passages (dicts with an `id`) from the initial retriever.
-            max_new_tokens: Generation length (20 in OpenRAG for short answers).
+            max_new_tokens: Generation length (default: the reader's `max_new_tokens`).
 
         Returns:
             One dict per (query, passage): `query`, `passage_id`, `score`, `label`, `generation`.
@@ -503,7 +515,7 @@ class AnswerProbabilityReward:
         queries: Sequence[str],
         answers: Sequence[Sequence[str]],
         candidate_passages: Sequence[Sequence[dict]],
-        max_new_tokens: int = 20,
+        max_new_tokens: int | None = None,
         save_path: str | os.PathLike | None = None,
     ) -> Calibration:
         """Label candidates by generation ([`label_by_generation`]) and derive per-query thresholds. Sets

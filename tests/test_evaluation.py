@@ -36,9 +36,11 @@ class CountingReader:
 
     def __init__(self):
         self.calls = 0
+        self.lengths = []
 
     def generate(self, queries, passages, max_new_tokens=20, show_progress_bar=None):
         self.calls += len(queries)
+        self.lengths.append(max_new_tokens)
         return [ps[0]["title"] for ps in passages]
 
 
@@ -73,6 +75,8 @@ def test_rag_evaluator_metrics_outputs_and_generation_cache(qa_index, tmp_path):
     assert json.loads((tmp_path / "toy_results.jsonl").read_text())["steps"] == 10
     evaluator(bm25)  # same top passages: served from the generation cache
     assert reader.calls == 2
+    RAGEvaluator(["who wrote hamlet"], [["Shakespeare"]], qa_index, reader=reader, max_new_tokens=7).predict(bm25)
+    assert reader.lengths == [20, 7]  # the reader's own length unless the evaluator sets one
 
 
 def test_bm25_retriever_follows_the_retrieve_protocol(qa_index, bert_tokenizer):

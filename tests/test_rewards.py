@@ -220,6 +220,26 @@ def test_calibrate_uses_real_generation_labels(reward, monkeypatch, tmp_path):
     assert reward([QUERY], [passages[0][0]], [["Shakespeare"]]) == [expected]
 
 
+def test_generation_length_is_the_readers_unless_a_call_sets_it(reward, monkeypatch):
+    lengths = []
+    real = reward.model.generate
+
+    def spy(**kwargs):
+        lengths.append(kwargs["max_new_tokens"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(reward.model, "generate", spy)
+    assert reward.max_new_tokens == 100  # the paper's setting for free-form answers
+    reward.max_new_tokens = 4
+    reward.generate([QUERY], [[PASSAGE]])
+    reward.generate([QUERY], [[PASSAGE]], max_new_tokens=2)
+    reward.label_by_generation([QUERY], [["shakespeare"]], [[{"id": "p", "text": PASSAGE}]])
+    assert lengths == [4, 2, 4]
+    for bad in (0, reward.max_length):
+        with pytest.raises(ValueError, match=r"max_new_tokens must be at least 1 and below max_length \(1024\)"):
+            reward.generate([QUERY], [[PASSAGE]], max_new_tokens=bad)
+
+
 def test_generate_is_greedy_and_batch_invariant(reward):
     queries, passages = [QUERY, "a much longer question about the history of the city of paris"], [[PASSAGE], ["x"]]
     batched = reward.generate(queries, passages, max_new_tokens=5)

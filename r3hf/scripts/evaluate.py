@@ -41,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--corpus", help="corpus file or Hub id (or --index)")
     parser.add_argument("--index", help="a saved bag-of-tokens index (folder or dataset repo)")
     parser.add_argument("--llm", default=None, help="reader LLM for RAG accuracy (path, Hub id or asset name)")
+    parser.add_argument("--max-new-tokens", type=int, default=100, help="reader's greedy generation length")
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 5, 20])
     parser.add_argument("--contexts", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--rerank-top-m", type=int, default=20)
@@ -52,7 +53,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.retrievers[0] == "bm25s" and not args.index:
         parser.error("list a SIDR retriever before bm25s (its tokenizer builds the index), or pass --index")
     dataset = load_qa_dataset(args.dataset, args.split, args.max_samples)
-    reader = AnswerProbabilityReward(resolve_model_path(args.llm)) if args.llm else None
+    reader = (
+        AnswerProbabilityReward(resolve_model_path(args.llm), max_new_tokens=args.max_new_tokens) if args.llm else None
+    )
     index = evaluator = None
     results, predictions = {}, {}
     for name in args.retrievers:

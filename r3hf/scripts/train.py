@@ -53,6 +53,10 @@ class R3ScriptArguments(ScriptArguments):
     )
     reward_threshold: str = field(default="0.65", metadata={"help": "Global threshold, or 'calibrated'."})
     reward_batch_size: int = field(default=8, metadata={"help": "Sequences per LLM forward pass."})
+    reward_max_new_tokens: int = field(
+        default=100,
+        metadata={"help": "Greedy generation length of the offline labels and of RAG accuracy (the paper's 100)."},
+    )
     eval_dataset_name: str | None = field(default=None, metadata={"help": "Evaluation QA data (file or Hub id)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use the first N training questions."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use the first N evaluation questions."})
@@ -317,6 +321,7 @@ def main(script_args: R3ScriptArguments, training_args: R3Config, model_args: Mo
             resolve_model_path(llm),
             threshold=threshold if threshold == "calibrated" else float(threshold),
             batch_size=script_args.reward_batch_size,
+            max_new_tokens=script_args.reward_max_new_tokens,
         )
         for llm in script_args.reward_llms
     ]
