@@ -66,12 +66,12 @@ def plot(stages: dict[str, list[dict]], results: dict, path: Path) -> None:
             twin.plot(x, [e["reward/top1"] for e in steps], "g.-", alpha=0.6, label="rewarded share of top-1")
             twin.set_ylim(0, 1)
             twin.set_ylabel("rewarded share of the top-1 (on-policy)")
-            twin.legend(loc="upper right")
+            twin.legend(loc="lower right", fontsize=8)
         offset = x[-1] if x else offset
     ax_train.set_xlabel("training step (stage 1, then stage 2)")
     ax_train.set_ylabel("RCL loss (log scale)")
     ax_train.set_yscale("log")
-    ax_train.legend(loc="upper left")
+    ax_train.legend(loc="lower left", fontsize=8)
     labels, y = [], 0
     for test_set, result in results.items():
         for pair, d in result["paired_differences"].items():
