@@ -120,7 +120,7 @@ def main():
     held_out = [i for i, h in enumerate(half) if not h]
     best = calibration.global_threshold()
     globals_ = {f"global {t}": t for t in args.thresholds}
-    globals_[f"global {best:.4f} (F1-best on the calibration half)"] = best
+    globals_[f"global {best:.3g} (F1-best on the calibration half)"] = best
     table = {
         name: agreement([1.0 if scores[i] >= t else 0.0 for i in held_out], [truth[i] for i in held_out])
         for name, t in globals_.items()

@@ -7,6 +7,7 @@ import math
 import os
 import random
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,9 @@ from .utils import atomic_write_text, plain_passage_text, vocabulary_fingerprint
 logger = logging.get_logger(__name__)
 
 RewardFunc = str | os.PathLike | PreTrainedModel | Callable[..., list[float | None]]
+
+# The stores trainers attached to rewards, as opposed to those users passed (which a trainer keeps).
+_TRAINER_STORES: weakref.WeakSet[RewardCache] = weakref.WeakSet()
 
 
 class OfflinePools:
@@ -404,12 +408,24 @@ class R3Trainer(Trainer):
 
     def _attach_reward_cache(self, folder: Path) -> None:
         """Move the in-memory score caches of the rewards into the append-only store in `folder`, this process
-        writing its own segment; every segment already there (any earlier run, any number of processes) is read."""
-        caching = [f for f in self.reward_funcs if isinstance(getattr(f, "cache", None), dict)]
+        writing its own segment; every segment already there (any earlier run, any number of processes) is read.
+
+        A reward that an earlier trainer attached to another folder (one reward object reused for a second stage) is
+        moved to this one, so each run's scores land in its own store; a store passed by the user is kept."""
+        caching = [
+            f
+            for f in self.reward_funcs
+            if isinstance(getattr(f, "cache", None), dict)
+            or (getattr(f, "cache", None) in _TRAINER_STORES and f.cache.folder.resolve() != folder.resolve())
+        ]
         if caching:
             store = RewardCache(folder, writer=f"rank{self.args.process_index}")
+            _TRAINER_STORES.add(store)
             for func in caching:
-                store.update(func.cache.items())
+                if isinstance(func.cache, dict):
+                    store.update(func.cache.items())
+                else:
+                    func.cache.flush()
                 func.cache = store
             store.flush()
 

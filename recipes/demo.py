@@ -14,7 +14,7 @@ accuracy@1, answer recall@k, and per pair of retrievers the paired bootstrap 95%
 `results.json`, the per-question results and a plot, and saves both trained retrievers.
 
     python recipes/demo.py                       # about 31 minutes on 2 CPU cores
-    python recipes/demo.py --eval-samples 500    # every nq_test question (longer)
+    python recipes/demo.py --eval-samples 500    # every nq_test question (about 61 minutes)
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def main():
     labels = calibration.records["label"]
     logger.info(
         f"Calibration: {sum(labels)} of {len(labels)} pairs answered correctly by generation; global threshold "
-        f"{reward.threshold:.4f} ({time.time() - start:.0f}s)"
+        f"{reward.threshold:.3g} ({time.time() - start:.0f}s)"
     )
 
     evaluators = {

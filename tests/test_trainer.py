@@ -236,6 +236,28 @@ def test_rewards_may_be_a_loaded_causal_lm_or_its_path(tmp_path, bert_tokenizer)
         R3Trainer(model, 3, args, train, index=index)
 
 
+def test_a_reward_reused_for_a_second_stage_moves_to_that_stages_store(tmp_path, bert_tokenizer):
+    from r3hf.reward_cache import RewardCache
+
+    _, index, train, hidden = make_environment(bert_tokenizer)
+    model = make_tiny_sidr(bert_tokenizer, topk=32, query_max_length=16, passage_max_length=32)
+    reward = hidden_subset_reward(hidden)
+    reward.cache = {b"k" * 16: 0.5}
+
+    def attach(folder: str):
+        args = R3Config(output_dir=str(tmp_path / folder), use_cpu=True, max_steps=1, report_to="none")
+        R3Trainer(model, reward, args, train, index=index)
+        return reward.cache
+
+    stage1 = attach("stage1")
+    assert stage1.folder == tmp_path / "stage1" / "reward_cache" and stage1.get_many([b"k" * 16]) == {b"k" * 16: 0.5}
+    assert attach("stage1") is stage1
+    stage2 = attach("stage2")
+    assert stage2.folder == tmp_path / "stage2" / "reward_cache" and stage2 is not stage1
+    reward.cache = mine = RewardCache(tmp_path / "mine")
+    assert attach("stage3") is mine
+
+
 def test_flops_regulariser_is_logged_and_lowers_activations(tmp_path, bert_tokenizer):
     from r3hf.losses import flops
 
