@@ -54,9 +54,9 @@ def _search(args) -> None:
 
 
 def _train(args, rest: list[str]) -> None:
-    from .scripts.train import main, make_parser
+    from .scripts.train import run_from_command_line
 
-    main(*make_parser().parse_args_and_config(rest))
+    run_from_command_line(rest)
 
 
 def _evaluate(args, rest: list[str]) -> None:

@@ -3,7 +3,9 @@
 An index is a list of shards (consecutive passage ranges). Each shard holds its non-zeros twice: row-major CSR
 (searched on CUDA in bounded-memory chunks) and term-major posting lists (searched on CPU, where a query pays only for
 the posting lists of its active dimensions, scattered by the compiled kernel of `r3hf.postings` when numba is
-installed). Both give exactly the same ids and scores. Saved shards are
+installed). On CPU both layouts give bitwise identical ids and scores on any machine (each passage's products are
+added in ascending token order, in float32, by r3hf's own kernels); on CUDA they agree to float32 rounding. Saved
+shards are
 safetensors files (memory-mapped on load) next to parquet shards of the corpus.
 """
 
@@ -33,7 +35,7 @@ import pyarrow.parquet as pq
 import torch
 from huggingface_hub import snapshot_download
 from safetensors.numpy import load_file, save_file
-from scipy.sparse import csc_array
+from scipy.sparse import csc_array, csr_array
 from transformers import AutoTokenizer
 
 from . import postings
@@ -159,6 +161,31 @@ def _ones(n: int) -> np.ndarray:
         ones.flags.writeable = False
         ones = _ONES.setdefault(size, ones)  # a concurrent thread may have added one: use a single buffer
     return ones[:n]
+
+
+def _row_major_scores(shard: IndexShard, start: int, stop: int, queries_t: np.ndarray, num_threads: int) -> np.ndarray:
+    """`[stop - start, n]` float32 scores of a shard's rows `[start, stop)` against dense `[V, n]` float32 queries
+    on CPU, each row's products added in ascending token order: the term-major layout's sums, bitwise, on any CPU.
+    The compiled kernel splits the rows across `num_threads` threads; SciPy's product runs on one."""
+    lo, hi = int(shard.indptr[start]), int(shard.indptr[stop])
+    indptr = shard.indptr[start : stop + 1] - lo
+    indices, values = shard.indices[lo:hi], shard.values[lo:hi] if shard.values is not None else None
+    if postings.available():
+        out = np.zeros((stop - start, queries_t.shape[1]), dtype=np.float32)
+        bounds = np.linspace(0, stop - start, max(1, num_threads) + 1).astype(np.int64)
+
+        def score(part: int) -> None:
+            a, b = bounds[part], bounds[part + 1]
+            postings.row_scores(indptr[a : b + 1], indices, values, queries_t, out[a:b])
+
+        with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
+            list(pool.map(score, range(len(bounds) - 1)))
+        return out
+    data = _ones(hi - lo) if values is None else values.astype(np.float32, copy=False)
+    index_dtype = np.int32 if hi - lo < np.iinfo(np.int32).max else np.int64
+    matrix = csr_array((data, indices.astype(index_dtype), indptr.astype(index_dtype)), (stop - start, len(queries_t)))
+    # SciPy's CSR product adds each row's products in order, in float32: the same sums as the compiled kernel
+    return matrix @ queries_t
 
 
 @dataclass
@@ -351,9 +378,13 @@ class CSRIndex:
             layout: `"term_major"` (posting lists, CPU only: cost follows each query's active dimensions; the
                 compiled scatter of [`r3hf.postings`] when numba is installed, SciPy otherwise), `"row_major"` (CSR
                 products in chunks, any device), or `"auto"`: term-major on CPU for indexes of at least 100,000
-                passages, row-major otherwise (on small corpora one batched product is as fast: 2,456 vs 2,667 QPS
-                compiled, 1,391 with SciPy, at 9.5k passages). Both give the same ids and scores.
-            num_threads: Queries searched in parallel by the term-major layout (default: `torch.get_num_threads()`).
+                passages, row-major otherwise (on small corpora one batched product is as fast). On CPU both
+                layouts, with or without numba, add each passage's products in ascending token order in float32, so
+                they give bitwise identical ids and scores on any CPU. On an accelerator the row-major layout uses torch's sparse CSR product, whose
+                summation order is the device library's: its scores agree with the CPU's to float32 rounding
+                (relative error below `6e-8` times the number of products summed), and ids may differ at near-ties.
+            num_threads: CPU threads (default: `torch.get_num_threads()`): queries searched in parallel by the
+                term-major layout, passages split across threads by the compiled row-major kernel.
 
         Returns:
             [`SearchResults`] with `ids` and `scores` of shape `[n, min(k, len(index))]`, on the query's device.
@@ -378,9 +409,10 @@ class CSRIndex:
                 "The term-major layout searches on CPU: move the queries to CPU or use layout='row_major'."
             )
         k = min(k, len(self))
+        num_threads = num_threads or torch.get_num_threads()
         if layout == "row_major" or not on_cpu or (layout == "auto" and len(self) < 100_000):
-            return self._search_row_major(query_embeds, k, chunk_size)
-        return self._search_term_major(query_embeds.detach(), k, num_threads or torch.get_num_threads())
+            return self._search_row_major(query_embeds, k, chunk_size, num_threads)
+        return self._search_term_major(query_embeds.detach(), k, num_threads)
 
     def _search_term_major(self, query_embeds: torch.Tensor, k: int, num_threads: int) -> SearchResults:
         with warnings.catch_warnings():  # torch flags sparse CSR as beta
@@ -428,21 +460,23 @@ class CSRIndex:
             self._device_csr[key] = (crow, col, val)
         return self._device_csr[key]
 
-    def _search_row_major(self, query_embeds: torch.Tensor, k: int, chunk_size: int) -> SearchResults:
+    def _search_row_major(
+        self, query_embeds: torch.Tensor, k: int, chunk_size: int, num_threads: int
+    ) -> SearchResults:
         device = query_embeds.device
-        queries_t = (query_embeds.to_dense() if query_embeds.is_sparse else query_embeds).float().t().contiguous()
+        queries = (query_embeds.to_dense() if query_embeds.is_sparse else query_embeds).float().detach()
+        on_cpu = device.type == "cpu"
+        queries_t = queries.t().contiguous()
+        if on_cpu:
+            queries_t = queries_t.numpy()
         best_scores = best_ids = None
         for number, shard in enumerate(self.shards):
-            crow, col, val = self._csr_on(number, device)
             for start in range(0, len(shard), chunk_size):
                 stop = min(start + chunk_size, len(shard))
-                lo, hi = int(shard.indptr[start]), int(shard.indptr[stop])
-                with warnings.catch_warnings():  # torch flags sparse CSR as beta on every construction
-                    warnings.simplefilter("ignore", UserWarning)
-                    block = torch.sparse_csr_tensor(
-                        crow[start : stop + 1] - lo, col[lo:hi], val[lo:hi], size=(stop - start, self.vocab_size)
-                    )
-                scores = (block @ queries_t).t()  # [n, chunk]
+                if on_cpu:
+                    scores = torch.from_numpy(_row_major_scores(shard, start, stop, queries_t, num_threads)).t()
+                else:
+                    scores = self._device_scores(number, shard, start, stop, queries_t)  # [n, chunk]
                 row_ids = torch.arange(shard.start + start, shard.start + stop, device=device).expand(len(scores), -1)
                 if best_scores is not None:  # earlier rows first, so the columns stay in ascending row order
                     scores, row_ids = torch.cat([best_scores, scores], dim=1), torch.cat([best_ids, row_ids], dim=1)
@@ -451,6 +485,20 @@ class CSRIndex:
         # best_ids ascend within each row, so a stable sort puts the lower row id first among equal scores.
         order = best_scores.sort(dim=1, descending=True, stable=True).indices
         return SearchResults(ids=best_ids.gather(1, order), scores=best_scores.gather(1, order))
+
+    def _device_scores(
+        self, number: int, shard: IndexShard, start: int, stop: int, queries_t: torch.Tensor
+    ) -> torch.Tensor:
+        """`[n, stop - start]` scores of a shard's rows on an accelerator, by torch's sparse CSR product (its
+        summation order is the device library's: scores agree with the CPU layouts to float32 rounding)."""
+        crow, col, val = self._csr_on(number, queries_t.device)
+        lo, hi = int(shard.indptr[start]), int(shard.indptr[stop])
+        with warnings.catch_warnings():  # torch flags sparse CSR as beta on every construction
+            warnings.simplefilter("ignore", UserWarning)
+            block = torch.sparse_csr_tensor(
+                crow[start : stop + 1] - lo, col[lo:hi], val[lo:hi], size=(stop - start, self.vocab_size)
+            )
+        return (block @ queries_t).t()
 
     def rows_of(self, passage_ids: Sequence) -> np.ndarray:
         """Row numbers of passages given by their `id` (the corpus's `id` column), `-1` for an unknown id.

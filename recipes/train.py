@@ -3,9 +3,9 @@
 See `r3hf/scripts/train.py` for the arguments; CLI flags override the YAML.
 """
 
-from r3hf.scripts.train import main, make_parser
+from r3hf.scripts.train import run_from_command_line
 from r3hf.utils import enable_logging
 
 if __name__ == "__main__":
     enable_logging()
-    main(*make_parser().parse_args_and_config())
+    run_from_command_line()

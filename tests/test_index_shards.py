@@ -118,6 +118,45 @@ def test_term_major_and_row_major_layouts_give_identical_results(bert_tokenizer,
         index.search(queries, 3, layout="columns")
 
 
+@pytest.mark.parametrize("values", [None, "float16", "float32"])
+def test_every_cpu_kernel_gives_bitwise_identical_scores_without_torch_sparse_products(
+    bert_tokenizer, values, monkeypatch
+):
+    """The CPU layouts sum with r3hf's own kernels (compiled or SciPy), never through torch's sparse CSR product,
+    whose MKL summation order depends on the CPU's instruction set: every layout x kernel pair agrees bitwise."""
+    vocab = len(bert_tokenizer)
+    shards, _ = random_shards(40, vocab, [7, 20, 13], values=values)
+    index = make_index(SparseEmbeddingIndex if values else BagOfTokensIndex, shards, vocab, bert_tokenizer)
+    torch.manual_seed(3)
+    queries = torch.rand(5, vocab) * (torch.rand(5, vocab) < 0.3)
+
+    def no_torch_sparse(*args, **kwargs):
+        raise AssertionError("CPU search called torch's sparse CSR product")
+
+    monkeypatch.setattr(torch, "sparse_csr_tensor", no_torch_sparse)
+    kernels = [True, False] if postings._numba_installed() else [False]
+    results = []
+    for enabled in kernels:
+        monkeypatch.setattr(postings, "ENABLED", enabled)
+        for layout in ("term_major", "row_major"):
+            results.append(index.search(queries, 25, layout=layout, chunk_size=9, num_threads=2))
+    for other in results[1:]:
+        assert torch.equal(other.ids, results[0].ids) and torch.equal(other.scores, results[0].scores)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_row_major_search_agrees_with_cpu_to_float32_rounding(bert_tokenizer):
+    vocab = len(bert_tokenizer)
+    shards, _ = random_shards(40, vocab, [7, 20, 13], values="float32")
+    index = make_index(SparseEmbeddingIndex, shards, vocab, bert_tokenizer)
+    queries = torch.rand(5, vocab) * (torch.rand(5, vocab) < 0.3)
+    cpu, cuda = index.search(queries, 40), index.search(queries.cuda(), 40)
+    # the same passages' scores, compared by id: near-ties may swap places between devices
+    cpu_by_id = torch.zeros(5, 40).scatter(1, cpu.ids, cpu.scores)
+    cuda_by_id = torch.zeros(5, 40).scatter(1, cuda.ids.cpu(), cuda.scores.cpu())
+    torch.testing.assert_close(cuda_by_id, cpu_by_id, rtol=1e-5, atol=1e-5)
+
+
 def test_term_major_search_on_the_shared_corpus_matches_row_major(bert_tokenizer, kernel):
     with gzip.open(ROOT / "data" / "corpus.jsonl.gz", "rt") as f:
         corpus = [json.loads(line) for line in f]

@@ -15,12 +15,14 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoTokenizer
@@ -78,10 +80,43 @@ class R3ScriptArguments(ScriptArguments):
         default=False,
         metadata={"help": "Check the configuration, log the stage plan with its counts, and exit without training."},
     )
+    # What a dry run could not check on this machine (set by the parser, not an argument).
+    dry_run_unchecked: list[str] = field(default_factory=list, init=False, repr=False)
 
 
-def make_parser() -> TrlParser:
-    return TrlParser((R3ScriptArguments, R3Config, ModelConfig))
+def _precision_unsupported(training_args_namespace) -> list[tuple[str, str]]:
+    """The mixed-precision flags set for a GPU run that this machine cannot honour, each with the reason."""
+    if getattr(training_args_namespace, "use_cpu", False):
+        return []
+    gpu = torch.cuda.is_available()
+    unsupported = []
+    if getattr(training_args_namespace, "bf16", False) and not (gpu and torch.cuda.is_bf16_supported()):
+        machine = "this machine's GPU does not support it" if gpu else "this machine has none"
+        unsupported.append(("bf16", f"bf16 requested: needs a GPU that supports it; {machine}"))
+    if getattr(training_args_namespace, "fp16", False) and not gpu:
+        unsupported.append(("fp16", "fp16 requested: needs a GPU; this machine has none"))
+    return unsupported
+
+
+class R3Parser(TrlParser):
+    """`TrlParser` over ([`R3ScriptArguments`], [`R3Config`], `trl.ModelConfig`). For a dry run on a machine that
+    cannot run the requested mixed precision (the paper recipes' `bf16: true` without a GPU), the precision is
+    turned off, so that `TrainingArguments` does not refuse it, and recorded in `dry_run_unchecked` for the report:
+    the dry run checks everything else."""
+
+    def parse_args_into_dataclasses(self, args=None, **kwargs):
+        args = list(sys.argv[1:] if args is None else args)
+        namespace, _ = self.parse_known_args(args)
+        unsupported = _precision_unsupported(namespace) if namespace.dry_run else []
+        for flag, _ in unsupported:
+            args += [f"--{flag}", "false"]
+        outputs = super().parse_args_into_dataclasses(args, **kwargs)
+        outputs[0].dry_run_unchecked = [reason for _, reason in unsupported]
+        return outputs
+
+
+def make_parser() -> R3Parser:
+    return R3Parser((R3ScriptArguments, R3Config, ModelConfig))
 
 
 def build_or_load_index(
@@ -204,76 +239,144 @@ def _check_writable(folder: str | os.PathLike) -> None:
         raise ValueError(f"{folder} is not writable ({error}): choose another output folder.") from error
 
 
+def _load_problem(what: str, name, error: Exception) -> str:
+    """One line saying why `what` (`name`) could not be loaded, for the dry-run report."""
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    hub_errors = (OfflineModeIsEnabled, LocalEntryNotFoundError, ConnectionError, TimeoutError)
+    url = str(name).startswith(("http://", "https://")) and isinstance(error, FileNotFoundError)
+    if url or isinstance(error, hub_errors) or "offline" in reason.lower() or "connect" in reason.lower():
+        reason = f"the Hub (or its URL) cannot be reached from this machine ({type(error).__name__}: {reason})"
+    return f"{what} {name!s}: cannot be loaded: {reason}"
+
+
 def plan_run(
     script_args: R3ScriptArguments, training_args: R3Config, model_args: ModelConfig, state: PartialState
 ) -> dict:
     """`--dry_run`: load and check everything the run needs except the LLM weights (datasets, corpus or index and
-    its tokenizer, LLM configs, tokenizers and prompt, writable outputs), and count what each stage will do."""
-    model = load_retriever(model_args.model_name_or_path)
-    train = load_qa_dataset(
+    its tokenizer, LLM configs, tokenizers and prompt, writable outputs), and count what each stage will do.
+
+    Every check runs even when an earlier one fails: what cannot be loaded (an unreachable Hub, a missing file) is
+    one line each in `problems`, and what this machine cannot check (mixed precision without a GPU) is listed in
+    `not_checked_here`."""
+    problems: list[str] = []
+    unchecked = list(script_args.dry_run_unchecked)
+
+    def attempt(what: str, name, load):
+        try:
+            return load()
+        except Exception as error:  # noqa: BLE001 - a dry run reports every failure and goes on
+            problems.append(_load_problem(what, name, error))
+            return None
+
+    model = attempt("retriever", model_args.model_name_or_path, lambda: load_retriever(model_args.model_name_or_path))
+    train = attempt(
+        "training dataset",
         script_args.dataset_name,
-        script_args.dataset_train_split,
-        script_args.max_train_samples,
-        script_args.dataset_config,
+        lambda: load_qa_dataset(
+            script_args.dataset_name,
+            script_args.dataset_train_split,
+            script_args.max_train_samples,
+            script_args.dataset_config,
+        ),
     )
-    plan: dict = {"train_questions": len(train)}
+    plan: dict = {"train_questions": len(train) if train is not None else None}
     if script_args.eval_dataset_name:
-        plan["eval_questions"] = len(
-            load_qa_dataset(
+        evaluation = attempt(
+            "evaluation dataset",
+            script_args.eval_dataset_name,
+            lambda: load_qa_dataset(
                 script_args.eval_dataset_name,
                 script_args.dataset_test_split,
                 script_args.max_eval_samples,
                 script_args.dataset_config,
-            )
+            ),
         )
+        plan["eval_questions"] = len(evaluation) if evaluation is not None else None
     if script_args.index:
-        plan["index_passages"] = len(BagOfTokensIndex.from_pretrained(script_args.index, tokenizer=model.tokenizer))
+        if model is None:
+            unchecked.append(f"index {script_args.index}: needs the retriever's tokenizer, which did not load")
+        else:
+            index = attempt(
+                "index",
+                script_args.index,
+                lambda: BagOfTokensIndex.from_pretrained(script_args.index, tokenizer=model.tokenizer),
+            )
+            plan["index_passages"] = len(index) if index is not None else None
     elif script_args.corpus:
-        corpus = load_table(script_args.corpus, script_args.corpus_split, config_name=script_args.corpus_config)
-        if "text" not in corpus.column_names:
+        corpus = attempt(
+            "corpus",
+            script_args.corpus,
+            lambda: load_table(script_args.corpus, script_args.corpus_split, config_name=script_args.corpus_config),
+        )
+        if corpus is not None and "text" not in corpus.column_names:
             raise ValueError(f"The corpus needs a 'text' column; it has {corpus.column_names}.")
-        plan["index_passages"] = len(corpus)
+        plan["index_passages"] = len(corpus) if corpus is not None else None
     else:
         raise ValueError("Pass --corpus (a file or Hub dataset of passages) or --index (a saved index).")
     for llm in script_args.reward_llms:
         path = resolve_model_path(llm)
-        AutoConfig.from_pretrained(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        prompt = (CHAT_PROMPT if tokenizer.chat_template else OPENQA_PROMPT).format(paragraphs="p", question="q")
-        plan.setdefault("reward_llms", []).append(
-            {"llm": llm, "prompt_tokens_without_passage": len(tokenizer(prompt)["input_ids"])}
+        tokenizer = attempt(
+            "reward LLM",
+            llm,
+            lambda path=path: (AutoConfig.from_pretrained(path), AutoTokenizer.from_pretrained(path)),
         )
+        entry = {"llm": llm}
+        if tokenizer is not None:
+            tokenizer = tokenizer[1]
+            prompt = (CHAT_PROMPT if tokenizer.chat_template else OPENQA_PROMPT).format(paragraphs="p", question="q")
+            entry["prompt_tokens_without_passage"] = len(tokenizer(prompt)["input_ids"])
+        plan.setdefault("reward_llms", []).append(entry)
     for folder in (training_args.output_dir, script_args.index_output_dir):
         if folder:
             _check_writable(folder)
     batch = training_args.per_device_train_batch_size * state.num_processes * training_args.gradient_accumulation_steps
-    steps_per_epoch = math.ceil(len(train) / batch)
-    total = (
-        training_args.max_steps
-        if training_args.max_steps > 0
-        else math.ceil(steps_per_epoch * training_args.num_train_epochs)
-    )
-    offline = min(total, math.ceil(steps_per_epoch * training_args.warmup_epochs_offline))
-    on_policy_pairs = (total - offline) * batch * training_args.retrieval_top_k
-    calibrating = script_args.calibrate or script_args.reward_threshold == "calibrated"
+    plan.update(processes=state.num_processes, effective_batch_size=batch)
+    if train is not None:
+        steps_per_epoch = math.ceil(len(train) / batch)
+        total = (
+            training_args.max_steps
+            if training_args.max_steps > 0
+            else math.ceil(steps_per_epoch * training_args.num_train_epochs)
+        )
+        offline = min(total, math.ceil(steps_per_epoch * training_args.warmup_epochs_offline))
+        on_policy_pairs = (total - offline) * batch * training_args.retrieval_top_k
+        calibrating = script_args.calibrate or script_args.reward_threshold == "calibrated"
+        plan.update(
+            steps_per_epoch=steps_per_epoch,
+            total_steps=total,
+            offline_steps=offline,
+            on_policy_steps=total - offline,
+            calibration_pairs=min(script_args.calibration_samples, len(train)) * script_args.calibration_top_k
+            if calibrating
+            else 0,
+            reward_calls_without_cache=on_policy_pairs * len(script_args.reward_llms),
+            # each (question, passage) scored once at best: the on-policy top-k of every question, once
+            reward_calls_with_cache_at_least=min(on_policy_pairs, len(train) * training_args.retrieval_top_k)
+            * len(script_args.reward_llms),
+        )
+    else:
+        unchecked.append("step and reward-call counts: need the training dataset, which did not load")
     store = Path(training_args.reward_cache_dir or Path(training_args.output_dir, "reward_cache"))
-    plan.update(
-        processes=state.num_processes,
-        effective_batch_size=batch,
-        steps_per_epoch=steps_per_epoch,
-        total_steps=total,
-        offline_steps=offline,
-        on_policy_steps=total - offline,
-        calibration_pairs=min(script_args.calibration_samples, len(train)) * script_args.calibration_top_k
-        if calibrating
-        else 0,
-        reward_calls_without_cache=on_policy_pairs * len(script_args.reward_llms),
-        # each (question, passage) scored once at best: the on-policy top-k of every question, once
-        reward_calls_with_cache_at_least=min(on_policy_pairs, len(train) * training_args.retrieval_top_k)
-        * len(script_args.reward_llms),
-        reward_store_entries=len(RewardCache(store, writer=None)) if store.exists() else 0,
-    )
+    plan["reward_store_entries"] = len(RewardCache(store, writer=None)) if store.exists() else 0
+    plan["not_checked_here"] = unchecked
+    plan["problems"] = problems
     return plan
+
+
+def report_plan(plan: dict) -> None:
+    """Log a dry run's stage plan, then one line per problem and per check this machine could not make."""
+    counts = {k: v for k, v in plan.items() if k not in ("problems", "not_checked_here")}
+    logger.info("Dry run, nothing trained. Stage plan:\n" + json.dumps(counts, indent=2))
+    for line in plan["not_checked_here"]:
+        logger.warning(f"Not checked on this machine: {line}.")
+    for line in plan["problems"]:
+        logger.error(f"Problem: {line}")
+    if plan["problems"]:
+        logger.error(f"Dry run found {len(plan['problems'])} problem(s), listed above: fix them before the run.")
+    else:
+        logger.info("Dry run: every check passed.")
 
 
 def resolve_checkpoint(resume_from_checkpoint: str | None, output_dir: str) -> str | None:
@@ -297,7 +400,7 @@ def main(script_args: R3ScriptArguments, training_args: R3Config, model_args: Mo
     state = PartialState()
     if script_args.dry_run:
         plan = plan_run(script_args, training_args, model_args, state)
-        logger.info("Dry run, nothing trained. Stage plan:\n" + json.dumps(plan, indent=2))
+        report_plan(plan)
         return plan
     model = load_retriever(model_args.model_name_or_path)
     index = build_or_load_index(script_args, model, training_args.output_dir, state)
@@ -362,5 +465,13 @@ def main(script_args: R3ScriptArguments, training_args: R3Config, model_args: Mo
     return trainer
 
 
+def run_from_command_line(args: list[str] | None = None) -> None:
+    """`recipes/train.py` and `r3hf train`: parse the YAML and flags, run, and exit with status 1 when a dry run
+    found problems (each already reported on one line)."""
+    result = main(*make_parser().parse_args_and_config(args))
+    if isinstance(result, dict) and result.get("problems"):
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    main(*make_parser().parse_args_and_config())
+    run_from_command_line()
