@@ -1,6 +1,6 @@
 """r3hf: train retrievers for retrieval-augmented generation with reinforcement learning (R3)."""
 
-from .baselines import BM25Retriever
+from .bm25 import BM25Retriever
 from .convert_sidr import convert_sidr_checkpoint
 from .evaluation import RAGEvaluator, compare_predictions, paired_bootstrap
 from .index import BagOfTokensIndex, CSRIndex, SearchResults, SparseEmbeddingIndex

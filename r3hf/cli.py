@@ -10,6 +10,19 @@ from collections.abc import Sequence
 from .utils import enable_logging
 
 
+def add_first_stage_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--first-stage`, `--fusion` and `--fusion-weight`, as [`r3hf.retrieval.retrieve`] takes them."""
+    from .retrieval import FIRST_STAGES, FUSIONS
+
+    parser.add_argument(
+        "--first-stage", default="bag_of_tokens", choices=FIRST_STAGES, help="where candidates come from"
+    )
+    parser.add_argument(
+        "--fusion", default="none", choices=FUSIONS, help="final ranking: E(q)·E(d) or its fusion with bm25s"
+    )
+    parser.add_argument("--fusion-weight", type=float, default=0.5, help="dense weight of a 'weighted' fusion")
+
+
 def _index_build(args) -> None:
     from .data import load_retriever, load_table
     from .index import BagOfTokensIndex
@@ -23,6 +36,8 @@ def _index_build(args) -> None:
         show_progress_bar=True,
         num_proc=args.num_proc,
     )
+    if args.bm25:
+        index.add_bm25(stopwords=None if args.bm25_stopwords == "none" else args.bm25_stopwords)
     index.save_pretrained(args.output, max_shard_size=args.max_shard_size)
     print(f"Indexed {len(index)} passages ({index.nbytes / 2**20:.1f} MB) into {args.output}")
     if args.push_to:
@@ -43,7 +58,15 @@ def _search(args) -> None:
 
     model = load_retriever(args.retriever)
     index = BagOfTokensIndex.from_pretrained(args.index, tokenizer=model.tokenizer)
-    results = model.retrieve(args.queries, index, k=args.k, rerank_top_m=max(args.k, args.rerank_top_m))
+    results = model.retrieve(
+        args.queries,
+        index,
+        k=args.k,
+        rerank_top_m=max(args.k, args.rerank_top_m),
+        first_stage=args.first_stage,
+        fusion=args.fusion,
+        fusion_weight=args.fusion_weight,
+    )
     for query, ids, scores in zip(args.queries, results.ids.tolist(), results.scores.tolist()):
         print(
             json.dumps(
@@ -94,6 +117,8 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--max-length", type=int, default=None)
     build.add_argument("--num-proc", type=int, default=None, help="build in this many processes (one shard each)")
     build.add_argument("--max-shard-size", default="500MB", help="largest array file of the saved index")
+    build.add_argument("--bm25", action="store_true", help="add a bm25s part (for bm25 and hybrid first stages)")
+    build.add_argument("--bm25-stopwords", default="en", help="bm25s stopword list, or 'none'")
     build.add_argument("--push-to", default=None, help="also push to this dataset repo")
     build.add_argument("--private", action="store_true")
     build.set_defaults(func=_index_build)
@@ -109,6 +134,7 @@ def make_parser() -> argparse.ArgumentParser:
     search.add_argument("--index", required=True)
     search.add_argument("-k", type=int, default=5)
     search.add_argument("--rerank-top-m", type=int, default=100)
+    add_first_stage_arguments(search)
     search.set_defaults(func=_search)
 
     sub.add_parser(

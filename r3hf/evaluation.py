@@ -15,6 +15,7 @@ import numpy as np
 from scipy.stats import bootstrap
 from transformers.utils import logging
 
+from .retrieval import candidate_scores, check_first_stage, first_stage_candidates, fuse
 from .utils import atomic_write_text, plain_passage_text
 
 logger = logging.get_logger(__name__)
@@ -90,12 +91,18 @@ class RAGEvaluator:
             only.
         recall_at: Cut-offs of answer-recall@k.
         rag_contexts: Numbers of passages in the reader's context.
-        rerank_top_m: Candidates re-ranked per question by late-parametric retrievers.
+        rerank_top_m: Candidates re-ranked per question by late-parametric retrievers (from each first stage).
+        first_stage: Where late-parametric retrievers take their candidates: `"bag_of_tokens"` (the paper's),
+            `"bm25"` or `"hybrid"` (see [`r3hf.retrieval.retrieve`]).
+        fusion, fusion_weight: Their final ranking: E(q)·E(d) (`"none"`), or its `"rrf"` / `"weighted"` fusion with
+            bm25s's ranking.
         name: Prefix of the metric names (`{name}_rag_accuracy@1`).
         ids: Question ids written with the per-question results (default: row numbers).
         max_new_tokens: Generation length (default: the reader's `max_new_tokens`).
         batch_size: Queries encoded at a time.
         show_progress_bar: Show progress bars (default: for long runs).
+        generation_cache: A dict to keep generations in, shared with other evaluators of the same questions and
+            reader (another pipeline, another index over the same corpus); a new one by default.
     """
 
     def __init__(
@@ -107,11 +114,15 @@ class RAGEvaluator:
         recall_at: Sequence[int] = (1, 5, 20),
         rag_contexts: Sequence[int] = (1,),
         rerank_top_m: int = 100,
+        first_stage: str = "bag_of_tokens",
+        fusion: str = "none",
+        fusion_weight: float = 0.5,
         name: str = "",
         ids: Sequence | None = None,
         max_new_tokens: int | None = None,
         batch_size: int = 32,
         show_progress_bar: bool | None = None,
+        generation_cache: dict | None = None,
     ):
         if not questions or len(questions) != len(answers):
             raise ValueError(
@@ -129,14 +140,18 @@ class RAGEvaluator:
         self.reader = reader
         self.recall_at = sorted(set(recall_at))
         self.rag_contexts = sorted(set(rag_contexts)) if reader is not None else []
+        check_first_stage(first_stage, fusion, fusion_weight)
         self.rerank_top_m = rerank_top_m
+        self.first_stage, self.fusion, self.fusion_weight = first_stage, fusion, fusion_weight
         self.name = name
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.show_progress_bar = show_progress_bar
         first = f"rag_accuracy@{self.rag_contexts[0]}" if self.rag_contexts else f"answer_recall@{self.recall_at[0]}"
         self.primary_metric = self._prefixed(first)
-        self._generations: dict[tuple[int, tuple[int, ...]], str] = {}
+        self._generations: dict[tuple[int, tuple[int, ...]], str] = (
+            {} if generation_cache is None else generation_cache
+        )
 
     @classmethod
     def from_dataset(cls, dataset, index, reader=None, **kwargs) -> RAGEvaluator:
@@ -165,7 +180,13 @@ class RAGEvaluator:
             return []
         questions = [self.questions[i] for i in rows]
         results = retriever.retrieve(
-            questions, self.index, k=self.depth, rerank_top_m=max(self.rerank_top_m, self.depth)
+            questions,
+            self.index,
+            k=self.depth,
+            rerank_top_m=max(self.rerank_top_m, self.depth),
+            first_stage=self.first_stage,
+            fusion=self.fusion,
+            fusion_weight=self.fusion_weight,
         )
         ranked = results.ids.tolist()
         passages = self.index.get_passages(ranked)
@@ -233,6 +254,47 @@ class RAGEvaluator:
         with open(folder / f"{prefix}results.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps({"epoch": epoch, "steps": steps, **metrics}) + "\n")
         return predictions
+
+
+def select_fusion(
+    model,
+    index,
+    questions: Sequence[str],
+    answers: Sequence[Sequence[str]],
+    rerank_top_m: int,
+    first_stage: str = "hybrid",
+    weights: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+    batch_size: int = 32,
+) -> dict:
+    """Choose the final ranking of a bm25 or hybrid first stage on **dev** questions: answer-recall@1 of E(q)·E(d)
+    alone (`"none"`), of reciprocal-rank fusion with bm25s's ranking (`"rrf"`), and of each `"weighted"` fusion
+    weight; the best wins, the earlier option on a tie. The candidates are embedded once for every option.
+
+    Returns:
+        `{"fusion", "fusion_weight", "recall@1": {option: value}, "n"}`, to pass on as `fusion=` and
+        `fusion_weight=`.
+    """
+    questions = list(questions)
+    query_embeds = model.encode_query(questions, batch_size=batch_size, convert_to_sparse_tensor=False)
+    rows, bm25_ranks = first_stage_candidates(index, questions, query_embeds, rerank_top_m, first_stage)
+    dense = candidate_scores(model, query_embeds, rows, index, batch_size)
+    unique = sorted(set(rows[rows >= 0].tolist()))
+    texts = {row: plain_passage_text(p) for row, p in zip(unique, index.get_passages(unique))}
+    contains = {
+        (row, q): has_answer(texts[row], answers[q])
+        for q, candidates in enumerate(rows.tolist())
+        for row in candidates
+        if row >= 0
+    }
+    options = [("none", 0.5), ("rrf", 0.5)] + [("weighted", float(w)) for w in weights]
+    recall, best = {}, None
+    for fusion, weight in options:
+        top = rows.gather(1, fuse(dense, bm25_ranks, fusion, weight).argmax(dim=1, keepdim=True)).squeeze(1)
+        name = f"weighted:{weight:g}" if fusion == "weighted" else fusion
+        recall[name] = sum(contains[(int(r), q)] for q, r in enumerate(top.tolist())) / len(questions)
+        if best is None or recall[name] > recall[best[0]]:
+            best = (name, fusion, weight)
+    return {"fusion": best[1], "fusion_weight": best[2], "recall@1": recall, "n": len(questions)}
 
 
 def paired_bootstrap(

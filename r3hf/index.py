@@ -40,6 +40,7 @@ from transformers import AutoTokenizer
 
 from . import postings
 from .assets import cache_dir
+from .bm25 import BM25_FOLDER, BM25Retriever, corpus_fingerprint
 from .hub import push_folder, render_index_card
 from .utils import (
     atomic_write_text,
@@ -330,6 +331,36 @@ class CSRIndex:
             raise ValueError(f"The corpus has {len(corpus)} passages but the index has {len(self)} rows.")
         self._device_csr: dict[tuple[int, str], tuple] = {}
         self._id_lookup: tuple[np.ndarray, np.ndarray] | None = None
+        self._corpus_fingerprint: str | None = self.extra.pop("corpus_fingerprint", None)
+        self.bm25: BM25Retriever | None = None
+        self.source: str | None = None
+
+    @property
+    def corpus_fingerprint(self) -> str:
+        """[`r3hf.bm25.corpus_fingerprint`] of the corpus: recorded when the index was saved with a BM25 part, else
+        computed once."""
+        if self._corpus_fingerprint is None:
+            self._corpus_fingerprint = corpus_fingerprint(self.corpus)
+        return self._corpus_fingerprint
+
+    def add_bm25(self, stopwords: str | None = "en") -> BM25Retriever:
+        """Build the BM25 part of the index (bm25s over the same corpus), used by `first_stage="bm25"` and
+        `"hybrid"` searches and saved, loaded and pushed with the index. Returns it."""
+        self.bm25 = BM25Retriever(self, stopwords=stopwords)
+        return self.bm25
+
+    def require_bm25(self, stopwords: str | None = None) -> BM25Retriever:
+        """The BM25 part, refused (with the fix) when the index has none or when `stopwords` is given and differs
+        from the one it was built with."""
+        if self.bm25 is None:
+            where = f"The index saved in {self.source}" if self.source else "This index"
+            raise ValueError(
+                f"{where} has no bm25s part, which a 'bm25' or 'hybrid' first stage needs: call index.add_bm25() "
+                "(and save the index again), or build it with `r3hf index build --bm25`."
+            )
+        if stopwords is not None:
+            self.bm25.check_settings(stopwords)
+        return self.bm25
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.shards)
@@ -602,12 +633,18 @@ class CSRIndex:
                 for pair in names
                 for name in pair
             }
+            if self.bm25 is not None:
+                bm25_config = self.bm25.save_pretrained(tmp / BM25_FOLDER)
+                config["bm25"] = {"folder": BM25_FOLDER, **bm25_config["settings"]}
+                config["corpus_fingerprint"] = self.corpus_fingerprint
             self.tokenizer.save_pretrained(tmp / "tokenizer")
             render_index_card(config).save(tmp / "README.md")
             (tmp / INDEX_CONFIG).write_text(json.dumps(config, indent=2))
-            if (out / "tokenizer").exists():
-                shutil.rmtree(out / "tokenizer")
-            os.replace(tmp / "tokenizer", out / "tokenizer")
+            for folder in ("tokenizer", BM25_FOLDER):  # a BM25 part of an earlier save goes with it
+                if (out / folder).exists():
+                    shutil.rmtree(out / folder)
+                if (tmp / folder).exists():
+                    os.replace(tmp / folder, out / folder)
             for name in [*config["files"], "README.md", INDEX_CONFIG]:
                 os.replace(tmp / name, out / name)
                 if name in config["files"]:
@@ -698,8 +735,9 @@ class CSRIndex:
             "num_nonzeros",
             "files",
             "shards",
+            "bm25",
         }
-        return cls(
+        index = cls(
             shards,
             config["vocab_size"],
             corpus,
@@ -707,6 +745,12 @@ class CSRIndex:
             config["max_length"],
             extra={k: v for k, v in config.items() if k not in known},
         )
+        index.source = str(path_or_repo_id)
+        if "bm25" in config:
+            index.bm25 = BM25Retriever.from_pretrained(
+                path / config["bm25"]["folder"], index, mmap=mmap, verify=verify
+            )
+        return index
 
     def push_to_hub(
         self,
@@ -729,7 +773,7 @@ class CSRIndex:
             token=token,
             revision=revision,
             commit_message=commit_message or f"Upload r3hf {self.kind} index",
-            delete_patterns=["index*.safetensors", "corpus*.parquet"],
+            delete_patterns=["index*.safetensors", "corpus*.parquet", f"{BM25_FOLDER}/*"],
         )
 
 

@@ -534,12 +534,31 @@ class SIDRModel(PreTrainedModel):
         return self._bag_of_tokens_ids(enc["input_ids"], enc["attention_mask"])
 
     def retrieve(
-        self, queries: Sequence[str] | str, index, k: int = 10, rerank_top_m: int = 100, batch_size: int = 32
+        self,
+        queries: Sequence[str] | str,
+        index,
+        k: int = 10,
+        rerank_top_m: int = 100,
+        batch_size: int = 32,
+        first_stage: str = "bag_of_tokens",
+        fusion: str = "none",
+        fusion_weight: float = 0.5,
     ):
         """Retrieve the top-`k` corpus passages of each query; late-parametric on a `BagOfTokensIndex` (top
-        `rerank_top_m` by E(q)·T(d), re-ranked by fresh E(q)·E(d)), plain search on a `SparseEmbeddingIndex`.
-        Returns `SearchResults(ids, scores)`; see [`r3hf.retrieval.retrieve`]."""
-        return retrieve(self, queries, index, k=k, rerank_top_m=rerank_top_m, batch_size=batch_size)
+        `rerank_top_m` candidates of the `first_stage`, by default E(q)·T(d), re-ranked by fresh E(q)·E(d), optionally
+        fused with bm25s's ranking), plain search on a `SparseEmbeddingIndex`. Returns `SearchResults(ids, scores)`;
+        see [`r3hf.retrieval.retrieve`]."""
+        return retrieve(
+            self,
+            queries,
+            index,
+            k=k,
+            rerank_top_m=rerank_top_m,
+            batch_size=batch_size,
+            first_stage=first_stage,
+            fusion=fusion,
+            fusion_weight=fusion_weight,
+        )
 
     def explain(self, query: str, passage: Passage, top: int = 20) -> list[tuple[str, float, float, float]]:
         """The vocabulary terms that made the score E(q)·E(d): `(token, query_weight, passage_weight, product)`,

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from .retrieval import check_first_stage
+
 POSITIVE_FALLBACKS = ("offline", "gold", "skip")
 
 
@@ -19,10 +21,19 @@ class R3Config(TrainingArguments):
         > Parameters that control on-policy retrieval
 
         retrieval_top_m (`int`, *optional*, defaults to `20`):
-            Candidates taken per query from the bag-of-tokens index by E(q)·T(d).
+            Candidates taken per query from each first stage (the bag-of-tokens index by E(q)·T(d), bm25s, or both).
         retrieval_top_k (`int`, *optional*, defaults to `20`):
             Candidates kept after the re-rank with fresh passage embeddings, and scored by the reward (OpenRAG: m = k
             = 20).
+        first_stage (`str`, *optional*, defaults to `"bag_of_tokens"`):
+            Where on-policy retrieval and offline hard-negative mining take their candidates: `"bag_of_tokens"` (the
+            paper's), `"bm25"` (the index's bm25s part) or `"hybrid"` (the union of both top-m lists). Both are fixed
+            while the retriever trains, so neither goes stale. Train in the pipeline you will deploy.
+        fusion (`str`, *optional*, defaults to `"none"`):
+            The final ranking of the candidates: E(q)·E(d) (`"none"`), or its reciprocal-rank (`"rrf"`) or
+            `"weighted"` fusion with bm25s's ranking ([`r3hf.retrieval.fuse`]); bm25 and hybrid first stages only.
+        fusion_weight (`float`, *optional*, defaults to `0.5`):
+            Weight of the dense score in a `"weighted"` fusion. Choose it on a dev split, never on a test set.
         max_query_length (`int` or `None`, *optional*):
             Overrides the model's `query_max_length`.
         max_passage_length (`int` or `None`, *optional*):
@@ -70,6 +81,11 @@ class R3Config(TrainingArguments):
 
     retrieval_top_m: int = field(default=20, metadata={"help": "Candidates per query from the bag-of-tokens index."})
     retrieval_top_k: int = field(default=20, metadata={"help": "Candidates re-ranked, kept and scored per query."})
+    first_stage: str = field(
+        default="bag_of_tokens", metadata={"help": "Candidates from 'bag_of_tokens', 'bm25' or 'hybrid' (union)."}
+    )
+    fusion: str = field(default="none", metadata={"help": "Final ranking: 'none' (E(q)·E(d)), 'rrf' or 'weighted'."})
+    fusion_weight: float = field(default=0.5, metadata={"help": "Dense weight of a 'weighted' fusion (tune on dev)."})
     max_query_length: int | None = field(default=None, metadata={"help": "Overrides the model's query_max_length."})
     max_passage_length: int | None = field(
         default=None, metadata={"help": "Overrides the model's passage_max_length."}
@@ -116,6 +132,7 @@ class R3Config(TrainingArguments):
                 f"Need 1 <= retrieval_top_k <= retrieval_top_m, got k={self.retrieval_top_k}, "
                 f"m={self.retrieval_top_m}: raise retrieval_top_m or lower retrieval_top_k."
             )
+        check_first_stage(self.first_stage, self.fusion, self.fusion_weight)
         if self.positive_fallback not in POSITIVE_FALLBACKS:
             raise ValueError(f"positive_fallback must be one of {POSITIVE_FALLBACKS}, got {self.positive_fallback!r}.")
         if self.flops_weight < 0:

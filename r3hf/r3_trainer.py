@@ -29,7 +29,7 @@ from .index import BagOfTokensIndex
 from .losses import flops, gather_with_grad, rcl_loss
 from .modeling_sidr import SIDRModel
 from .r3_config import R3Config
-from .retrieval import retrieve
+from .retrieval import first_stage_candidates, retrieve
 from .reward_cache import RewardCache
 from .rewards import AnswerProbabilityReward, Calibration
 from .utils import atomic_write_text, plain_passage_text, vocabulary_fingerprint
@@ -135,6 +135,8 @@ class R3Trainer(Trainer):
             raise ValueError("R3Trainer needs index=BagOfTokensIndex.build(corpus, model.tokenizer).")
         if vocabulary_fingerprint(index.tokenizer) != vocabulary_fingerprint(model.tokenizer):
             raise ValueError("The index was built with a different tokenizer from the model's: rebuild the index.")
+        if args.first_stage != "bag_of_tokens":
+            index.require_bm25()
         if reward_funcs is None or reward_funcs == []:
             raise ValueError("R3Trainer needs reward_funcs: a callable, a causal LM or its path / Hub id, or a list.")
         reward_funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
@@ -231,6 +233,9 @@ class R3Trainer(Trainer):
             k=args.retrieval_top_k,
             rerank_top_m=args.retrieval_top_m,
             query_embeds=query_embeds,
+            first_stage=args.first_stage,
+            fusion=args.fusion,
+            fusion_weight=args.fusion_weight,
         )
         metrics["profiling/retrieval_s"].append(time.perf_counter() - start)
         ids = results.ids.tolist()
@@ -270,9 +275,12 @@ class R3Trainer(Trainer):
 
     def _sample_offline(self, sidr: SIDRModel, examples: list[dict], query_embeds: torch.Tensor):
         """Warm-up pairs: a random offline (or gold) positive, and an offline negative or, as DPR mines them, the best
-        bag-of-tokens match that is neither a positive nor contains a gold answer."""
+        first-stage match (bag-of-tokens, bm25s or their union, as `first_stage` says) that is neither a positive nor
+        contains a gold answer."""
         positives, negatives = [], []
-        candidates = self.index.search(query_embeds, k=min(len(self.index), 8)).ids.tolist()
+        questions = [ex["question"] for ex in examples]
+        rows, _ = first_stage_candidates(self.index, questions, query_embeds, 8, self.args.first_stage)
+        candidates = [[r for r in row if r >= 0] for row in rows.tolist()]
         for ex, cand in zip(examples, candidates):
             pos_pool = self._pool(ex["question"], ex, 1)
             neg_pool = [d for d in self._pool(ex["question"], ex, 0) if d not in pos_pool]
@@ -375,6 +383,9 @@ class R3Trainer(Trainer):
                 reader=reader if self.args.eval_rag_accuracy else None,
                 recall_at=self.args.eval_recall_at,
                 rerank_top_m=self.args.retrieval_top_m,
+                first_stage=self.args.first_stage,
+                fusion=self.args.fusion,
+                fusion_weight=self.args.fusion_weight,
             )
             # the dataset is kept with its evaluator, so its id cannot be reused by another dataset
             self._evaluators[id(dataset)] = (dataset, evaluator)
@@ -475,6 +486,9 @@ class R3Trainer(Trainer):
             "num_train_epochs",
             "max_steps",
             "warmup_epochs_offline",
+            "first_stage",
+            "fusion",
+            "fusion_weight",
             "retrieval_top_m",
             "retrieval_top_k",
             "parametric_loss_weight",

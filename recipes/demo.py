@@ -1,29 +1,41 @@
-"""The offline CPU demo (README command 1): R3 end to end on the vendored QA data, no internet, no GPU.
+"""The offline demo: R3 end to end on the vendored QA data, no internet, no GPU needed.
 
-The paper's protocol at CPU scale. A SIDR retriever starts from the packaged all-MiniLM-L6-v2; the bag-of-tokens index
-covers the 9.5k-passage corpus; the packaged SmolLM2-135M-Instruct is the reader and the reward LLM.
+The paper's protocol at CPU scale. A SIDR retriever starts from the packaged all-MiniLM-L6-v2; the index covers the
+9.5k-passage corpus (bag of tokens, plus a bm25s part); the packaged SmolLM2-135M-Instruct is the reader and the
+reward LLM. Two pipelines hand passages to the reader:
+
+- `bag_of_tokens` (the paper's): the top m by E(q)·T(d), re-ranked by E(q)·E(d);
+- `hybrid`: the union of the bag-of-tokens and bm25s top-m lists, re-ranked by E(q)·E(d) fused with bm25s's ranking,
+  the fusion chosen on nq_dev + squad_dev questions with the initial retriever (never on a test set).
 
 1. Offline labels: the initial retriever's top passages for some training questions, labelled by real greedy
    generation (the calibration pools), which also fix the reward threshold.
 2. Stage 1, offline: reinforced contrastive learning on the calibration pools and the gold passages, with
    bag-of-tokens hard negatives (the paper's first 40 epochs).
-3. Stage 2, on-policy R3: retrieve with the current weights, reward with the LLM, learn from the rewarded passages.
+3. Stage 2, on-policy R3, twice from the stage-1 weights: `r3` retrieves in the paper's pipeline, `r3_hybrid` in the
+   hybrid one, so that its reward scores the passages the deployed pipeline would hand the LLM. Both share one
+   reward-score store.
 
-Then the initial retriever, stage 1, stage 2 (R3) and bm25s answer the same nq_test and squad_test questions: RAG
-accuracy@1, answer recall@k, and per pair of retrievers the paired bootstrap 95% interval of the difference. Writes
-`results.json`, the per-question results and a plot, and saves both trained retrievers.
+Then bm25s and every retriever in both pipelines answer the same nq_test and squad_test questions: RAG accuracy@1,
+answer recall@k, and for the pairs that matter the paired bootstrap 95% interval of the difference. Writes
+`results.json`, the per-question results and a plot, and saves the trained retrievers. A stage whose saved retriever
+in `--output-dir` was trained with the same settings is loaded instead of trained again, so a later run with more
+test questions reuses the training of an earlier one.
 
-    python recipes/demo.py                       # about 31 minutes on 2 CPU cores
-    python recipes/demo.py --eval-samples 500    # every nq_test question (about 61 minutes)
+    python recipes/demo.py                       # 100 + 100 test questions, about 35 minutes on 2 CPU cores
+    python recipes/demo.py --eval-samples 500    # every nq_test question and 500 squad_test ones
+    python recipes/demo.py --preset gpu          # the settings a CPU cannot afford (one GPU)
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import logging
+import math
 import time
+from collections.abc import Sequence
+from contextlib import nullcontext as _nothing
 from pathlib import Path
 
 import datasets
@@ -32,13 +44,16 @@ import torch
 from r3hf import (
     AnswerProbabilityReward,
     BagOfTokensIndex,
-    BM25Retriever,
     R3Config,
     R3Trainer,
     RAGEvaluator,
+    SIDRModel,
+    SparseEmbeddingIndex,
     compare_predictions,
 )
 from r3hf.data import load_qa_dataset, load_retriever, load_table, resolve_model_path
+from r3hf.evaluation import select_fusion
+from r3hf.retrieval import cached_passage_embeddings
 from r3hf.utils import enable_logging
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -83,9 +98,64 @@ def plot(stages: dict[str, list[dict]], results: dict, path: Path) -> None:
     ax_acc.axvline(0, color="grey", lw=0.8)
     ax_acc.set_yticks(range(len(labels)), labels, fontsize=8)
     ax_acc.set_xlabel("difference in RAG accuracy@1 (points), paired bootstrap 95% CI")
+    ax_acc.invert_yaxis()
     fig.suptitle("R3 on CPU: all-MiniLM-L6-v2 retriever, SmolLM2-135M-Instruct reader")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+PIPELINES = ("bag_of_tokens", "hybrid")
+# Each preset's defaults; flags given on the command line override them.
+PRESETS = {
+    "cpu": dict(
+        eval_samples=100,
+        dev_samples=40,
+        calibration_samples=32,
+        calibration_top_k=4,
+        offline_steps=60,
+        online_steps=8,
+        offline_epochs=None,
+        online_epochs=None,
+        batch_size=16,
+        top_m=10,
+        top_k=4,
+        reader_batch_size=10,
+        evaluate_stage1=False,
+        full_parametric=False,
+        use_cpu=True,
+    ),
+    # Sized by estimate for about 8 minutes on one H200-class GPU (never run here: no GPU was at hand).
+    "gpu": dict(
+        eval_samples=0,
+        dev_samples=200,
+        calibration_samples=1000,
+        calibration_top_k=20,
+        offline_steps=None,
+        online_steps=None,
+        offline_epochs=2.0,
+        online_epochs=1.0,
+        batch_size=64,
+        top_m=100,
+        top_k=20,
+        reader_batch_size=64,
+        evaluate_stage1=True,
+        full_parametric=True,
+        use_cpu=False,
+    ),
+}
+# (a, b) pairs reported with paired intervals: the issue's questions first.
+PAIRS = (
+    ("r3_hybrid @ hybrid", "bm25s"),
+    ("r3_hybrid @ hybrid", "initial @ hybrid"),
+    ("r3 @ bag_of_tokens", "initial @ bag_of_tokens"),
+    ("r3_hybrid @ hybrid", "r3 @ hybrid"),
+    ("r3_hybrid @ bag_of_tokens", "r3 @ bag_of_tokens"),
+    ("r3 @ hybrid", "initial @ hybrid"),
+    ("initial @ hybrid", "bm25s"),
+    ("r3 @ bag_of_tokens", "bm25s"),
+    ("r3 @ bag_of_tokens", "stage1 @ bag_of_tokens"),
+    ("stage1 @ bag_of_tokens", "initial @ bag_of_tokens"),
+)
 
 
 def reader_conversion(records: list[dict]) -> dict[str, float]:
@@ -99,70 +169,133 @@ def reader_conversion(records: list[dict]) -> dict[str, float]:
     }
 
 
-def train_stage(model, reward, index, train, args, out: Path, name: str, online: bool) -> list[dict]:
-    config = R3Config(
-        output_dir=str(out / name),
+def steps(epochs: float | None, fixed: int | None, questions: int, batch_size: int) -> int:
+    return math.ceil(epochs * questions / batch_size) if epochs is not None else int(fixed)
+
+
+def train_stage(
+    model, reward, index, train, args, out: Path, name: str, max_steps: int, **pipeline
+) -> tuple[SIDRModel, list[dict]]:
+    """Train one stage and save it to `out/name`: offline without `pipeline`, on-policy in the given pipeline
+    (`first_stage`, `fusion`, `fusion_weight`) with it. A retriever saved there by an earlier run with the same
+    settings is loaded instead. Returns the retriever and the stage's log history."""
+    online = bool(pipeline)
+    settings = dict(
         per_device_train_batch_size=args.batch_size,
         learning_rate=args.learning_rate,
-        max_steps=args.online_steps if online else args.offline_steps,
-        warmup_epochs_offline=0.0 if online else 1e9,
+        max_steps=max_steps,
         temperature=args.temperature,
         retrieval_top_m=args.top_m,
         retrieval_top_k=args.top_k,
         positive_fallback="offline",
+        seed=0,
+        warmup_steps=0.1,
+        **pipeline,
+    )
+    record = {
+        "stage": name,
+        "online": online,
+        "settings": settings,
+        "train_questions": len(train),
+        "calibration": args.calibration_samples,
+        "max_new_tokens": args.max_new_tokens,
+    }
+    folder = out / name
+    done = folder / "demo_stage.json"
+    if done.exists() and json.loads(done.read_text())["record"] == record:
+        logger.info(f"{name}: loading the retriever trained by an earlier run with the same settings ({folder})")
+        return SIDRModel.from_pretrained(folder), json.loads(done.read_text())["log_history"]
+    config = R3Config(
+        output_dir=str(folder),
+        warmup_epochs_offline=0.0 if online else 1e9,
+        reward_cache_dir=str(out / "reward_cache"),
         logging_steps=1,
         save_strategy="no",
         report_to="none",
-        use_cpu=True,
-        seed=0,
+        use_cpu=args.use_cpu,
         dataloader_num_workers=0,
-        warmup_steps=0.1,
+        **settings,
     )
     trainer = R3Trainer(model, reward, config, train, index=index)
     trainer.train()
     trainer.create_model_card(model_name=f"r3hf-demo-{name}", dataset_name="nq_train + squad_train (vendored)")
     trainer.save_model(config.output_dir)
-    return trainer.state.log_history
+    history = trainer.state.log_history
+    (folder / "demo_stage.json").write_text(json.dumps({"record": record, "log_history": history}))
+    return trainer.model, history
 
 
-def main():
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="defaults for a CPU or a GPU run")
     parser.add_argument("--output-dir", default="outputs/demo")
-    parser.add_argument("--eval-samples", type=int, default=150, help="questions per test set")
-    parser.add_argument("--calibration-samples", type=int, default=32, help="questions labelled by generation")
-    parser.add_argument("--offline-steps", type=int, default=60)
-    parser.add_argument("--online-steps", type=int, default=12)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--data", default=str(DATA), help="folder of the QA data and corpus")
+    parser.add_argument("--retriever", default="all-minilm-l6-v2", help="the starting encoder (asset, path or Hub id)")
+    parser.add_argument("--reader", default="smollm2-135m-instruct", help="reader and reward LLM")
+    parser.add_argument("--eval-samples", type=int, help="questions per test set (0: all)")
+    parser.add_argument("--dev-samples", type=int, help="dev questions per set that choose the hybrid fusion")
+    parser.add_argument("--calibration-samples", type=int, help="training questions labelled by generation")
+    parser.add_argument("--calibration-top-k", type=int, help="passages per calibrated question")
+    parser.add_argument("--offline-steps", type=int)
+    parser.add_argument("--online-steps", type=int, help="steps of each on-policy stage")
+    parser.add_argument("--offline-epochs", type=float, help="instead of --offline-steps")
+    parser.add_argument("--online-epochs", type=float, help="instead of --online-steps")
+    parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float, default=2e-5)
     parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-m", type=int, default=10)
-    parser.add_argument("--top-k", type=int, default=4)
+    parser.add_argument("--top-m", type=int, help="candidates per query from each first stage")
+    parser.add_argument("--top-k", type=int, help="passages scored by the reward per question")
+    parser.add_argument("--reader-batch-size", type=int)
     parser.add_argument(
         "--max-new-tokens", type=int, default=48, help="reader's generation length (the paper: 100; 48 keeps most)"
     )
-    args = parser.parse_args()
+    parser.add_argument("--evaluate-stage1", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument(
+        "--full-parametric",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also evaluate each retriever on the full parametric index E(D) (embeds the whole corpus)",
+    )
+    args = parser.parse_args(argv)
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = parse_args(argv)
     enable_logging()
-    out = Path(args.output_dir)
+    out, data = Path(args.output_dir), Path(args.data)
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
 
-    model = load_retriever("all-minilm-l6-v2", query_max_length=32, passage_max_length=128)
-    index = BagOfTokensIndex.build(load_table(str(DATA / "corpus.jsonl.gz")), model.tokenizer, max_length=128)
+    model = load_retriever(args.retriever, query_max_length=32, passage_max_length=128)
+    index = BagOfTokensIndex.build(load_table(str(data / "corpus.jsonl.gz")), model.tokenizer, max_length=128)
+    index.add_bm25()
     columns = ["id", "question", "answers", "positive_ids"]
     train = datasets.concatenate_datasets(
-        [load_qa_dataset(str(DATA / f"{n}_train.jsonl.gz")).select_columns(columns) for n in ("nq", "squad")]
+        [load_qa_dataset(str(data / f"{n}_train.jsonl.gz")).select_columns(columns) for n in ("nq", "squad")]
     ).shuffle(seed=0)
-    tests = {f"{n}_test": load_qa_dataset(str(DATA / f"{n}_test.jsonl.gz")).shuffle(seed=0) for n in ("nq", "squad")}
-    tests = {k: v.select(range(min(args.eval_samples, len(v)))) for k, v in tests.items()}
+
+    def first(split: str, n: int) -> dict[str, datasets.Dataset]:
+        sets = {
+            f"{k}_{split}": load_qa_dataset(str(data / f"{k}_{split}.jsonl.gz")).shuffle(seed=0)
+            for k in ("nq", "squad")
+        }
+        return {k: v.select(range(min(n, len(v)))) if n else v for k, v in sets.items()}
+
+    tests, devs = first("test", args.eval_samples), first("dev", args.dev_samples)
     reward = AnswerProbabilityReward(
-        resolve_model_path("smollm2-135m-instruct"), batch_size=10, max_new_tokens=args.max_new_tokens
+        resolve_model_path(args.reader), batch_size=args.reader_batch_size, max_new_tokens=args.max_new_tokens
     )
     logger.info(f"Set-up: {time.time() - start:.0f}s; {len(index)} passages, {len(train)} training questions")
 
-    # Offline labels: the initial retriever's top-k, labelled by real greedy generation.
+    # Offline labels: the initial retriever's top-k in the paper's pipeline, labelled by real greedy generation.
     subset = train.select(range(args.calibration_samples))
+    k = args.calibration_top_k
     candidates = index.get_passages(
-        model.retrieve(subset["question"], index, k=args.top_k, rerank_top_m=args.top_m).ids
+        model.retrieve(subset["question"], index, k=k, rerank_top_m=max(k, args.top_m)).ids
     )
     calibration = reward.calibrate(
         subset["question"], subset["answers"], candidates, save_path=out / "calibration.jsonl"
@@ -174,32 +307,73 @@ def main():
         f"{reward.threshold:.3g} ({time.time() - start:.0f}s)"
     )
 
+    # The hybrid pipeline's final ranking, chosen on dev questions (pooled over both sets) with the initial retriever.
+    dev_questions = [q for d in devs.values() for q in d["question"]]
+    dev_answers = [a for d in devs.values() for a in d["answers"]]
+    fusion = select_fusion(model, index, dev_questions, dev_answers, args.top_m)
+    hybrid = {"first_stage": "hybrid", "fusion": fusion["fusion"], "fusion_weight": fusion["fusion_weight"]}
+    logger.info(f"Hybrid fusion chosen on {fusion['n']} dev questions: {hybrid} (dev recall@1 {fusion['recall@1']})")
+    pipelines = {"bag_of_tokens": {"first_stage": "bag_of_tokens"}, "hybrid": hybrid}
+
+    generations = {name: {} for name in tests}  # one generation cache per test set, shared by every pipeline
     evaluators = {
-        name: RAGEvaluator.from_dataset(ds, index, reader=reward, recall_at=[1, 5], rerank_top_m=args.top_m, name=name)
+        (name, pipeline): RAGEvaluator.from_dataset(
+            ds,
+            index,
+            reader=reward,
+            recall_at=[1, 5],
+            rerank_top_m=args.top_m,
+            name=name,
+            generation_cache=generations[name],
+            **pipelines[pipeline],
+        )
         for name, ds in tests.items()
+        for pipeline in PIPELINES
     }
     predictions: dict[str, dict[str, list[dict]]] = {name: {} for name in tests}
 
-    def evaluate(label: str, retriever) -> None:
-        for name, evaluator in evaluators.items():
-            predictions[name][label] = evaluator.predict(retriever)
-            evaluator.save(predictions[name][label], {}, out / "predictions" / label)
-            logger.info(f"{label} on {name}: {evaluator.compute_metrics(predictions[name][label])}")
+    def evaluate(label: str, retriever, pipelines: Sequence[str] = PIPELINES) -> None:
+        with cached_passage_embeddings(retriever) if hasattr(retriever, "encode_document") else _nothing():
+            for pipeline in pipelines:
+                for name in tests:
+                    evaluator = evaluators[(name, pipeline)]
+                    full = label if label == "bm25s" else f"{label} @ {pipeline}"
+                    predictions[name][full] = records = evaluator.predict(retriever)
+                    evaluator.save(records, {}, out / "predictions" / full.replace(" @ ", "@"))
+                    logger.info(f"{full} on {name}: {evaluator.compute_metrics(records)} ({time.time() - start:.0f}s)")
+        if args.full_parametric and hasattr(retriever, "encode_document"):
+            parametric = SparseEmbeddingIndex.build(index.corpus, retriever, show_progress_bar=True)
+            for name, ds in tests.items():
+                evaluator = RAGEvaluator.from_dataset(
+                    ds, parametric, reader=reward, recall_at=[1, 5], name=name, generation_cache=generations[name]
+                )
+                predictions[name][f"{label} @ full_parametric"] = evaluator.predict(retriever)
 
-    evaluate("bm25s", BM25Retriever(index))
+    evaluate("bm25s", index.bm25, pipelines=PIPELINES[:1])
     evaluate("initial", model)
+    offline_steps = steps(args.offline_epochs, args.offline_steps, len(train), args.batch_size)
+    online_steps = steps(args.online_epochs, args.online_steps, len(train), args.batch_size)
+    model, stage1_history = train_stage(model, reward, index, train, args, out, "stage1", offline_steps)
+    stages = {"stage 1 (offline)": stage1_history}
+    if args.evaluate_stage1:
+        evaluate("stage1", model)
     # Stage 2 starts on questions stage 1 has not seen (after the calibrated ones, whose pools serve as fallbacks).
-    offline_questions = args.offline_steps * args.batch_size
-    online_train = datasets.concatenate_datasets([subset, train.select(range(offline_questions, len(train)))])
-    stages = {"stage 1 (offline)": train_stage(model, reward, index, train, args, out, "stage1", online=False)}
-    evaluate("stage1", model)
-    stages["stage 2 (on-policy R3)"] = train_stage(model, reward, index, online_train, args, out, "r3", online=True)
-    evaluate("r3", model)
+    seen = min(len(train), offline_steps * args.batch_size)
+    online_train = (
+        datasets.concatenate_datasets([subset, train.select(range(seen, len(train)))]) if seen < len(train) else train
+    )
+    for name, pipeline in (("r3", pipelines["bag_of_tokens"]), ("r3_hybrid", hybrid)):
+        start_model = SIDRModel.from_pretrained(out / "stage1")
+        trained, stages[f"stage 2, on-policy, {pipeline['first_stage']} pipeline ({name})"] = train_stage(
+            start_model, reward, index, online_train, args, out, name, online_steps, **pipeline
+        )
+        evaluate(name, trained)
     logger.info(f"Training and evaluation done at {time.time() - start:.0f}s")
 
     results = {}
-    for name, evaluator in evaluators.items():
+    for name in tests:
         by_retriever = predictions[name]
+        evaluator = evaluators[(name, PIPELINES[0])]
         metrics = {label: evaluator.compute_metrics(records) for label, records in by_retriever.items()}
         metrics = {label: {k.removeprefix(f"{name}_"): v for k, v in m.items()} for label, m in metrics.items()}
         for label, records in by_retriever.items():
@@ -208,14 +382,14 @@ def main():
             f"{a} - {b}": {
                 m: compare_predictions(by_retriever[a], by_retriever[b], m) for m in ("correct@1", "recall@1")
             }
-            for a, b in itertools.permutations(by_retriever, 2)
-            if (a, b)
-            in {("r3", "initial"), ("stage1", "initial"), ("r3", "stage1"), ("r3", "bm25s"), ("stage1", "bm25s")}
+            for a, b in PAIRS
+            if a in by_retriever and b in by_retriever
         }
         results[name] = {"metrics": metrics, "paired_differences": pairs}
 
     print(f"\n## Offline demo ({time.time() - start:.0f}s, {torch.get_num_threads()} threads)\n")
-    print("| test set | retriever | RAG accuracy@1 | answer recall@1 | @5 |")
+    print(f"Hybrid pipeline: {hybrid}, chosen on {fusion['n']} dev questions.\n")
+    print("| test set | retriever @ pipeline | RAG accuracy@1 | answer recall@1 | @5 |")
     print("|---|---|---|---|---|")
     for name, result in results.items():
         for label, m in result["metrics"].items():
@@ -232,21 +406,20 @@ def main():
                 f"| {name} | {pair} | {100 * acc['difference']:+.1f} [{100 * acc['low']:+.1f}, {100 * acc['high']:+.1f}] "
                 f"| {100 * rec['difference']:+.1f} [{100 * rec['low']:+.1f}, {100 * rec['high']:+.1f}] |"
             )
-    (out / "results.json").write_text(
-        json.dumps(
-            {
-                "results": results,
-                "training": stages,
-                "threshold": reward.threshold,
-                "calibration": {"pairs": len(labels), "positives": sum(labels)},
-                "args": vars(args),
-                "seconds": time.time() - start,
-            },
-            indent=1,
-        )
-    )
+    summary = {
+        "results": results,
+        "training": stages,
+        "threshold": reward.threshold,
+        "calibration": {"pairs": len(labels), "positives": sum(labels)},
+        "hybrid_pipeline": hybrid,
+        "fusion_selection": fusion,
+        "args": vars(args),
+        "seconds": time.time() - start,
+    }
+    (out / "results.json").write_text(json.dumps(summary, indent=1))
     plot(stages, results, out / "demo.png")
     print(f"\nWrote {out / 'results.json'}, {out / 'demo.png'}, per-question results in {out / 'predictions'}")
+    return summary
 
 
 if __name__ == "__main__":

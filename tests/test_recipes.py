@@ -335,13 +335,16 @@ def test_dry_run_checks_the_configuration_and_counts_the_stages(tiny_setup):
     assert plan["calibration_pairs"] == 15 and plan["reward_calls_without_cache"] == 9 * 3 * 2
     assert plan["reward_calls_with_cache_at_least"] == 8 * 2
     assert not (t / "out" / "index").exists() and not list((t / "out").glob("checkpoint-*"))  # nothing ran
+    assert plan["problems"] == [] and plan["not_checked_here"] == []
     (t / "bad.jsonl").write_text(json.dumps({"q": "no question column"}))
-    with pytest.raises(ValueError, match="needs 'question' and 'answers' columns"):
-        main(
-            *make_parser().parse_args_and_config(
-                [*common, "--corpus", str(t / "corpus.jsonl"), "--dataset_name", str(t / "bad.jsonl")]
-            )
+    bad = main(
+        *make_parser().parse_args_and_config(
+            [*common, "--corpus", str(t / "corpus.jsonl"), "--dataset_name", str(t / "bad.jsonl")]
         )
+    )
+    # reported in one line, and the other checks still ran
+    assert len(bad["problems"]) == 1 and "needs 'question' and 'answers' columns" in bad["problems"][0]
+    assert bad["index_passages"] == 12 and bad["train_questions"] is None
     with pytest.raises(ValueError, match="Pass --corpus"):
         main(*make_parser().parse_args_and_config(common))
 

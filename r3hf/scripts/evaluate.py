@@ -15,7 +15,8 @@ from pathlib import Path
 
 from transformers.utils import logging
 
-from ..baselines import BM25Retriever
+from ..bm25 import BM25Retriever
+from ..cli import add_first_stage_arguments
 from ..data import load_qa_dataset, load_retriever, load_table, resolve_model_path
 from ..evaluation import RAGEvaluator, compare_predictions
 from ..index import BagOfTokensIndex
@@ -45,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 5, 20])
     parser.add_argument("--contexts", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--rerank-top-m", type=int, default=20)
+    add_first_stage_arguments(parser)
     parser.add_argument("--max-samples", type=int, default=None)
     parser.add_argument("--output-dir", default=None, help="write metrics, per-question results and comparisons here")
     args = parser.parse_args(argv)
@@ -66,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 index = BagOfTokensIndex.from_pretrained(args.index, tokenizer=tokenizer)
             else:
                 index = BagOfTokensIndex.build(load_table(args.corpus), tokenizer)
+            if args.first_stage != "bag_of_tokens" and index.bm25 is None:
+                index.add_bm25()
             evaluator = RAGEvaluator.from_dataset(
                 dataset,
                 index,
@@ -73,9 +77,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 recall_at=args.ks,
                 rag_contexts=args.contexts,
                 rerank_top_m=args.rerank_top_m,
+                first_stage=args.first_stage,
+                fusion=args.fusion,
+                fusion_weight=args.fusion_weight,
                 show_progress_bar=True,
             )
-        predictions[name] = evaluator.predict(retriever or BM25Retriever(index))
+        predictions[name] = evaluator.predict(retriever or index.bm25 or BM25Retriever(index))
         results[name] = evaluator.compute_metrics(predictions[name])
         logger.info(f"{name}: {json.dumps(results[name])}")
     metrics = [f"correct@{n}" for n in evaluator.rag_contexts] + [f"recall@{k}" for k in evaluator.recall_at]

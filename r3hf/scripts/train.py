@@ -67,6 +67,9 @@ class R3ScriptArguments(ScriptArguments):
         default=None, metadata={"help": "Where the built index is saved (default: <output_dir>/index)."}
     )
     index_num_proc: int | None = field(default=None, metadata={"help": "Processes that build the index."})
+    bm25_stopwords: str = field(
+        default="en", metadata={"help": "Stopwords of the index's bm25s part ('none' for none), for bm25/hybrid."}
+    )
     calibrate: bool = field(default=False, metadata={"help": "Run the offline calibration stage first."})
     calibration_samples: int = field(default=200, metadata={"help": "Training questions used for calibration."})
     calibration_top_k: int = field(
@@ -120,21 +123,32 @@ def make_parser() -> R3Parser:
 
 
 def build_or_load_index(
-    script_args: R3ScriptArguments, model, output_dir: str, state: PartialState
+    script_args: R3ScriptArguments, model, output_dir: str, state: PartialState, bm25: bool = False
 ) -> BagOfTokensIndex:
     """The bag-of-tokens index, built once: by the main process (in `index_num_proc` processes), saved to
     `index_output_dir` (default `<output_dir>/index`), then loaded memory-mapped by every process. A saved index of
-    the same corpus size there is reused (a restarted run does not rebuild)."""
+    the same corpus size there is reused (a restarted run does not rebuild). With `bm25` (a bm25 or hybrid first
+    stage), the index carries a bm25s part with `bm25_stopwords`: added (and saved) once when the saved index has
+    none, and refused when a given `--index` has none or other settings."""
+    stopwords = None if script_args.bm25_stopwords == "none" else script_args.bm25_stopwords
     if script_args.index:
-        return BagOfTokensIndex.from_pretrained(script_args.index, tokenizer=model.tokenizer)
+        index = BagOfTokensIndex.from_pretrained(script_args.index, tokenizer=model.tokenizer)
+        if bm25:
+            index.require_bm25(stopwords)
+        return index
     if not script_args.corpus:
         raise ValueError("Pass --corpus (a file or Hub dataset of passages) or --index (a saved index).")
     folder = Path(script_args.index_output_dir or os.path.join(output_dir, "index"))
     if state.is_main_process:
         corpus = load_table(script_args.corpus, script_args.corpus_split, config_name=script_args.corpus_config)
         saved = folder / INDEX_CONFIG
-        if saved.exists() and json.loads(saved.read_text()).get("num_passages") == len(corpus):
+        saved_config = json.loads(saved.read_text()) if saved.exists() else {}
+        if saved_config.get("num_passages") == len(corpus):
             logger.info(f"Reusing the index saved in {folder}.")
+            if bm25 and "bm25" not in saved_config:
+                index = BagOfTokensIndex.from_pretrained(folder, tokenizer=model.tokenizer, mmap=False)
+                index.add_bm25(stopwords)
+                index.save_pretrained(folder)
         else:
             index = BagOfTokensIndex.build(
                 corpus,
@@ -143,9 +157,14 @@ def build_or_load_index(
                 num_proc=script_args.index_num_proc,
                 show_progress_bar=True,
             )
+            if bm25:
+                index.add_bm25(stopwords)
             index.save_pretrained(folder)
     state.wait_for_everyone()
-    return BagOfTokensIndex.from_pretrained(folder, tokenizer=model.tokenizer)
+    index = BagOfTokensIndex.from_pretrained(folder, tokenizer=model.tokenizer)
+    if bm25:
+        index.require_bm25(stopwords)
+    return index
 
 
 def _read_records(folder: Path) -> list[dict]:
@@ -403,7 +422,9 @@ def main(script_args: R3ScriptArguments, training_args: R3Config, model_args: Mo
         report_plan(plan)
         return plan
     model = load_retriever(model_args.model_name_or_path)
-    index = build_or_load_index(script_args, model, training_args.output_dir, state)
+    index = build_or_load_index(
+        script_args, model, training_args.output_dir, state, bm25=training_args.first_stage != "bag_of_tokens"
+    )
     train_dataset = load_qa_dataset(
         script_args.dataset_name,
         script_args.dataset_train_split,

@@ -1,0 +1,202 @@
+"""BM25 with bm25s over an index's corpus: the lexical baseline users try first, and the lexical first stage of
+hybrid search ([`r3hf.retrieval.retrieve`] with `first_stage="bm25"` or `"hybrid"`).
+
+A saved BM25 part is bm25s's own folder (`BM25.save`: NumPy arrays and JSON, no pickle), loaded memory-mapped with
+`BM25.load(mmap=True)`, plus `r3hf_bm25.json`: the tokenizer settings, the passage count, a fingerprint of the corpus
+it was built over, and every file's size and SHA-256, so that a part built over another corpus, with other
+settings, or damaged on disk is refused with an error that names the file and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+
+from .utils import atomic_write_text, plain_passage_text, sha256_file, staging_dir
+
+BM25_CONFIG = "r3hf_bm25.json"
+BM25_FOLDER = "bm25"
+
+
+def corpus_fingerprint(corpus: datasets.Dataset, batch_size: int = 65_536) -> str:
+    """SHA-256 over the `id`, `title` and `text` of every passage, in order: two corpora share it only when they
+    hold the same passages in the same rows."""
+    digest = hashlib.sha256()
+    columns = [c for c in ("id", "title", "text") if c in corpus.column_names]
+    digest.update(json.dumps([len(corpus), columns]).encode())
+    table = corpus.select_columns(columns).with_format("arrow")
+    for start in range(0, len(corpus), batch_size):
+        batch = table[start : start + batch_size]
+        for name in columns:
+            values = ["\x00" if v is None else str(v) for v in batch[name].to_pylist()]
+            digest.update("\x1f".join(values).encode("utf-8", "surrogatepass"))
+            digest.update(b"\x1e")
+    return digest.hexdigest()
+
+
+def _passage_texts(corpus: datasets.Dataset) -> list[str]:
+    return [
+        plain_passage_text(p)
+        for p in corpus.select_columns([c for c in ("title", "text") if c in corpus.column_names])
+    ]
+
+
+class BM25Retriever:
+    """bm25s over an index's corpus (title + text, lower-cased, stopwords removed), with the same `retrieve` protocol
+    as [`SIDRModel`]: results are row ids of the index's corpus.
+
+    Args:
+        index: The index whose corpus to search ([`BagOfTokensIndex`] or [`SparseEmbeddingIndex`]).
+        stopwords: bm25s stopword list (`"en"`, or `None` for none).
+        bm25: An already built `bm25s.BM25` over that corpus (used by [`~BM25Retriever.from_pretrained`]).
+        settings, fingerprint: What `bm25` was built with, as saved in `r3hf_bm25.json`.
+        source: The folder it was loaded from, named in error messages.
+    """
+
+    def __init__(
+        self,
+        index,
+        stopwords: str | None = "en",
+        bm25=None,
+        settings: dict | None = None,
+        fingerprint: str | None = None,
+        source: str | os.PathLike | None = None,
+    ):
+        import bm25s
+
+        self._bm25s = bm25s
+        self.index = index
+        self.source = str(source) if source is not None else None
+        if bm25 is None:
+            settings = {"stopwords": stopwords, "lower": True, "stemmer": None, "fields": ["title", "text"]}
+            tokens = bm25s.tokenize(_passage_texts(index.corpus), stopwords=stopwords, show_progress=False)
+            bm25 = bm25s.BM25()
+            bm25.index(tokens, show_progress=False)
+            fingerprint = None
+        self.bm25 = bm25
+        self.settings = dict(settings)
+        self._fingerprint = fingerprint
+
+    @property
+    def stopwords(self) -> str | None:
+        return self.settings["stopwords"]
+
+    @property
+    def fingerprint(self) -> str:
+        """[`corpus_fingerprint`] of the corpus this BM25 was built over (computed once)."""
+        if self._fingerprint is None:
+            self._fingerprint = self.index.corpus_fingerprint
+        return self._fingerprint
+
+    def __len__(self) -> int:
+        return int(self.bm25.scores["num_docs"])
+
+    def search(self, queries: Sequence[str] | str, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(rows, scores)`: `LongTensor[n, k]` corpus rows of the top-`k` passages of each query by BM25, best first,
+        and their `FloatTensor[n, k]` BM25 scores."""
+        queries = [queries] if isinstance(queries, str) else list(queries)
+        tokens = self._bm25s.tokenize(queries, stopwords=self.stopwords, show_progress=False)
+        ids, scores = self.bm25.retrieve(tokens, k=min(k, len(self)), show_progress=False, n_threads=1)
+        return torch.from_numpy(np.asarray(ids, dtype=np.int64)), torch.from_numpy(np.asarray(scores)).float()
+
+    def retrieve(self, queries: Sequence[str] | str, index=None, k: int = 10, **kwargs):
+        """The top-`k` passages of each query by BM25, best first, as [`SearchResults`].
+
+        Args:
+            queries: Query strings.
+            index: The index the retriever was built on (accepted for the shared protocol; another one is refused).
+            k: Passages per query.
+            **kwargs: Arguments of other retrievers' `retrieve` (`rerank_top_m`, `first_stage`, ...), ignored.
+        """
+        from .index import SearchResults
+
+        if index is not None and index is not self.index:
+            raise ValueError("This BM25Retriever was built on another index: build one with BM25Retriever(index).")
+        ids, scores = self.search(queries, k)
+        return SearchResults(ids=ids, scores=scores)
+
+    def check_settings(self, stopwords: str | None) -> None:
+        """Refuse a BM25 built with other stopwords than the ones asked for."""
+        if stopwords != self.stopwords:
+            where = f"{Path(self.source) / BM25_CONFIG}" if self.source else "this BM25Retriever"
+            raise ValueError(
+                f"The bm25s index in {where} was built with stopwords={self.stopwords!r}, not {stopwords!r}: rebuild "
+                f"it with index.add_bm25(stopwords={stopwords!r}) and save the index again, or ask for "
+                f"stopwords={self.stopwords!r}."
+            )
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> dict:
+        """Write bm25s's arrays (`BM25.save`, no pickle) and `r3hf_bm25.json` to a folder, replacing what is there
+        only once everything is written. Returns the saved configuration."""
+        out = Path(save_directory)
+        with staging_dir(out.parent) as tmp:
+            folder = tmp / out.name
+            self.bm25.save(str(folder), allow_pickle=False, show_progress=False)
+            files = sorted(p.name for p in folder.iterdir())
+            config = {
+                "bm25s_version": getattr(self._bm25s, "__version__", None),
+                "settings": self.settings,
+                "num_passages": len(self),
+                "corpus_fingerprint": self.fingerprint,
+                "files": {
+                    name: {"size": (folder / name).stat().st_size, "sha256": sha256_file(folder / name)}
+                    for name in files
+                },
+            }
+            atomic_write_text(folder / BM25_CONFIG, json.dumps(config, indent=2))
+            if out.exists():
+                old = tmp / ".old"
+                os.replace(out, old)
+            os.replace(folder, out)
+        return config
+
+    @classmethod
+    def from_pretrained(
+        cls, folder: str | os.PathLike, index, mmap: bool = True, verify: bool = True
+    ) -> BM25Retriever:
+        """Load a BM25 part saved by [`~BM25Retriever.save_pretrained`] for `index`, memory-mapped by default.
+
+        Raises:
+            ValueError: when a file is missing or does not match its recorded size or checksum, or when the BM25
+                was built over another corpus than the index's (each message names the file and the fix).
+        """
+        from .index import _cached_sha256
+
+        folder = Path(folder)
+        config_path = folder / BM25_CONFIG
+        if not config_path.exists():
+            raise FileNotFoundError(
+                f"{config_path} not found: {folder} is not a saved r3hf BM25 part; build one with "
+                "index.add_bm25() and save the index."
+            )
+        config = json.loads(config_path.read_text())
+        for name, meta in config["files"].items():
+            file = folder / name
+            if not file.exists() or file.stat().st_size != meta["size"]:
+                raise ValueError(
+                    f"{file} is missing or truncated (expected {meta['size']} bytes): rebuild the BM25 part."
+                )
+            if verify and _cached_sha256(file) != meta["sha256"]:
+                raise ValueError(
+                    f"{file} does not match its checksum in {config_path}: the file is corrupted or comes from another "
+                    "build; rebuild the BM25 part with index.add_bm25() and save the index again."
+                )
+        if config["num_passages"] != len(index) or config["corpus_fingerprint"] != index.corpus_fingerprint:
+            raise ValueError(
+                f"The bm25s index in {folder} was built over another corpus ({config['num_passages']} passages) than "
+                f"this index's ({len(index)} passages, or the same count with other passages): rebuild it with "
+                "index.add_bm25() and save the index again."
+            )
+        import bm25s
+
+        bm25 = bm25s.BM25.load(str(folder), mmap=mmap, allow_pickle=False, load_corpus=False, show_progress=False)
+        return cls(
+            index, bm25=bm25, settings=config["settings"], fingerprint=config["corpus_fingerprint"], source=folder
+        )
