@@ -61,32 +61,42 @@ logger = logging.getLogger("r3hf.demo")
 
 
 def plot(stages: dict[str, list[dict]], results: dict, path: Path) -> None:
-    """Loss and rewarded share of the top-1 over training, and the paired differences in RAG accuracy@1."""
+    """Loss and rewarded share of the top-1 over training (both on-policy stages start where stage 1 ends), and the
+    paired differences in RAG accuracy@1."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_train, ax_acc) = plt.subplots(1, 2, figsize=(13, 4.5))
-    offset = 0
-    for stage, history in stages.items():
-        steps = [e for e in history if "loss" in e]
-        x = [offset + e["step"] for e in steps]
-        losses = [e["loss"] for e in steps]
-        ax_train.plot(x, losses, alpha=0.3)
+    fig, (ax_train, ax_acc) = plt.subplots(1, 2, figsize=(14, 5.5), gridspec_kw={"width_ratios": [1, 1.15]})
+    twin, offset = None, 0
+    for number, (stage, history) in enumerate(stages.items()):
+        steps_ = [e for e in history if "loss" in e]
+        x = [offset + e["step"] for e in steps_]
+        losses = [e["loss"] for e in steps_]
+        (line,) = ax_train.plot(x, losses, alpha=0.25)
         smooth = [sum(losses[max(0, i - 9) : i + 1]) / len(losses[max(0, i - 9) : i + 1]) for i in range(len(losses))]
-        ax_train.plot(x, smooth, label=f"loss, {stage} (10-step mean)")
-        if any("reward/top1" in e for e in steps):
-            twin = ax_train.twinx()
-            twin.plot(x, [e["reward/top1"] for e in steps], "g.-", alpha=0.6, label="rewarded share of top-1")
-            twin.set_ylim(0, 1)
-            twin.set_ylabel("rewarded share of the top-1 (on-policy)")
-            twin.legend(loc="lower right", fontsize=8)
-        offset = x[-1] if x else offset
-    ax_train.set_xlabel("training step (stage 1, then stage 2)")
+        ax_train.plot(x, smooth, color=line.get_color(), label=f"loss, {stage} (10-step mean)")
+        if any("reward/top1" in e for e in steps_):
+            twin = twin or ax_train.twinx()
+            twin.plot(
+                x,
+                [e["reward/top1"] for e in steps_],
+                ".--",
+                color=line.get_color(),
+                alpha=0.8,
+                label=f"rewarded share of top-1, {stage}",
+            )
+        if number == 0:
+            offset = x[-1] if x else 0  # the on-policy stages both start from stage 1's weights
+    if twin is not None:
+        twin.set_ylim(0, 1)
+        twin.set_ylabel("rewarded share of the top-1 (on-policy)")
+        twin.legend(loc="upper right", fontsize=7)
+    ax_train.set_xlabel("training step (stage 1, then each stage 2 from its end)")
     ax_train.set_ylabel("RCL loss (log scale)")
     ax_train.set_yscale("log")
-    ax_train.legend(loc="lower left", fontsize=8)
+    ax_train.legend(loc="lower left", fontsize=7)
     labels, y = [], 0
     for test_set, result in results.items():
         for pair, d in result["paired_differences"].items():
@@ -96,10 +106,10 @@ def plot(stages: dict[str, list[dict]], results: dict, path: Path) -> None:
             labels.append(f"{test_set}: {pair}")
             y += 1
     ax_acc.axvline(0, color="grey", lw=0.8)
-    ax_acc.set_yticks(range(len(labels)), labels, fontsize=8)
-    ax_acc.set_xlabel("difference in RAG accuracy@1 (points), paired bootstrap 95% CI")
+    ax_acc.set_yticks(range(len(labels)), labels, fontsize=7)
     ax_acc.invert_yaxis()
-    fig.suptitle("R3 on CPU: all-MiniLM-L6-v2 retriever, SmolLM2-135M-Instruct reader")
+    ax_acc.set_xlabel("RAG accuracy@1 difference (points, paired 95% CI)")
+    fig.suptitle("R3: all-MiniLM-L6-v2 retriever, SmolLM2-135M-Instruct reader; retriever @ pipeline")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
