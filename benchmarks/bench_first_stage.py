@@ -37,7 +37,8 @@ class FirstStage:
     def __init__(self, model):
         self.model = model
 
-    def retrieve(self, queries, index, k: int = 10, rerank_top_m: int = 100):
+    def retrieve(self, queries, index, k: int = 10, rerank_top_m: int = 100, **kwargs):
+        """`kwargs`: the pipeline arguments of late-parametric retrievers, not used by a first stage alone."""
         return index.search(self.model.encode_query(queries, convert_to_sparse_tensor=False), k=k)
 
 

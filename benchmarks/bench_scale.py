@@ -2,13 +2,16 @@
 one shared passage's words joined to the second half of another's; word statistics are Wikipedia's, but the number
 of distinct words grows far slower than in a real corpus, which flatters the chunk-cached tokenizer's build time).
 
-For each size: build time (1 process, and `num_proc=2`), bm25s's build on the same texts (`--bm25s-max`), index bytes,
-save time, load time (first load, which converts the corpus parquet to Arrow once, then later loads; with and without
-memory mapping), the memory of one and of two processes that load the index at once and search it (proportional set
-size from `/proc/PID/smaps_rollup`, so shared pages count once), and CPU search QPS at k=100 with 1 and 2 threads for
-the row-major (CSR chunks, the path before this benchmark existed) and term-major layouts (with the compiled numba
-scatter of `r3hf.postings` when installed, and without it: SciPy), ids checked identical, and the term-major layout
-again on the saved index loaded memory-mapped (as training searches it).
+For each size: build time (1 process, and `num_proc=2`), the index's bm25s part on the same texts (`--bm25s-max`:
+build, bytes, QPS with query tokenization, memory-mapped load and QPS after it, and the hybrid first stage's QPS),
+index bytes, save time, load time (first load, which converts the corpus parquet to Arrow once, then later loads;
+with and without memory mapping), the memory of one and of two processes that load the index at once and search it
+(proportional set size from `/proc/PID/smaps_rollup`, so shared pages count once), and CPU search QPS at k=100 with 1
+and 2 threads for the row-major layout (CSR chunks summed by r3hf's kernels, and the same search summed by torch's
+sparse CSR product, its peer) and the term-major layout (with the compiled numba scatter of `r3hf.postings` when
+installed, and without it: SciPy), ids checked identical, and the term-major layout again on the saved index loaded
+memory-mapped (as training searches it). Every search figure is warm (one small search first) and times the same
+work: queries already encoded, k = 100.
 Then a projection of each figure to DPR's 21M passages.
 
     python benchmarks/bench_scale.py --sizes 1000000 5000000 --out benchmarks/results/scale.json
@@ -17,6 +20,7 @@ Then a projection of each figure to DPR's 21M passages.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import gzip
 import json
@@ -26,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import datasets
@@ -34,9 +39,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from r3hf import BagOfTokensIndex, postings
+from r3hf import BagOfTokensIndex, BM25Retriever, postings
 from r3hf.data import load_retriever
-from r3hf.utils import plain_passage_text
+from r3hf.retrieval import first_stage_candidates
 
 ROOT = Path(__file__).resolve().parents[1]
 DPR_PASSAGES = 21_015_324
@@ -60,6 +65,32 @@ def recombined_parquet(corpus: list[dict], size: int, path: Path, seed: int = 0,
                     }
                 )
             )
+
+
+@contextlib.contextmanager
+def torch_csr_row_major():
+    """Within the block, CPU row-major search sums with torch's sparse CSR product instead of r3hf's kernels."""
+    import r3hf.index
+
+    def scores(shard, start, stop, queries_t, num_threads):
+        lo, hi = int(shard.indptr[start]), int(shard.indptr[stop])
+        values = shard.values[lo:hi].astype(np.float32) if shard.values is not None else np.ones(hi - lo, np.float32)
+        block = torch.sparse_csr_tensor(
+            torch.from_numpy(shard.indptr[start : stop + 1] - lo),
+            torch.from_numpy(shard.indices[lo:hi].astype(np.int32)),
+            torch.from_numpy(values),
+            size=(stop - start, queries_t.shape[0]),
+        )
+        return (block @ torch.from_numpy(queries_t)).numpy()
+
+    original = r3hf.index._row_major_scores
+    r3hf.index._row_major_scores = scores
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        r3hf.index._row_major_scores = original
 
 
 def timed(fn, *args, **kwargs):
@@ -141,22 +172,14 @@ def bench_size(size: int, corpus: list[dict], model, queries: torch.Tensor, args
         assert np.array_equal(double.indices, index.indices)
         del double
         print(f"build with num_proc=2: {row['build_2proc_s']:.1f}s", flush=True)
-    if size <= args.bm25s_max:
-        import bm25s
-
-        plain = [plain_passage_text(p) for p in texts.select_columns(["title", "text"])]
-        start = time.perf_counter()
-        bm25 = bm25s.BM25()
-        bm25.index(bm25s.tokenize(plain, stopwords="en", show_progress=False), show_progress=False)
-        row["bm25s_build_s"] = time.perf_counter() - start
-        row["bm25s_bytes"] = sum(bm25.scores[k].nbytes for k in ("data", "indices", "indptr"))
-        questions = args.questions[: args.queries]
-        tokens, t_tok = timed(bm25s.tokenize, questions, stopwords="en", show_progress=False)
-        _, t_search = timed(bm25.retrieve, tokens, k=100, show_progress=False, n_threads=1)
-        row["bm25s_qps_1_thread"] = len(questions) / (t_tok + t_search)
-        del bm25, plain
-        gc.collect()
-        print(f"bm25s: build {row['bm25s_build_s']:.1f}s, QPS {row['bm25s_qps_1_thread']:.1f}", flush=True)
+    questions = args.questions[: args.queries]
+    if size <= args.bm25s_max:  # the index's bm25s part: bm25s's own build, tokenization included
+        _, row["bm25s_build_s"] = timed(index.add_bm25)
+        row["bm25s_bytes"] = sum(index.bm25.bm25.scores[k].nbytes for k in ("data", "indices", "indptr"))
+        index.bm25.search(questions[:4], 100)  # warm-up, as for every figure below
+        _, seconds = timed(index.bm25.search, questions, 100)
+        row["bm25s_qps_1_thread"] = len(questions) / seconds  # query tokenization included (bm25s needs text)
+        print(f"bm25s part: build {row['bm25s_build_s']:.1f}s, QPS {row['bm25s_qps_1_thread']:.1f}", flush=True)
 
     row["term_major_kernel"] = "numba" if postings.available() else "scipy"
     for threads in (1, 2):
@@ -171,6 +194,10 @@ def bench_size(size: int, corpus: list[dict], model, queries: torch.Tensor, args
         n_row = min(args.queries, args.row_major_queries)
         row[f"qps_row_major_{threads}_thread"], row_ids = qps(index, queries, "row_major", threads, n_row)
         assert torch.equal(term_ids[:n_row], row_ids), "the two layouts disagree"
+        # The peer: the same row-major search summed by torch's sparse CSR product (MKL), as r3hf did on CPU before
+        # it summed with its own kernels; timed the same way, in the same run.
+        with torch_csr_row_major():
+            row[f"qps_row_major_torch_csr_{threads}_thread"], _ = qps(index, queries, "row_major", threads, n_row)
         print(
             f"{threads} thread(s): term-major ({row['term_major_kernel']}) "
             f"{row[f'qps_term_major_{threads}_thread']:.1f} QPS, "
@@ -179,7 +206,8 @@ def bench_size(size: int, corpus: list[dict], model, queries: torch.Tensor, args
                 if postings.available()
                 else ""
             )
-            + f"row-major {row[f'qps_row_major_{threads}_thread']:.1f} QPS (identical ids)",
+            + f"row-major {row[f'qps_row_major_{threads}_thread']:.1f} QPS (identical ids), "
+            + f"row-major via torch CSR {row[f'qps_row_major_torch_csr_{threads}_thread']:.1f} QPS",
             flush=True,
         )
 
@@ -195,6 +223,19 @@ def bench_size(size: int, corpus: list[dict], model, queries: torch.Tensor, args
     # The index as training searches it: loaded, memory-mapped.
     row["qps_term_major_loaded_mmap_1_thread"], loaded_ids = qps(loaded, queries, "term_major", 1, args.queries)
     assert torch.equal(loaded_ids, term_ids), "the loaded index searches differently"
+    if loaded.bm25 is not None:
+        _, row["bm25s_load_s_mmap"] = timed(BM25Retriever.from_pretrained, folder / "bm25", loaded)
+        loaded.bm25.search(questions[:4], 100)
+        _, seconds = timed(loaded.bm25.search, questions, 100)
+        row["bm25s_qps_loaded_mmap_1_thread"] = len(questions) / seconds
+        first_stage_candidates(loaded, questions[:4], queries[:4], 100, "hybrid")
+        _, seconds = timed(first_stage_candidates, loaded, questions, queries[: len(questions)], 100, "hybrid")
+        row["hybrid_first_stage_qps_1_thread"] = len(questions) / seconds  # both lists and their union, no re-rank
+        print(
+            f"bm25s part loaded mmap in {row['bm25s_load_s_mmap']:.2f}s: {row['bm25s_qps_loaded_mmap_1_thread']:.1f} "
+            f"QPS; hybrid first stage (m = 100) {row['hybrid_first_stage_qps_1_thread']:.1f} QPS",
+            flush=True,
+        )
     del loaded
     _, row["load_s_no_mmap"] = timed(BagOfTokensIndex.from_pretrained, folder, mmap=False)
     print(
@@ -237,6 +278,8 @@ def projection(rows: list[dict]) -> list[dict]:
         ("load_s_mmap", "guess: per-shard overhead, linear in shard count"),
         ("qps_term_major_1_thread", "inverse-linear in passages (posting lists grow with the corpus)"),
         ("qps_row_major_1_thread", "inverse-linear in passages"),
+        ("bm25s_build_s", "linear in passages"),
+        ("bm25s_qps_1_thread", "inverse-linear in passages"),
         ("pss_one_mmap", "guess: pages a search touches grow with the posting lists"),
     ):
         if key in big:
@@ -255,7 +298,7 @@ def main():
     )
     parser.add_argument("--queries", type=int, default=256, help="questions searched per measurement")
     parser.add_argument("--row-major-queries", type=int, default=64, help="fewer for the slow row-major path")
-    parser.add_argument("--bm25s-max", type=int, default=1_000_000, help="largest corpus bm25s is built on")
+    parser.add_argument("--bm25s-max", type=int, default=5_000_000, help="largest corpus bm25s is built on")
     parser.add_argument("--skip-num-proc", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the saved indexes")
     parser.add_argument("--work-dir", default=None)

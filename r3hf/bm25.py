@@ -122,15 +122,17 @@ class BM25Retriever:
         ids, scores = self.search(queries, k)
         return SearchResults(ids=ids, scores=scores)
 
-    def check_settings(self, stopwords: str | None) -> None:
-        """Refuse a BM25 built with other stopwords than the ones asked for."""
-        if stopwords != self.stopwords:
-            where = f"{Path(self.source) / BM25_CONFIG}" if self.source else "this BM25Retriever"
-            raise ValueError(
-                f"The bm25s index in {where} was built with stopwords={self.stopwords!r}, not {stopwords!r}: rebuild "
-                f"it with index.add_bm25(stopwords={stopwords!r}) and save the index again, or ask for "
-                f"stopwords={self.stopwords!r}."
-            )
+    def check_settings(self, settings: dict) -> None:
+        """Refuse a BM25 built with tokenizer settings (`stopwords`, `lower`, `stemmer`, `fields`) other than the
+        given ones."""
+        for key, wanted in settings.items():
+            if self.settings.get(key) != wanted:
+                where = f"{Path(self.source) / BM25_CONFIG}" if self.source else "this BM25Retriever"
+                raise ValueError(
+                    f"The bm25s index in {where} was built with {key}={self.settings.get(key)!r}, not {wanted!r}: "
+                    f"rebuild it with index.add_bm25({key}={wanted!r}) and save the index again, or ask for "
+                    f"{key}={self.settings.get(key)!r}."
+                )
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> dict:
         """Write bm25s's arrays (`BM25.save`, no pickle) and `r3hf_bm25.json` to a folder, replacing what is there

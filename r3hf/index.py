@@ -349,17 +349,17 @@ class CSRIndex:
         self.bm25 = BM25Retriever(self, stopwords=stopwords)
         return self.bm25
 
-    def require_bm25(self, stopwords: str | None = None) -> BM25Retriever:
-        """The BM25 part, refused (with the fix) when the index has none or when `stopwords` is given and differs
-        from the one it was built with."""
+    def require_bm25(self, settings: dict | None = None) -> BM25Retriever:
+        """The BM25 part, refused (with the fix) when the index has none, or when it was built with tokenizer
+        `settings` (e.g. `{"stopwords": None}`) other than the ones given."""
         if self.bm25 is None:
             where = f"The index saved in {self.source}" if self.source else "This index"
             raise ValueError(
                 f"{where} has no bm25s part, which a 'bm25' or 'hybrid' first stage needs: call index.add_bm25() "
                 "(and save the index again), or build it with `r3hf index build --bm25`."
             )
-        if stopwords is not None:
-            self.bm25.check_settings(stopwords)
+        if settings:
+            self.bm25.check_settings(settings)
         return self.bm25
 
     def __len__(self) -> int:

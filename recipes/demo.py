@@ -267,9 +267,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="also evaluate each retriever on the full parametric index E(D) (embeds the whole corpus)",
     )
     args = parser.parse_args(argv)
+    # Steps given on the command line replace a preset's epochs, and epochs its steps.
+    for unit, other in (("steps", "epochs"), ("epochs", "steps")):
+        for stage in ("offline", "online"):
+            if getattr(args, f"{stage}_{unit}") is not None and getattr(args, f"{stage}_{other}") is None:
+                setattr(args, f"{stage}_{other}", False)
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
+    for stage in ("offline", "online"):
+        for unit in ("steps", "epochs"):
+            if getattr(args, f"{stage}_{unit}") is False:
+                setattr(args, f"{stage}_{unit}", None)
     return args
 
 
@@ -310,8 +319,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     calibration = reward.calibrate(
         subset["question"], subset["answers"], candidates, save_path=out / "calibration.jsonl"
     )
-    reward.threshold = calibration.global_threshold()
     labels = calibration.records["label"]
+    if any(labels):
+        reward.threshold = calibration.global_threshold()
+    else:
+        logger.warning(f"No calibrated pair was answered correctly: the reward keeps its threshold {reward.threshold}")
     logger.info(
         f"Calibration: {sum(labels)} of {len(labels)} pairs answered correctly by generation; global threshold "
         f"{reward.threshold:.3g} ({time.time() - start:.0f}s)"

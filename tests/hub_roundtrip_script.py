@@ -24,6 +24,7 @@ def main(out: Path):
         {"id": "b", "title": "", "text": "paris"},
     ]
     index = BagOfTokensIndex.build(corpus, tokenizer)
+    index.add_bm25()
     index_url = index.push_to_hub("tester/tiny-index")
     loaded = SIDRModel.from_pretrained("tester/tiny-sidr")
     loaded_index = BagOfTokensIndex.from_pretrained("tester/tiny-index", tokenizer=loaded.tokenizer)
@@ -37,6 +38,11 @@ def main(out: Path):
             model.retrieve(q, index, k=2, rerank_top_m=2).ids,
         ),
         "corpus": loaded_index.corpus.to_list(),
+        "bm25_loaded": loaded_index.bm25 is not None,
+        "same_hybrid_search": torch.equal(
+            loaded.retrieve(q, loaded_index, k=2, rerank_top_m=1, first_stage="hybrid").ids,
+            model.retrieve(q, index, k=2, rerank_top_m=1, first_stage="hybrid").ids,
+        ),
     }
     # A checkpoint in the original SiDR layout, loaded straight from its Hub repo.
     bert_config = BertConfig(vocab_size=len(tokenizer), **TINY_BERT)

@@ -33,6 +33,8 @@ def test_push_and_load_back_through_a_loopback_hub(tmp_path):
         assert report["original_layout_same_embeddings"]
         index_files = set(hub.repos[("dataset", "tester/tiny-index")]["files"])
         assert {"index.safetensors", "corpus.parquet", "index_config.json", "README.md"} <= index_files
+        assert {"bm25/r3hf_bm25.json", "bm25/params.index.json"} <= index_files  # pushed beside the index
+        assert report["bm25_loaded"] and report["same_hybrid_search"]
         assert report["index_url"].startswith(hub.endpoint)
         shards = [f for f in report["sharded_files"] if f.startswith("index-")]
         assert len(shards) == report["sharded_num_shards"] >= 2 and report["sharded_same_search"]

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -385,3 +386,46 @@ def test_sigkill_after_a_checkpoint_then_resume_gives_the_same_weights(tmp_path)
     # more than the crashed run's 2 steps × 8 questions × top 4 could write: the resumed run's entries are there too
     assert report["world_size"] == 1 and report["store_size_at_start"] > 2 * 8 * 4
     assert report["hit_rates"]["3"] == 1.0
+
+
+def test_demo_gpu_preset_runs_its_code_path_on_cpu_with_tiny_counts(tiny_setup, tmp_path):
+    """`recipes/demo.py --preset gpu` with tiny models and counts: both pipelines, both on-policy stages, stage 1 and
+    full parametric evaluation, the fusion chosen on dev questions; a second run reuses every trained stage."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("demo", ROOT / "recipes" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    import gzip
+
+    t = tiny_setup
+    data = tmp_path / "data"  # the vendored files, cut to a few rows each, so that every stage stays fast
+    data.mkdir()
+    for name, rows in {"corpus": 300, "nq_train": 8, "squad_train": 8, "nq_dev": 4, "squad_dev": 4}.items():
+        lines = gzip.open(ROOT / "data" / f"{name}.jsonl.gz", "rt").read().splitlines()[:rows]
+        with gzip.open(data / f"{name}.jsonl.gz", "wt") as f:
+            f.write("\n".join(lines) + "\n")
+    for name in ("nq_test", "squad_test"):
+        shutil.copy(data / f"{name.replace('test', 'dev')}.jsonl.gz", data / f"{name}.jsonl.gz")
+    args = ["--preset", "gpu", "--output-dir", str(tmp_path / "demo"), "--retriever", str(t / "sidr")]
+    args += ["--data", str(data)]
+    args += ["--reader", str(t / "lm"), "--eval-samples", "3", "--dev-samples", "2", "--calibration-samples", "2"]
+    args += ["--calibration-top-k", "2", "--offline-steps", "1", "--online-steps", "1", "--batch-size", "2"]
+    args += ["--top-m", "4", "--top-k", "2", "--max-new-tokens", "3", "--reader-batch-size", "4"]
+    parsed = demo.parse_args(args)
+    assert parsed.full_parametric and parsed.evaluate_stage1 and parsed.offline_epochs is None
+    summary = demo.main(args)
+    assert demo.parse_args(["--preset", "gpu"]).offline_epochs == 2.0  # the preset's own schedule
+    for name in ("nq_test", "squad_test"):
+        labels = set(summary["results"][name]["metrics"])
+        for model in ("initial", "stage1", "r3", "r3_hybrid"):
+            assert {f"{model} @ {p}" for p in ("bag_of_tokens", "hybrid", "full_parametric")} <= labels
+        pairs = summary["results"][name]["paired_differences"]
+        assert {"r3_hybrid @ hybrid - bm25s", "r3_hybrid @ hybrid - initial @ hybrid"} <= set(pairs)
+        assert {"r3 @ bag_of_tokens - initial @ bag_of_tokens", "r3_hybrid @ hybrid - r3 @ hybrid"} <= set(pairs)
+    assert summary["hybrid_pipeline"]["first_stage"] == "hybrid" and summary["fusion_selection"]["n"] == 4
+    assert (tmp_path / "demo" / "demo.png").exists() and (
+        tmp_path / "demo" / "r3_hybrid" / "model.safetensors"
+    ).exists()
+    again = demo.main(args)  # every stage loaded, not retrained: the same training logs
+    assert again["training"] == summary["training"]

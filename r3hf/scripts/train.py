@@ -134,7 +134,7 @@ def build_or_load_index(
     if script_args.index:
         index = BagOfTokensIndex.from_pretrained(script_args.index, tokenizer=model.tokenizer)
         if bm25:
-            index.require_bm25(stopwords)
+            index.require_bm25({"stopwords": stopwords})
         return index
     if not script_args.corpus:
         raise ValueError("Pass --corpus (a file or Hub dataset of passages) or --index (a saved index).")
@@ -163,7 +163,7 @@ def build_or_load_index(
     state.wait_for_everyone()
     index = BagOfTokensIndex.from_pretrained(folder, tokenizer=model.tokenizer)
     if bm25:
-        index.require_bm25(stopwords)
+        index.require_bm25({"stopwords": stopwords})
     return index
 
 

@@ -1,0 +1,213 @@
+"""First stages of late-parametric search: the index's bm25s part (save, memory-mapped load, integrity and corpus
+checks), bag-of-tokens / bm25 / hybrid candidates, fusion, fusion selection on dev questions, and training and
+evaluating inside a hybrid pipeline."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from r3hf import BagOfTokensIndex, R3Config, R3Trainer, RAGEvaluator
+from r3hf.bm25 import BM25_CONFIG, BM25Retriever
+from r3hf.evaluation import select_fusion
+from r3hf.retrieval import cached_passage_embeddings, first_stage_candidates, fuse, retrieve
+from tests.test_index import CORPUS, QUERIES
+
+MORE = CORPUS + [
+    {"id": "g", "title": "Danube", "text": "The Danube river flows through Vienna and Budapest."},
+    {"id": "h", "title": "Globe", "text": "The Globe Theatre in London staged plays by Shakespeare."},
+    {"id": "i", "title": "Alps", "text": "The Alps are the highest mountain range in Europe."},
+]
+
+
+@pytest.fixture
+def hybrid_index(bert_tokenizer):
+    index = BagOfTokensIndex.build(MORE, bert_tokenizer, max_length=32)
+    index.add_bm25()
+    return index
+
+
+def folder_bytes(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_bm25_part_saves_loads_memory_mapped_and_searches_the_same(hybrid_index, tmp_path, monkeypatch):
+    monkeypatch.setenv("R3HF_CACHE", str(tmp_path / "cache"))
+    hybrid_index.save_pretrained(tmp_path / "idx")
+    saved = json.loads((tmp_path / "idx" / "index_config.json").read_text())
+    assert saved["bm25"] == {
+        "folder": "bm25",
+        "stopwords": "en",
+        "lower": True,
+        "stemmer": None,
+        "fields": ["title", "text"],
+    }
+    part = json.loads((tmp_path / "idx" / "bm25" / BM25_CONFIG).read_text())
+    assert part["num_passages"] == len(MORE) and part["corpus_fingerprint"] == saved["corpus_fingerprint"]
+    assert {"params.index.json", "vocab.index.json", "data.csc.index.npy"} <= set(part["files"])
+    assert not list((tmp_path / "idx" / "bm25").glob("*.pkl"))  # no pickle anywhere
+    loaded = BagOfTokensIndex.from_pretrained(tmp_path / "idx")
+    assert isinstance(loaded.bm25.bm25.scores["data"], np.memmap)
+    for a, b in zip(loaded.bm25.search(QUERIES, 4), hybrid_index.bm25.search(QUERIES, 4)):
+        assert torch.equal(a, b)
+    # saving without a BM25 part removes the earlier one
+    plain = BagOfTokensIndex.build(MORE, hybrid_index.tokenizer, max_length=32)
+    plain.save_pretrained(tmp_path / "idx")
+    assert not (tmp_path / "idx" / "bm25").exists() and BagOfTokensIndex.from_pretrained(tmp_path / "idx").bm25 is None
+
+
+def test_a_damaged_bm25_file_is_refused_naming_it_and_nothing_on_disk_changes(hybrid_index, tmp_path, monkeypatch):
+    monkeypatch.setenv("R3HF_CACHE", str(tmp_path / "cache"))
+    hybrid_index.save_pretrained(tmp_path / "idx")
+    data = tmp_path / "idx" / "bm25" / "data.csc.index.npy"
+    raw = bytearray(data.read_bytes())
+    raw[-1] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    before = folder_bytes(tmp_path / "idx")
+    with pytest.raises(ValueError, match=r"data\.csc\.index\.npy does not match its checksum.*rebuild the BM25 part"):
+        BagOfTokensIndex.from_pretrained(tmp_path / "idx")
+    assert folder_bytes(tmp_path / "idx") == before
+
+
+def test_a_bm25_part_of_another_corpus_is_refused(hybrid_index, bert_tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setenv("R3HF_CACHE", str(tmp_path / "cache"))
+    hybrid_index.save_pretrained(tmp_path / "idx")
+    other = BagOfTokensIndex.build(list(reversed(MORE)), bert_tokenizer, max_length=32)  # same size, other rows
+    other.add_bm25().save_pretrained(tmp_path / "other_bm25")
+    with pytest.raises(ValueError, match=r"other_bm25 was built over another corpus.*index\.add_bm25\(\)"):
+        BM25Retriever.from_pretrained(tmp_path / "other_bm25", hybrid_index)
+    shutil.rmtree(tmp_path / "idx" / "bm25")
+    shutil.copytree(tmp_path / "other_bm25", tmp_path / "idx" / "bm25")
+    before = folder_bytes(tmp_path / "idx")
+    with pytest.raises(ValueError, match="built over another corpus"):
+        BagOfTokensIndex.from_pretrained(tmp_path / "idx")
+    assert folder_bytes(tmp_path / "idx") == before
+
+
+def test_other_tokenizer_settings_and_a_missing_bm25_part_are_refused(hybrid_index, bert_tokenizer, tmp_path):
+    hybrid_index.save_pretrained(tmp_path / "idx")
+    loaded = BagOfTokensIndex.from_pretrained(tmp_path / "idx")
+    with pytest.raises(ValueError, match=r"r3hf_bm25\.json was built with stopwords='en', not None"):
+        loaded.require_bm25({"stopwords": None})
+    loaded.require_bm25({"stopwords": "en"})
+    BagOfTokensIndex.build(MORE, bert_tokenizer, max_length=32).save_pretrained(tmp_path / "plain")
+    plain = BagOfTokensIndex.from_pretrained(tmp_path / "plain")
+    with pytest.raises(ValueError, match=r"The index saved in .*plain has no bm25s part.*index\.add_bm25\(\)"):
+        first_stage_candidates(plain, QUERIES, torch.rand(3, plain.vocab_size), 3, "hybrid")
+
+
+def test_unknown_first_stage_and_fusion_get_clear_errors(tiny_sidr, hybrid_index, tmp_path):
+    with pytest.raises(ValueError, match=r"first_stage must be one of \('bag_of_tokens', 'bm25', 'hybrid'\)"):
+        retrieve(tiny_sidr, QUERIES, hybrid_index, k=2, rerank_top_m=3, first_stage="dense")
+    with pytest.raises(ValueError, match="use first_stage='bm25' or 'hybrid'"):
+        retrieve(tiny_sidr, QUERIES, hybrid_index, k=2, rerank_top_m=3, fusion="rrf")
+    with pytest.raises(ValueError, match="fusion must be one of"):
+        RAGEvaluator(QUERIES, [["x"]] * 3, hybrid_index, first_stage="hybrid", fusion="max")
+    with pytest.raises(ValueError, match="first_stage must be one of"):
+        R3Config(output_dir=str(tmp_path), first_stage="bm42", use_cpu=True, report_to="none")
+
+
+def test_hybrid_candidates_are_the_deduplicated_union_of_both_lists(tiny_sidr, hybrid_index):
+    embeds = tiny_sidr.encode_query(QUERIES, convert_to_sparse_tensor=False)
+    m = 3
+    bot = hybrid_index.search(embeds, k=m).ids.tolist()
+    bm25, _ = hybrid_index.bm25.search(QUERIES, m)
+    rows, ranks = first_stage_candidates(hybrid_index, QUERIES, embeds, m, "hybrid")
+    for row, rank, a, b in zip(rows.tolist(), ranks.tolist(), bot, bm25.tolist()):
+        union = list(dict.fromkeys(a + b))
+        assert row[: len(union)] == union and all(r == -1 for r in row[len(union) :])
+        assert [rank[row.index(r)] for r in b] == [1, 2, 3]  # bm25s ranks, 1-based
+        assert all(rank[row.index(r)] == 0 for r in union if r not in b)
+    bm25_only, _ = first_stage_candidates(hybrid_index, QUERIES, embeds, m, "bm25")
+    assert torch.equal(bm25_only, bm25)
+    # every candidate in the union: the hybrid pipeline ranks exactly like the bag-of-tokens one
+    everything = len(MORE)
+    a = retrieve(tiny_sidr, QUERIES, hybrid_index, k=4, rerank_top_m=everything, first_stage="hybrid")
+    b = retrieve(tiny_sidr, QUERIES, hybrid_index, k=4, rerank_top_m=everything)
+    assert torch.equal(a.ids, b.ids)
+    with cached_passage_embeddings(tiny_sidr):  # the evaluation cache embeds once and ranks the same
+        c = retrieve(tiny_sidr, QUERIES, hybrid_index, k=4, rerank_top_m=everything, first_stage="hybrid")
+        assert len(tiny_sidr._r3hf_passage_cache) == everything
+        torch.testing.assert_close(c.scores, a.scores)
+
+
+def test_fusion_by_hand():
+    dense = torch.tensor([[3.0, 1.0, 2.0, -torch.inf]])
+    ranks = torch.tensor([[0, 1, 2, 0]])  # bm25s: candidate 1 first, candidate 2 second; 3 is padding
+    rrf = fuse(dense, ranks, "rrf", 0.5)
+    expected = [1 / 61, 1 / 63 + 1 / 61, 1 / 62 + 1 / 62]
+    torch.testing.assert_close(rrf[0, :3], torch.tensor(expected))
+    assert rrf[0, 3] == -torch.inf
+    weighted = fuse(dense, ranks, "weighted", 0.25)
+    # dense min-max scaled over the 3 real candidates: 1, 0, 0.5; bm25s (m + 1 - rank) / m with m = 2: 0, 1, 0.5
+    torch.testing.assert_close(weighted[0, :3], torch.tensor([0.25, 0.75, 0.5]))
+    assert torch.equal(fuse(dense, ranks, "none", 0.5), dense)
+
+
+def test_select_fusion_picks_the_best_dev_option(tiny_sidr, hybrid_index):
+    answers = [["Shakespeare"], ["Everest"], ["Paris"]]
+    choice = select_fusion(tiny_sidr, hybrid_index, QUERIES, answers, rerank_top_m=3, weights=(0.3, 0.7))
+    assert set(choice["recall@1"]) == {"none", "rrf", "weighted:0.3", "weighted:0.7"}
+    best = max(choice["recall@1"].values())
+    name = "weighted:" + f"{choice['fusion_weight']:g}" if choice["fusion"] == "weighted" else choice["fusion"]
+    assert choice["recall@1"][name] == best and choice["n"] == 3
+    # the first option reaching the best value wins
+    assert name == next(k for k, v in choice["recall@1"].items() if v == best)
+
+
+def test_evaluator_passes_its_pipeline_to_the_retriever(tiny_sidr, hybrid_index):
+    answers = [["Shakespeare"], ["Everest"], ["Paris"]]
+    evaluator = RAGEvaluator(QUERIES, answers, hybrid_index, recall_at=[1, 3], rerank_top_m=3, first_stage="bm25")
+    ids = [r["retrieved_ids"] for r in evaluator.predict(tiny_sidr)]
+    bm25, _ = hybrid_index.bm25.search(QUERIES, 3)
+    for row, allowed in zip(ids, bm25.tolist()):
+        assert {hybrid_index.corpus[i]["id"] for i in allowed} >= set(row)  # only bm25s candidates, re-ranked
+
+
+@pytest.mark.parametrize("first_stage", ["bm25", "hybrid"])
+def test_the_trainer_retrieves_and_mines_inside_the_chosen_pipeline(tiny_sidr, hybrid_index, tmp_path, first_stage):
+    import datasets
+
+    questions = ["who wrote hamlet", "highest mountain on earth", "capital of france", "longest river in africa"]
+    train = datasets.Dataset.from_dict(
+        {"question": questions, "answers": [["Shakespeare"], ["Everest"], ["Paris"], ["Nile"]]}
+    )
+    scored: dict[str, set] = {}
+
+    def reward(queries, passages, answers, **kwargs):
+        for q, p in zip(queries, passages):
+            scored.setdefault(q, set()).add(p["id"])
+        return [float(any(a.lower() in p["text"].lower() for a in ans)) for p, ans in zip(passages, answers)]
+
+    m = 3
+    config = R3Config(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=2,
+        warmup_epochs_offline=1,  # step 1 offline (mined negatives), step 2 on-policy
+        first_stage=first_stage,
+        fusion="rrf",
+        retrieval_top_m=m,
+        retrieval_top_k=2,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+    )
+    trainer = R3Trainer(tiny_sidr, reward, config, train, index=hybrid_index)
+    trainer.train()
+    embeds = tiny_sidr.encode_query(questions, convert_to_sparse_tensor=False)
+    assert {e["online"] for e in trainer.state.log_history if "online" in e} == {0.0, 1.0}
+    # Each scored passage was a candidate of the chosen first stage (the weights moved since: compare with bm25s's
+    # own list, which does not depend on them, for the bm25 stage).
+    if first_stage == "bm25":
+        bm25, _ = hybrid_index.bm25.search(questions, m)
+        for q, allowed in zip(questions, bm25.tolist()):
+            assert scored[q] <= {hybrid_index.corpus[i]["id"] for i in allowed}
+    else:
+        rows, _ = first_stage_candidates(hybrid_index, questions, embeds, m, "hybrid")
+        assert all(len(scored[q]) <= 2 for q in questions) and rows.shape[1] >= m
+    with pytest.raises(ValueError, match="has no bm25s part"):
+        R3Trainer(tiny_sidr, reward, config, train, index=BagOfTokensIndex.build(MORE, hybrid_index.tokenizer))
