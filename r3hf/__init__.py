@@ -2,12 +2,15 @@
 
 from .bm25 import BM25Retriever
 from .convert_sidr import convert_sidr_checkpoint
-from .evaluation import RAGEvaluator, compare_predictions, paired_bootstrap
-from .index import BagOfTokensIndex, CSRIndex, SearchResults, SparseEmbeddingIndex
+from .data import load_qa_dataset, load_retriever, load_table
+from .evaluation import RAGEvaluator, compare_predictions, paired_bootstrap, select_fusion
+from .index import BagOfTokensIndex, CSRIndex, SearchResults, SparseEmbeddingIndex, load_index
 from .losses import rcl_loss
-from .modeling_sidr import SIDRConfig, SIDRModel, SIDROutput, elu1p, topk_sparsify
+from .modeling_sidr import SIDRConfig, SIDRModel, SIDROutput
 from .r3_config import R3Config
 from .r3_trainer import R3Trainer
+from .retrieval import retrieve
+from .reward_cache import RewardCache
 from .rewards import AnswerProbabilityReward, Calibration
 from .version import __version__
 
@@ -20,6 +23,7 @@ __all__ = [
     "R3Config",
     "R3Trainer",
     "RAGEvaluator",
+    "RewardCache",
     "SIDRConfig",
     "SIDRModel",
     "SIDROutput",
@@ -28,8 +32,12 @@ __all__ = [
     "__version__",
     "compare_predictions",
     "convert_sidr_checkpoint",
-    "elu1p",
+    "load_index",
+    "load_qa_dataset",
+    "load_retriever",
+    "load_table",
     "paired_bootstrap",
     "rcl_loss",
-    "topk_sparsify",
+    "retrieve",
+    "select_fusion",
 ]

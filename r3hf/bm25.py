@@ -19,6 +19,8 @@ import datasets
 import numpy as np
 import torch
 
+from .checksums import cached_sha256
+from .search_results import SearchResults
 from .utils import atomic_write_text, plain_passage_text, sha256_file, staging_dir
 
 BM25_CONFIG = "r3hf_bm25.json"
@@ -115,8 +117,6 @@ class BM25Retriever:
             k: Passages per query.
             **kwargs: Arguments of other retrievers' `retrieve` (`rerank_top_m`, `first_stage`, ...), ignored.
         """
-        from .index import SearchResults
-
         if index is not None and index is not self.index:
             raise ValueError("This BM25Retriever was built on another index: build one with BM25Retriever(index).")
         ids, scores = self.search(queries, k)
@@ -169,8 +169,6 @@ class BM25Retriever:
             ValueError: when a file is missing or does not match its recorded size or checksum, or when the BM25
                 was built over another corpus than the index's (each message names the file and the fix).
         """
-        from .index import _cached_sha256
-
         folder = Path(folder)
         config_path = folder / BM25_CONFIG
         if not config_path.exists():
@@ -185,7 +183,7 @@ class BM25Retriever:
                 raise ValueError(
                     f"{file} is missing or truncated (expected {meta['size']} bytes): rebuild the BM25 part."
                 )
-            if verify and _cached_sha256(file) != meta["sha256"]:
+            if verify and cached_sha256(file) != meta["sha256"]:
                 raise ValueError(
                     f"{file} does not match its checksum in {config_path}: the file is corrupted or comes from another "
                     "build; rebuild the BM25 part with index.add_bm25() and save the index again."

@@ -10,19 +10,6 @@ from collections.abc import Sequence
 from .utils import enable_logging
 
 
-def add_first_stage_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--first-stage`, `--fusion` and `--fusion-weight`, as [`r3hf.retrieval.retrieve`] takes them."""
-    from .retrieval import FIRST_STAGES, FUSIONS
-
-    parser.add_argument(
-        "--first-stage", default="bag_of_tokens", choices=FIRST_STAGES, help="where candidates come from"
-    )
-    parser.add_argument(
-        "--fusion", default="none", choices=FUSIONS, help="final ranking: E(q)·E(d) or its fusion with bm25s"
-    )
-    parser.add_argument("--fusion-weight", type=float, default=0.5, help="dense weight of a 'weighted' fusion")
-
-
 def _index_build(args) -> None:
     from .data import load_retriever, load_table
     from .index import BagOfTokensIndex
@@ -45,11 +32,9 @@ def _index_build(args) -> None:
 
 
 def _index_push(args) -> None:
-    from .index import BagOfTokensIndex, SparseEmbeddingIndex
+    from .index import load_index
 
-    kind = json.loads(open(f"{args.index}/index_config.json").read())["index_type"]
-    cls = BagOfTokensIndex if kind == "bag_of_tokens" else SparseEmbeddingIndex
-    print(cls.from_pretrained(args.index).push_to_hub(args.repo_id, private=args.private))
+    print(load_index(args.index).push_to_hub(args.repo_id, private=args.private))
 
 
 def _search(args) -> None:
@@ -134,6 +119,8 @@ def make_parser() -> argparse.ArgumentParser:
     search.add_argument("--index", required=True)
     search.add_argument("-k", type=int, default=5)
     search.add_argument("--rerank-top-m", type=int, default=100)
+    from .scripts import add_first_stage_arguments
+
     add_first_stage_arguments(search)
     search.set_defaults(func=_search)
 

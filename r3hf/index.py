@@ -12,7 +12,6 @@ safetensors files (memory-mapped on load) next to parquet shards of the corpus.
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
 import json
 import logging
@@ -39,11 +38,11 @@ from scipy.sparse import csc_array, csr_array
 from transformers import AutoTokenizer
 
 from . import postings
-from .assets import cache_dir
 from .bm25 import BM25_FOLDER, BM25Retriever, corpus_fingerprint
+from .checksums import cached_sha256, remember_checksum
 from .hub import push_folder, render_index_card
+from .search_results import SearchResults
 from .utils import (
-    atomic_write_text,
     encoder_passage_text,
     iter_batches,
     parse_size,
@@ -69,19 +68,6 @@ _SAFETENSORS_DTYPES = {
     "F32": np.float32,
 }
 _DATA_FILE = re.compile(r"(index|corpus)(-\d{5}-of-\d{5})?\.(safetensors|parquet)")
-
-
-@dataclass
-class SearchResults:
-    """Top-k results of a batch of queries, best first.
-
-    Attributes:
-        ids: `LongTensor[n_queries, k]`, row numbers of the passages in the index's corpus (`index.corpus[i]`).
-        scores: `FloatTensor[n_queries, k]`, their inner-product scores.
-    """
-
-    ids: torch.Tensor
-    scores: torch.Tensor
 
 
 def as_corpus_dataset(corpus) -> datasets.Dataset:
@@ -648,7 +634,7 @@ class CSRIndex:
             for name in [*config["files"], "README.md", INDEX_CONFIG]:
                 os.replace(tmp / name, out / name)
                 if name in config["files"]:
-                    _remember_checksum(out / name, config["files"][name]["sha256"])
+                    remember_checksum(out / name, config["files"][name]["sha256"])
         for stale in out.iterdir():
             if _DATA_FILE.fullmatch(stale.name) and stale.name not in config["files"]:
                 stale.unlink()
@@ -697,7 +683,7 @@ class CSRIndex:
                 raise ValueError(
                     f"{file} is missing or truncated (expected {meta['size']} bytes): re-download or rebuild."
                 )
-            if verify and _cached_sha256(file) != meta["sha256"]:
+            if verify and cached_sha256(file) != meta["sha256"]:
                 raise ValueError(
                     f"{file} does not match its checksum in {INDEX_CONFIG}: the file is corrupted or comes from "
                     "another build; re-download or rebuild the index."
@@ -843,35 +829,6 @@ def _load_shard(file: Path, entry: dict, vocab_size: int, mmap: bool) -> IndexSh
         term_rows=arrays["term_rows"],
         term_values=arrays.get("term_values"),
     )
-
-
-def _checksum_record(path: Path) -> Path:
-    key = hashlib.sha256(os.path.realpath(path).encode()).hexdigest()
-    return cache_dir() / "verified" / f"{key}.json"
-
-
-def _remember_checksum(path: Path, sha256: str) -> None:
-    stat = path.stat()
-    try:
-        atomic_write_text(
-            _checksum_record(path), json.dumps({"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256})
-        )
-    except OSError as error:  # a read-only cache only costs re-hashing next time
-        logger.debug("Could not record the checksum of %s: %s", path, error)
-
-
-def _cached_sha256(path: Path) -> str:
-    """SHA-256 of a file, computed once per content: remembered with the file's size and modification time."""
-    stat = path.stat()
-    try:
-        saved = json.loads(_checksum_record(path).read_text())
-        if saved["size"] == stat.st_size and saved["mtime_ns"] == stat.st_mtime_ns:
-            return saved["sha256"]
-    except (OSError, ValueError, KeyError):
-        pass
-    digest = sha256_file(path)
-    _remember_checksum(path, digest)
-    return digest
 
 
 class BagOfTokensIndex(CSRIndex):
@@ -1147,3 +1104,26 @@ class SparseEmbeddingIndex(CSRIndex):
             model.config.passage_max_length,
             extra={"model_name_or_path": model.config.name_or_path, "topk": model.config.topk},
         )
+
+
+def load_index(
+    path_or_repo_id: str | os.PathLike, revision: str | None = None, token: str | None = None, **kwargs
+) -> CSRIndex:
+    """Load a saved index (a folder or a Hub dataset repo) as the class its `index_config.json` names:
+    [`BagOfTokensIndex`] or [`SparseEmbeddingIndex`]. `kwargs` go to that class's `from_pretrained`."""
+    path = Path(path_or_repo_id)
+    if path.is_dir():
+        config_path = path / INDEX_CONFIG
+    else:
+        from huggingface_hub import hf_hub_download
+
+        config_path = Path(
+            hf_hub_download(str(path_or_repo_id), INDEX_CONFIG, repo_type="dataset", revision=revision, token=token)
+        )
+    if not config_path.exists():
+        raise FileNotFoundError(f"{config_path} not found: is {path_or_repo_id} an r3hf index?")
+    kind = json.loads(config_path.read_text()).get("index_type")
+    classes = {cls.kind: cls for cls in (BagOfTokensIndex, SparseEmbeddingIndex)}
+    if kind not in classes:
+        raise ValueError(f"{config_path} names index_type {kind!r}; this r3hf reads {sorted(classes)}: upgrade r3hf.")
+    return classes[kind].from_pretrained(path_or_repo_id, revision=revision, token=token, **kwargs)

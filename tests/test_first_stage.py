@@ -211,3 +211,16 @@ def test_the_trainer_retrieves_and_mines_inside_the_chosen_pipeline(tiny_sidr, h
         assert all(len(scored[q]) <= 2 for q in questions) and rows.shape[1] >= m
     with pytest.raises(ValueError, match="has no bm25s part"):
         R3Trainer(tiny_sidr, reward, config, train, index=BagOfTokensIndex.build(MORE, hybrid_index.tokenizer))
+
+
+def test_load_index_picks_the_saved_class(hybrid_index, tiny_sidr, tmp_path):
+    from r3hf import SparseEmbeddingIndex, load_index
+
+    hybrid_index.save_pretrained(tmp_path / "bot")
+    SparseEmbeddingIndex.build(MORE[:4], tiny_sidr, batch_size=4).save_pretrained(tmp_path / "para")
+    assert type(load_index(tmp_path / "bot")) is BagOfTokensIndex and load_index(tmp_path / "bot").bm25 is not None
+    assert type(load_index(tmp_path / "para")) is SparseEmbeddingIndex
+    config = json.loads((tmp_path / "para" / "index_config.json").read_text())
+    (tmp_path / "para" / "index_config.json").write_text(json.dumps({**config, "index_type": "colbert"}))
+    with pytest.raises(ValueError, match="names index_type 'colbert'"):
+        load_index(tmp_path / "para")

@@ -138,6 +138,15 @@ def test_cli_index_build_search_and_convert(tiny_setup, capsys):
     assert line["query"] == "which river 1" and len(line["results"]) == 2 and "text" in line["results"][0]
     with pytest.raises(SystemExit):
         cli_main(["convert-sidr"])  # missing arguments: argparse's usage error
+    search = ["search", "which river 1", "--retriever", str(t / "sidr"), "-k", "2", "--first-stage", "hybrid"]
+    with pytest.raises(ValueError, match="has no bm25s part"):
+        cli_main([*search, "--index", str(t / "idx")])
+    build = ["index", "build", "--corpus", str(t / "corpus.jsonl"), "--retriever", str(t / "sidr"), "--bm25"]
+    cli_main([*build, "--output", str(t / "idx_bm25")])
+    assert (t / "idx_bm25" / "bm25" / "r3hf_bm25.json").exists()
+    cli_main([*search, "--index", str(t / "idx_bm25"), "--fusion", "rrf"])
+    hybrid = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert hybrid["query"] == "which river 1" and len(hybrid["results"]) == 2
 
 
 def test_cli_evaluate_compares_with_bm25s(tiny_setup, tmp_path):
@@ -156,6 +165,8 @@ def test_cli_evaluate_compares_with_bm25s(tiny_setup, tmp_path):
             "--ks",
             "1",
             "3",
+            "--first-stage",
+            "hybrid",
             "--output-dir",
             str(out),
         ]

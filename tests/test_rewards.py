@@ -50,6 +50,8 @@ def test_score_is_the_product_of_token_probabilities(reward, tiny_lm, bert_token
 
 
 def test_batch_and_padding_invariance(reward, bert_tokenizer):
+    """Scores agree to a relative 1e-4, not bitwise: other batch shapes and padding sides run other BLAS kernels
+    (and, across machines, other instruction sets), which sum in other orders."""
     queries = [
         QUERY,
         "what is the capital of france",
@@ -241,6 +243,10 @@ def test_generation_length_is_the_readers_unless_a_call_sets_it(reward, monkeypa
 
 
 def test_generate_is_greedy_and_batch_invariant(reward):
+    """Exact equality of the generated text holds while each greedy step's best token leads the next by more than
+    the float error that another batch shape brings (about 1e-6 here); the seeded tiny model's margins are far
+    larger. A real LLM in float32 can flip near-ties: the demo keeps one batch size, so its runs repeat on one
+    machine."""
     queries, passages = [QUERY, "a much longer question about the history of the city of paris"], [[PASSAGE], ["x"]]
     batched = reward.generate(queries, passages, max_new_tokens=5)
     reward.batch_size = 1

@@ -16,12 +16,12 @@ from pathlib import Path
 from transformers.utils import logging
 
 from ..bm25 import BM25Retriever
-from ..cli import add_first_stage_arguments
 from ..data import load_qa_dataset, load_retriever, load_table, resolve_model_path
 from ..evaluation import RAGEvaluator, compare_predictions
 from ..index import BagOfTokensIndex
 from ..rewards import AnswerProbabilityReward
 from ..utils import atomic_write_text
+from . import add_first_stage_arguments
 
 logger = logging.get_logger(__name__)
 

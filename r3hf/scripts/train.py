@@ -196,8 +196,11 @@ def calibrate(
     path: str,
     state: PartialState,
     chunk_size: int = 16,
+    pipeline: dict | None = None,
 ) -> None:
-    """The offline stage: candidates from the initial retriever, labelled by real generation.
+    """The offline stage: candidates from the initial retriever, labelled by real generation. `pipeline`
+    (`first_stage`, `fusion`, `fusion_weight`) says where the candidates come from: the paper's bag-of-tokens
+    first stage by default.
 
     The questions not yet done are split across processes; each appends the records of every `chunk_size` questions
     to its own part file (`<path>.parts/part-rankN.jsonl`), so a restarted calibration, with any number of
@@ -220,7 +223,7 @@ def calibrate(
             for start in tqdm(chunks, desc="Calibrating", disable=not state.is_main_process):
                 rows = train_dataset.select(mine[start : start + chunk_size])
                 k = script_args.calibration_top_k
-                results = model.retrieve(rows["question"], index, k=k, rerank_top_m=max(k, 20))
+                results = model.retrieve(rows["question"], index, k=k, rerank_top_m=max(k, 20), **(pipeline or {}))
                 candidates = index.get_passages(results.ids)
                 records = reward.label_by_generation(rows["question"], rows["answers"], candidates)
                 written = time.time_ns()  # a question redone after a crash keeps only its latest records
@@ -454,7 +457,8 @@ def main(script_args: R3ScriptArguments, training_args: R3Config, model_args: Mo
         for i, reward in enumerate(rewards):
             default = os.path.join(training_args.output_dir, f"calibration_{i}.jsonl")
             path = script_args.calibration_file if i == 0 and script_args.calibration_file else default
-            calibrate(script_args, reward, model, index, train_dataset, path, state)
+            pipeline = {name: getattr(training_args, name) for name in ("first_stage", "fusion", "fusion_weight")}
+            calibrate(script_args, reward, model, index, train_dataset, path, state, pipeline=pipeline)
     trainer = R3Trainer(
         model=model,
         reward_funcs=rewards,
