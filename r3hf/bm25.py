@@ -19,7 +19,7 @@ import datasets
 import numpy as np
 import torch
 
-from .checksums import cached_sha256
+from .checksums import verify_files
 from .search_results import SearchResults
 from .utils import atomic_write_text, plain_passage_text, sha256_file, staging_dir
 
@@ -177,17 +177,13 @@ class BM25Retriever:
                 "index.add_bm25() and save the index."
             )
         config = json.loads(config_path.read_text())
-        for name, meta in config["files"].items():
-            file = folder / name
-            if not file.exists() or file.stat().st_size != meta["size"]:
-                raise ValueError(
-                    f"{file} is missing or truncated (expected {meta['size']} bytes): rebuild the BM25 part."
-                )
-            if verify and cached_sha256(file) != meta["sha256"]:
-                raise ValueError(
-                    f"{file} does not match its checksum in {config_path}: the file is corrupted or comes from another "
-                    "build; rebuild the BM25 part with index.add_bm25() and save the index again."
-                )
+        verify_files(
+            folder,
+            config["files"],
+            BM25_CONFIG,
+            "rebuild the BM25 part with index.add_bm25() and save the index again",
+            verify,
+        )
         if config["num_passages"] != len(index) or config["corpus_fingerprint"] != index.corpus_fingerprint:
             raise ValueError(
                 f"The bm25s index in {folder} was built over another corpus ({config['num_passages']} passages) than "

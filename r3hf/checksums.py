@@ -43,3 +43,17 @@ def cached_sha256(path: Path) -> str:
     digest = sha256_file(path)
     remember_checksum(path, digest)
     return digest
+
+
+def verify_files(folder: Path, files: dict, record: str, fix: str, verify: bool = True) -> None:
+    """Refuse a missing file, or one whose size or (with `verify`) SHA-256 differs from what `record` (the JSON file
+    in `folder` that lists them) says; the message names the file and ends with `fix`."""
+    for name, meta in files.items():
+        file = folder / name
+        if not file.exists() or file.stat().st_size != meta["size"]:
+            raise ValueError(f"{file} is missing or truncated (expected {meta['size']} bytes): {fix}.")
+        if verify and cached_sha256(file) != meta["sha256"]:
+            raise ValueError(
+                f"{file} does not match its checksum in {record}: the file is corrupted or comes from another build; "
+                f"{fix}."
+            )

@@ -39,7 +39,7 @@ from transformers import AutoTokenizer
 
 from . import postings
 from .bm25 import BM25_FOLDER, BM25Retriever, corpus_fingerprint
-from .checksums import cached_sha256, remember_checksum
+from .checksums import remember_checksum, verify_files
 from .hub import push_folder, render_index_card
 from .search_results import SearchResults
 from .utils import (
@@ -677,17 +677,7 @@ class CSRIndex:
                 f"{config_path} has format version {config['format_version']}; this r3hf reads up to "
                 f"{FORMAT_VERSION}: upgrade r3hf."
             )
-        for name, meta in config["files"].items():
-            file = path / name
-            if not file.exists() or file.stat().st_size != meta["size"]:
-                raise ValueError(
-                    f"{file} is missing or truncated (expected {meta['size']} bytes): re-download or rebuild."
-                )
-            if verify and cached_sha256(file) != meta["sha256"]:
-                raise ValueError(
-                    f"{file} does not match its checksum in {INDEX_CONFIG}: the file is corrupted or comes from "
-                    "another build; re-download or rebuild the index."
-                )
+        verify_files(path, config["files"], INDEX_CONFIG, "re-download or rebuild the index", verify=verify)
         saved_tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")
         if tokenizer is None:
             tokenizer = saved_tokenizer
