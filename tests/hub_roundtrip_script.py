@@ -40,8 +40,8 @@ def main(out: Path):
         "corpus": loaded_index.corpus.to_list(),
         "bm25_loaded": loaded_index.bm25 is not None,
         "same_hybrid_search": torch.equal(
-            loaded.retrieve(q, loaded_index, k=2, rerank_top_m=1, first_stage="hybrid").ids,
-            model.retrieve(q, index, k=2, rerank_top_m=1, first_stage="hybrid").ids,
+            loaded.retrieve(q, loaded_index, k=2, rerank_top_m=2, first_stage="hybrid").ids,
+            model.retrieve(q, index, k=2, rerank_top_m=2, first_stage="hybrid").ids,
         ),
     }
     # A checkpoint in the original SiDR layout, loaded straight from its Hub repo.
