@@ -125,6 +125,12 @@ class R3Config(TrainingArguments):
         default=False, metadata={"help": "Every parameter is used at each step, so DDP need not search."}
     )
 
+    @property
+    def pipeline(self) -> dict:
+        """`first_stage`, `fusion` and `fusion_weight`, as [`r3hf.retrieval.retrieve`] and [`RAGEvaluator`] take
+        them."""
+        return {"first_stage": self.first_stage, "fusion": self.fusion, "fusion_weight": self.fusion_weight}
+
     def __post_init__(self):
         super().__post_init__()
         if self.retrieval_top_k < 1 or self.retrieval_top_m < self.retrieval_top_k:

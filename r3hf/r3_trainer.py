@@ -233,9 +233,7 @@ class R3Trainer(Trainer):
             k=args.retrieval_top_k,
             rerank_top_m=args.retrieval_top_m,
             query_embeds=query_embeds,
-            first_stage=args.first_stage,
-            fusion=args.fusion,
-            fusion_weight=args.fusion_weight,
+            **args.pipeline,
         )
         metrics["profiling/retrieval_s"].append(time.perf_counter() - start)
         ids = results.ids.tolist()
@@ -383,9 +381,7 @@ class R3Trainer(Trainer):
                 reader=reader if self.args.eval_rag_accuracy else None,
                 recall_at=self.args.eval_recall_at,
                 rerank_top_m=self.args.retrieval_top_m,
-                first_stage=self.args.first_stage,
-                fusion=self.args.fusion,
-                fusion_weight=self.args.fusion_weight,
+                **self.args.pipeline,
             )
             # the dataset is kept with its evaluator, so its id cannot be reused by another dataset
             self._evaluators[id(dataset)] = (dataset, evaluator)

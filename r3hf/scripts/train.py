@@ -457,8 +457,7 @@ def main(script_args: R3ScriptArguments, training_args: R3Config, model_args: Mo
         for i, reward in enumerate(rewards):
             default = os.path.join(training_args.output_dir, f"calibration_{i}.jsonl")
             path = script_args.calibration_file if i == 0 and script_args.calibration_file else default
-            pipeline = {name: getattr(training_args, name) for name in ("first_stage", "fusion", "fusion_weight")}
-            calibrate(script_args, reward, model, index, train_dataset, path, state, pipeline=pipeline)
+            calibrate(script_args, reward, model, index, train_dataset, path, state, pipeline=training_args.pipeline)
     trainer = R3Trainer(
         model=model,
         reward_funcs=rewards,
