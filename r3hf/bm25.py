@@ -19,7 +19,7 @@ import datasets
 import numpy as np
 import torch
 
-from .checksums import verify_files
+from .checksums import remember_checksum, verify_files
 from .search_results import SearchResults
 from .utils import atomic_write_text, plain_passage_text, sha256_file, staging_dir
 
@@ -76,6 +76,8 @@ class BM25Retriever:
         self._bm25s = bm25s
         self.index = index
         self.source = str(source) if source is not None else None
+        if bm25 is not None and settings is None:
+            raise ValueError("A built bm25s index needs the settings it was built with: pass settings=.")
         if bm25 is None:
             settings = {"stopwords": stopwords, "lower": True, "stemmer": None, "fields": ["title", "text"]}
             tokens = bm25s.tokenize(_passage_texts(index.corpus), stopwords=stopwords, show_progress=False)
@@ -154,9 +156,10 @@ class BM25Retriever:
             }
             atomic_write_text(folder / BM25_CONFIG, json.dumps(config, indent=2))
             if out.exists():
-                old = tmp / ".old"
-                os.replace(out, old)
+                os.replace(out, tmp / ".old")
             os.replace(folder, out)
+        for name, meta in config["files"].items():
+            remember_checksum(out / name, meta["sha256"])
         return config
 
     @classmethod

@@ -397,9 +397,10 @@ class CSRIndex:
                 products in chunks, any device), or `"auto"`: term-major on CPU for indexes of at least 100,000
                 passages, row-major otherwise (on small corpora one batched product is as fast). On CPU both
                 layouts, with or without numba, add each passage's products in ascending token order in float32, so
-                they give bitwise identical ids and scores on any CPU. On an accelerator the row-major layout uses torch's sparse CSR product, whose
-                summation order is the device library's: its scores agree with the CPU's to float32 rounding
-                (relative error below `6e-8` times the number of products summed), and ids may differ at near-ties.
+                they give bitwise identical ids and scores on any CPU. On an accelerator the row-major layout uses
+                torch's sparse CSR product, whose summation order is the device library's: its scores agree with the
+                CPU's to float32 rounding (relative error below `6e-8` times the number of products summed), and ids
+                may differ at near-ties.
             num_threads: CPU threads (default: `torch.get_num_threads()`): queries searched in parallel by the
                 term-major layout, passages split across threads by the compiled row-major kernel.
 
@@ -631,6 +632,9 @@ class CSRIndex:
                     shutil.rmtree(out / folder)
                 if (tmp / folder).exists():
                     os.replace(tmp / folder, out / folder)
+            if self.bm25 is not None:  # known from writing them: the first load need not hash the BM25 part again
+                for name, meta in bm25_config["files"].items():
+                    remember_checksum(out / BM25_FOLDER / name, meta["sha256"])
             for name in [*config["files"], "README.md", INDEX_CONFIG]:
                 os.replace(tmp / name, out / name)
                 if name in config["files"]:

@@ -48,7 +48,11 @@ def test_bm25_part_saves_loads_memory_mapped_and_searches_the_same(hybrid_index,
     assert part["num_passages"] == len(MORE) and part["corpus_fingerprint"] == saved["corpus_fingerprint"]
     assert {"params.index.json", "vocab.index.json", "data.csc.index.npy"} <= set(part["files"])
     assert not list((tmp_path / "idx" / "bm25").glob("*.pkl"))  # no pickle anywhere
-    loaded = BagOfTokensIndex.from_pretrained(tmp_path / "idx")
+    hashed = []
+    with monkeypatch.context() as patch:  # checksums recorded by the save: the load hashes nothing
+        patch.setattr("r3hf.checksums.sha256_file", lambda path: hashed.append(path) or "not-used")
+        loaded = BagOfTokensIndex.from_pretrained(tmp_path / "idx")
+    assert hashed == []
     assert isinstance(loaded.bm25.bm25.scores["data"], np.memmap)
     for a, b in zip(loaded.bm25.search(QUERIES, 4), hybrid_index.bm25.search(QUERIES, 4)):
         assert torch.equal(a, b)
