@@ -6,7 +6,8 @@ reward LLM. Two pipelines hand passages to the reader:
 
 - `bag_of_tokens` (the paper's): the top m by E(q)·T(d), re-ranked by E(q)·E(d);
 - `hybrid`: the union of the bag-of-tokens and bm25s top-m lists, re-ranked by E(q)·E(d) fused with bm25s's ranking,
-  the fusion chosen on nq_dev + squad_dev questions with the initial retriever (never on a test set).
+  the fusion chosen on nq_dev + squad_dev questions (never on a test set): with the initial retriever for
+  `r3_hybrid`'s training, and for each retriever's evaluation with that retriever.
 
 1. Offline labels: the initial retriever's top passages for some training questions, labelled by real greedy
    generation (the calibration pools), which also fix the reward threshold.
@@ -119,7 +120,7 @@ PIPELINES = ("bag_of_tokens", "hybrid")
 PRESETS = {
     "cpu": dict(
         eval_samples=100,
-        dev_samples=40,
+        dev_samples=100,
         calibration_samples=32,
         calibration_top_k=4,
         offline_steps=60,
@@ -354,11 +355,19 @@ def main(argv: Sequence[str] | None = None) -> dict:
     }
     predictions: dict[str, dict[str, list[dict]]] = {name: {} for name in tests}
 
+    fusions = {}  # each retriever's own hybrid fusion, chosen on the dev questions
+
     def evaluate(label: str, retriever, pipelines: Sequence[str] = PIPELINES) -> None:
         with cached_passage_embeddings(retriever) if hasattr(retriever, "encode_document") else _nothing():
+            if "hybrid" in pipelines:
+                fusions[label] = select_fusion(retriever, index, dev_questions, dev_answers, args.top_m)
+                logger.info(f"{label}: hybrid fusion on dev {fusions[label]}")
             for pipeline in pipelines:
                 for name in tests:
                     evaluator = evaluators[(name, pipeline)]
+                    if pipeline == "hybrid":
+                        evaluator.fusion = fusions[label]["fusion"]
+                        evaluator.fusion_weight = fusions[label]["fusion_weight"]
                     full = label if label == "bm25s" else f"{label} @ {pipeline}"
                     predictions[name][full] = records = evaluator.predict(retriever)
                     evaluator.save(records, {}, out / "predictions" / full.replace(" @ ", "@"))
@@ -410,7 +419,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         results[name] = {"metrics": metrics, "paired_differences": pairs}
 
     print(f"\n## Offline demo ({time.time() - start:.0f}s, {torch.get_num_threads()} threads)\n")
-    print(f"Hybrid pipeline: {hybrid}, chosen on {fusion['n']} dev questions.\n")
+    print(f"Hybrid pipeline in training: {hybrid}, chosen on {fusion['n']} dev questions.")
+    chosen = {label: {k: f[k] for k in ("fusion", "fusion_weight")} for label, f in fusions.items()}
+    print(f"Hybrid fusion of each retriever in evaluation, chosen on the same dev questions: {chosen}\n")
     print("| test set | retriever @ pipeline | RAG accuracy@1 | answer recall@1 | @5 |")
     print("|---|---|---|---|---|")
     for name, result in results.items():
@@ -435,6 +446,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "calibration": {"pairs": len(labels), "positives": sum(labels)},
         "hybrid_pipeline": hybrid,
         "fusion_selection": fusion,
+        "evaluation_fusion": fusions,
         "args": vars(args),
         "seconds": time.time() - start,
     }

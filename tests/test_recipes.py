@@ -435,6 +435,7 @@ def test_demo_gpu_preset_runs_its_code_path_on_cpu_with_tiny_counts(tiny_setup, 
         assert {"r3_hybrid @ hybrid - bm25s", "r3_hybrid @ hybrid - initial @ hybrid"} <= set(pairs)
         assert {"r3 @ bag_of_tokens - initial @ bag_of_tokens", "r3_hybrid @ hybrid - r3 @ hybrid"} <= set(pairs)
     assert summary["hybrid_pipeline"]["first_stage"] == "hybrid" and summary["fusion_selection"]["n"] == 4
+    assert set(summary["evaluation_fusion"]) == {"initial", "stage1", "r3", "r3_hybrid"}  # each its own, on dev
     assert (tmp_path / "demo" / "demo.png").exists() and (
         tmp_path / "demo" / "r3_hybrid" / "model.safetensors"
     ).exists()
