@@ -8,7 +8,7 @@ index bytes, save time, load time (first load, which converts the corpus parquet
 with and without memory mapping), the memory of one and of two processes that load the index at once and search it
 (proportional set size from `/proc/PID/smaps_rollup`, so shared pages count once), and CPU search QPS at k=100 with 1
 and 2 threads for the row-major layout (CSR chunks summed by r3hf's kernels, and the same search summed by torch's
-sparse CSR product, its peer) and the term-major layout (with the compiled numba scatter of `r3hf.postings` when
+sparse CSR product, its peer) and the term-major layout (with the compiled numba scatter of `r3hf.index.postings` when
 installed, and without it: SciPy), ids checked identical, and the term-major layout again on the saved index loaded
 memory-mapped (as training searches it). Every search figure is warm (one small search first) and times the same
 work: queries already encoded, k = 100.
@@ -39,8 +39,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from r3hf import BagOfTokensIndex, BM25Retriever, postings
+from r3hf import BagOfTokensIndex, BM25Retriever
 from r3hf.data import load_retriever
+from r3hf.index import postings
 from r3hf.retrieval import first_stage_candidates
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +71,7 @@ def recombined_parquet(corpus: list[dict], size: int, path: Path, seed: int = 0,
 @contextlib.contextmanager
 def torch_csr_row_major():
     """Within the block, CPU row-major search sums with torch's sparse CSR product instead of r3hf's kernels."""
-    import r3hf.index
+    from r3hf.index import IndexShard
 
     def scores(shard, start, stop, queries_t, num_threads):
         lo, hi = int(shard.indptr[start]), int(shard.indptr[stop])
@@ -83,14 +84,14 @@ def torch_csr_row_major():
         )
         return (block @ torch.from_numpy(queries_t)).numpy()
 
-    original = r3hf.index._row_major_scores
-    r3hf.index._row_major_scores = scores
+    original = IndexShard.row_major_scores
+    IndexShard.row_major_scores = scores
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             yield
     finally:
-        r3hf.index._row_major_scores = original
+        IndexShard.row_major_scores = original
 
 
 def timed(fn, *args, **kwargs):
@@ -112,7 +113,8 @@ def qps(index, queries, layout: str, threads: int, n: int) -> tuple[float, torch
 
 LOADER = """
 import json, sys, time, torch
-from r3hf import BagOfTokensIndex, postings
+from r3hf import BagOfTokensIndex
+from r3hf.index import postings
 if postings.available():  # in the baseline too: the index's share of memory should not count the compiler
     import numba
 queries = torch.load(sys.argv[3])

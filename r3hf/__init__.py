@@ -1,10 +1,9 @@
 """r3hf: train retrievers for retrieval-augmented generation with reinforcement learning (R3)."""
 
-from .bm25 import BM25Retriever
 from .convert_sidr import convert_sidr_checkpoint
 from .data import load_qa_dataset, load_retriever, load_table
 from .evaluation import RAGEvaluator, compare_predictions, paired_bootstrap, select_fusion
-from .index import BagOfTokensIndex, CSRIndex, SearchResults, SparseEmbeddingIndex, load_index
+from .index import BagOfTokensIndex, BM25Retriever, CSRIndex, SearchResults, SparseEmbeddingIndex, load_index
 from .losses import rcl_loss
 from .modeling_sidr import SIDRConfig, SIDRModel, SIDROutput
 from .r3_config import R3Config

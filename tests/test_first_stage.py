@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from r3hf import BagOfTokensIndex, R3Config, R3Trainer, RAGEvaluator
-from r3hf.bm25 import BM25_CONFIG, BM25Retriever
 from r3hf.evaluation import select_fusion
+from r3hf.index.bm25 import BM25_CONFIG, BM25Retriever
 from r3hf.retrieval import cached_passage_embeddings, first_stage_candidates, fuse, retrieve
 from tests.test_index import CORPUS, QUERIES
 
@@ -50,7 +50,7 @@ def test_bm25_part_saves_loads_memory_mapped_and_searches_the_same(hybrid_index,
     assert not list((tmp_path / "idx" / "bm25").glob("*.pkl"))  # no pickle anywhere
     hashed = []
     with monkeypatch.context() as patch:  # checksums recorded by the save: the load hashes nothing
-        patch.setattr("r3hf.checksums.sha256_file", lambda path: hashed.append(path) or "not-used")
+        patch.setattr("r3hf.index.serialization.sha256_file", lambda path: hashed.append(path) or "not-used")
         loaded = BagOfTokensIndex.from_pretrained(tmp_path / "idx")
     assert hashed == []
     assert isinstance(loaded.bm25.bm25.scores["data"], np.memmap)

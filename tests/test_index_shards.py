@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from r3hf import BagOfTokensIndex, SparseEmbeddingIndex, postings
-from r3hf.index import INDEX_CONFIG, IndexShard
+from r3hf import BagOfTokensIndex, SparseEmbeddingIndex
+from r3hf.index import INDEX_CONFIG, IndexShard, postings
 from r3hf.utils import encoder_passage_text, parse_size
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -195,7 +195,7 @@ def test_sharded_save_and_memory_mapped_load(bert_tokenizer, tmp_path, monkeypat
     assert not {"index.safetensors", "corpus.parquet"} & names
 
     hashed = []
-    monkeypatch.setattr("r3hf.checksums.sha256_file", lambda path: hashed.append(path) or "not-used")
+    monkeypatch.setattr("r3hf.index.serialization.sha256_file", lambda path: hashed.append(path) or "not-used")
     loaded = BagOfTokensIndex.from_pretrained(tmp_path / "idx")  # checksums recorded by the save: no hashing
     assert hashed == []
     assert len(loaded.shards) == len(config["shards"])
@@ -274,7 +274,7 @@ def test_bad_shards_are_clear_errors_and_a_failed_save_keeps_the_old_index(bert_
     def failing_save(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("r3hf.index.save_file", failing_save)
+    monkeypatch.setattr("r3hf.index.base.save_file", failing_save)
     with pytest.raises(OSError, match="disk full"):
         BagOfTokensIndex.build(corpus[:5], bert_tokenizer).save_pretrained(tmp_path / "c")
     assert {p.name: p.read_bytes() for p in (tmp_path / "c").iterdir() if p.is_file()} == before
@@ -349,7 +349,7 @@ def test_tokenizers_that_do_not_split_at_spaces_tokenize_whole_texts():
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from r3hf.index import _splits_at_spaces
+    from r3hf.index.tokenization import _splits_at_spaces
 
     vocab = {"[UNK]": 0, "▁a": 1, "▁river": 2, "▁city": 3, "▁king": 4}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))

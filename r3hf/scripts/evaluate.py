@@ -15,10 +15,9 @@ from pathlib import Path
 
 from transformers.utils import logging
 
-from ..bm25 import BM25Retriever
 from ..data import load_qa_dataset, load_retriever, load_table, resolve_model_path
 from ..evaluation import RAGEvaluator, compare_predictions
-from ..index import BagOfTokensIndex
+from ..index import BagOfTokensIndex, BM25Retriever
 from ..rewards import AnswerProbabilityReward
 from ..utils import atomic_write_text
 from . import add_first_stage_arguments

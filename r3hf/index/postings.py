@@ -9,7 +9,7 @@ Every kernel, and each SciPy fallback, adds a passage's products in ascending to
 time, without fused multiply-adds: the term-major and row-major layouts give bitwise identical scores on any CPU
 (MKL's sparse products, which torch uses on CPU, sum in an order that depends on the CPU's instruction set).
 
-Set `r3hf.postings.ENABLED = False` to use the SciPy path even when numba is installed (benchmarks compare both).
+Set `r3hf.index.postings.ENABLED = False` to use the SciPy path even when numba is installed (benchmarks compare both).
 """
 
 from __future__ import annotations
@@ -121,3 +121,18 @@ def row_scores(
         binary(indptr, indices, queries_t, out)
     else:
         weighted(indptr, indices, values.astype(np.float32, copy=False), queries_t, out)
+
+
+_ONES: dict[int, np.ndarray] = {}
+
+
+def _ones(n: int) -> np.ndarray:
+    """A read-only float32 array of `n` ones: a view of a shared buffer of the next power of two, so that it is more
+    than half its buffer (a CSC array copies data that views less than half its base)."""
+    size = 1 << max(n - 1, 0).bit_length()
+    ones = _ONES.get(size)
+    if ones is None:
+        ones = np.ones(size, dtype=np.float32)
+        ones.flags.writeable = False
+        ones = _ONES.setdefault(size, ones)  # a concurrent thread may have added one: use a single buffer
+    return ones[:n]

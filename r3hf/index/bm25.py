@@ -19,9 +19,9 @@ import datasets
 import numpy as np
 import torch
 
-from .checksums import remember_checksum, verify_files
+from ..utils import atomic_write_text, plain_passage_text, sha256_file, staging_dir
 from .search_results import SearchResults
-from .utils import atomic_write_text, plain_passage_text, sha256_file, staging_dir
+from .serialization import remember_checksum, verify_files
 
 BM25_CONFIG = "r3hf_bm25.json"
 BM25_FOLDER = "bm25"
