@@ -40,7 +40,7 @@ def train(model, reward, index, questions, steps: int, online: bool, args, calib
         per_device_train_batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         max_steps=steps,
-        warmup_epochs_offline=0.0 if online else 1e9,
+        offline_only=not online,
         retrieval_top_m=args.top_m,
         retrieval_top_k=args.top_k,
         positive_fallback="offline",
@@ -104,7 +104,9 @@ def main():
     for name in ("nq", "squad"):
         test = load_qa_dataset(str(DATA / f"{name}_test.jsonl.gz")).shuffle(seed=0)
         test = test.select(range(min(args.eval_samples, len(test))))
-        evaluator = RAGEvaluator.from_dataset(test, index, reader=reward, recall_at=[1, 5], rerank_top_m=args.top_m)
+        evaluator = RAGEvaluator.from_dataset(
+            test, index, reader=reward.reader, recall_at=[1, 5], rerank_top_m=args.top_m
+        )
         predictions = {label: evaluator.predict(m) for label, m in models.items()}
         report["results"][f"{name}_test"] = {
             "metrics": {label: evaluator.compute_metrics(p) for label, p in predictions.items()},

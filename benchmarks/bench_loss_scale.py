@@ -149,7 +149,7 @@ def main():
             output_dir=f"outputs/loss_scale/{name}",
             per_device_train_batch_size=args.batch_size,
             max_steps=args.steps,
-            warmup_epochs_offline=1e9,  # offline stage only
+            offline_only=True,
             positive_fallback="gold",
             logging_steps=1,
             save_strategy="no",
@@ -162,7 +162,6 @@ def main():
         trainer = R3Trainer(
             model=model,
             args=config,
-            reward_funcs=lambda queries, **kw: [None] * len(queries),
             train_dataset=train,
             index=index,
         )

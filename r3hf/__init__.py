@@ -1,16 +1,17 @@
 """r3hf: train retrievers for retrieval-augmented generation with reinforcement learning (R3)."""
 
+from .configuration_sidr import SIDRConfig
 from .convert_sidr import convert_sidr_checkpoint
-from .data import load_qa_dataset, load_retriever, load_table
+from .data import load_qa_dataset, load_retriever, load_table, resolve_model_path
 from .evaluation import RAGEvaluator, compare_predictions, paired_bootstrap, select_fusion
 from .index import BagOfTokensIndex, BM25Retriever, CSRIndex, SearchResults, SparseEmbeddingIndex, load_index
 from .losses import rcl_loss
-from .modeling_sidr import SIDRConfig, SIDRModel, SIDROutput
+from .modeling_sidr import SIDRModel, SIDROutput
+from .protocols import ReaderLike, RetrieverLike
 from .r3_config import R3Config
 from .r3_trainer import R3Trainer
 from .retrieval import retrieve
-from .reward_cache import RewardCache
-from .rewards import AnswerProbabilityReward, Calibration
+from .rewards import AnswerProbabilityReward, Calibration, Reader, RewardCache
 from .version import __version__
 
 __all__ = [
@@ -22,6 +23,9 @@ __all__ = [
     "R3Config",
     "R3Trainer",
     "RAGEvaluator",
+    "Reader",
+    "ReaderLike",
+    "RetrieverLike",
     "RewardCache",
     "SIDRConfig",
     "SIDRModel",
@@ -36,6 +40,7 @@ __all__ = [
     "load_retriever",
     "load_table",
     "paired_bootstrap",
+    "resolve_model_path",
     "rcl_loss",
     "retrieve",
     "select_fusion",

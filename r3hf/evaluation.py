@@ -15,6 +15,7 @@ import numpy as np
 from scipy.stats import bootstrap
 from transformers.utils import logging
 
+from .protocols import ReaderLike, RetrieverLike
 from .retrieval import candidate_scores, check_first_stage, first_stage_candidates, fuse
 from .utils import atomic_write_text, plain_passage_text
 
@@ -79,16 +80,16 @@ class RAGEvaluator:
     passages and RAG accuracy of a reader LLM that answers with the top `n` passages in context (greedy generation,
     correct when the generation contains a gold answer).
 
-    A retriever is anything with `retrieve(queries, index, k=..., rerank_top_m=...) -> SearchResults`: a
-    [`SIDRModel`] (late-parametric search) or a [`BM25Retriever`]. Generations are cached per (question, passages in
+    A retriever is anything with `retrieve(queries, index, k=..., rerank_top_m=...) -> SearchResults` (see
+    [`RetrieverLike`]): a [`SIDRModel`] (late-parametric search) or a [`BM25Retriever`]. Generations are cached per (question, passages in
     context), so evaluating several retrievers that put the same passages first costs one generation.
 
     Args:
         questions: The questions.
         answers: Per question, its gold answer aliases.
         index: The index whose corpus the retrievers search.
-        reader: An [`AnswerProbabilityReward`] (or anything with its `generate`) for RAG accuracy; `None` for recall
-            only.
+        reader: A [`Reader`] (or anything with its `generate`, see [`ReaderLike`]) for RAG accuracy; `None` for
+            recall only.
         recall_at: Cut-offs of answer-recall@k.
         rag_contexts: Numbers of passages in the reader's context.
         rerank_top_m: Candidates re-ranked per question by late-parametric retrievers (from each first stage).
@@ -110,7 +111,7 @@ class RAGEvaluator:
         questions: Sequence[str],
         answers: Sequence[Sequence[str]],
         index,
-        reader=None,
+        reader: ReaderLike | None = None,
         recall_at: Sequence[int] = (1, 5, 20),
         rag_contexts: Sequence[int] = (1,),
         rerank_top_m: int = 100,
@@ -171,7 +172,7 @@ class RAGEvaluator:
         """Passages retrieved per question."""
         return min(max([*self.recall_at, *self.rag_contexts]), len(self.index))
 
-    def predict(self, retriever, rows: Sequence[int] | None = None) -> list[dict]:
+    def predict(self, retriever: RetrieverLike, rows: Sequence[int] | None = None) -> list[dict]:
         """Per-question results of a retriever (for the given question rows, default all): the retrieved passage ids,
         the rank of the first passage with an answer, and per context size the reader's generation and whether it is
         correct."""

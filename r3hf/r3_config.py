@@ -44,6 +44,9 @@ class R3Config(TrainingArguments):
         warmup_epochs_offline (`float`, *optional*, defaults to `0.0`):
             Epochs trained on offline pairs (calibration pools or gold passages) before on-policy retrieval starts.
             The papers spend half of 80 epochs this way.
+        offline_only (`bool`, *optional*, defaults to `False`):
+            Train on offline pairs only: the paper's first stage as a run of its own, with no on-policy retrieval and
+            no reward calls, so [`R3Trainer`] needs no reward function.
         positive_fallback (`str`, *optional*, defaults to `"offline"`):
             Where a positive comes from when no retrieved passage is rewarded: `"offline"` (the calibration's
             positive pool, else the gold `positive_ids`), `"gold"` (`positive_ids` only) or `"skip"`.
@@ -92,6 +95,9 @@ class R3Config(TrainingArguments):
     )
     warmup_epochs_offline: float = field(
         default=0.0, metadata={"help": "Epochs on offline pairs before on-policy retrieval starts."}
+    )
+    offline_only: bool = field(
+        default=False, metadata={"help": "Train on offline pairs only (no on-policy retrieval, no reward calls)."}
     )
     positive_fallback: str = field(
         default="offline", metadata={"help": "Positive when none is rewarded: 'offline', 'gold' or 'skip'."}

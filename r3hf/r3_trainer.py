@@ -13,8 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import datasets
-import numpy as np
-import pandas as pd
 import torch
 from accelerate.utils import gather_object
 from transformers import PreTrainedModel, Trainer
@@ -30,8 +28,7 @@ from .losses import flops, gather_with_grad, rcl_loss
 from .modeling_sidr import SIDRModel
 from .r3_config import R3Config
 from .retrieval import first_stage_candidates, retrieve
-from .reward_cache import RewardCache
-from .rewards import AnswerProbabilityReward, Calibration
+from .rewards import AnswerProbabilityReward, Calibration, OfflinePools, RewardCache
 from .utils import atomic_write_text, plain_passage_text, vocabulary_fingerprint
 
 logger = logging.get_logger(__name__)
@@ -40,37 +37,6 @@ RewardFunc = str | os.PathLike | PreTrainedModel | Callable[..., list[float | No
 
 # The stores trainers attached to rewards, as opposed to those users passed (which a trainer keeps).
 _TRAINER_STORES: weakref.WeakSet[RewardCache] = weakref.WeakSet()
-
-
-class OfflinePools:
-    """The offline pools of every calibrated question as arrays: the corpus rows of its records, grouped by
-    (question, label) in record order, and one `(question, label) -> span` table. Nothing per corpus passage or per
-    record lives in Python objects (a paper-scale calibration holds millions of records).
-
-    Args:
-        calibration: The [`Calibration`] whose records make the pools (records of passages not in the index are
-            dropped).
-        index: The index whose rows the pools hold.
-    """
-
-    def __init__(self, calibration: Calibration, index: BagOfTokensIndex):
-        table = calibration.records.select_columns(["query", "label", "passage_id"]).with_format("arrow")[:]
-        rows = index.rows_of(table["passage_id"].to_pylist()) if len(table) else np.zeros(0, dtype=np.int64)
-        codes, questions = pd.factorize(table["query"].to_numpy(zero_copy_only=False))
-        keys = 2 * codes.astype(np.int64) + (table["label"].to_numpy(zero_copy_only=False) != 0)
-        keep = rows >= 0
-        order = np.argsort(keys[keep], kind="stable")
-        self._rows, sorted_keys = rows[keep][order], keys[keep][order]
-        self._bounds = np.searchsorted(sorted_keys, np.arange(2 * len(questions) + 1))
-        self._question_code = {q: i for i, q in enumerate(questions)}
-
-    def rows(self, question: str, label: int) -> list[int]:
-        """Corpus rows of the question's pool with that label (1: positives, 0: negatives); empty if none."""
-        code = self._question_code.get(question)
-        if code is None:
-            return []
-        key = 2 * code + int(bool(label))
-        return self._rows[self._bounds[key] : self._bounds[key + 1]].tolist()
 
 
 def _identity_collator(features: list[dict]) -> list[dict]:
@@ -100,7 +66,7 @@ class R3Trainer(Trainer):
         reward_funcs: One reward or a list: callables `f(queries=, passages=, answers=, **kwargs) -> list[float|None]`
             (passages are dicts with `id`, `title`, `text`; the other dataset columns and `trainer_state` are passed as
             keyword arguments), loaded causal LMs, or the path / Hub id of one; an LM becomes an
-            [`AnswerProbabilityReward`].
+            [`AnswerProbabilityReward`]. None with `args.offline_only`.
         args: An [`R3Config`]; defaults to one with `output_dir="<model name>-R3"`.
         train_dataset: A `datasets.Dataset` with `question` and `answers` columns (optionally `positive_ids`).
         eval_dataset: Same columns; evaluated by a [`RAGEvaluator`] (answer-recall@k, RAG accuracy).
@@ -116,7 +82,7 @@ class R3Trainer(Trainer):
     def __init__(
         self,
         model: SIDRModel | str,
-        reward_funcs: RewardFunc | list[RewardFunc],
+        reward_funcs: RewardFunc | list[RewardFunc] | None = None,
         args: R3Config | None = None,
         train_dataset: datasets.Dataset | None = None,
         eval_dataset: datasets.Dataset | None = None,
@@ -137,9 +103,12 @@ class R3Trainer(Trainer):
             raise ValueError("The index was built with a different tokenizer from the model's: rebuild the index.")
         if args.first_stage != "bag_of_tokens":
             index.require_bm25()
-        if reward_funcs is None or reward_funcs == []:
-            raise ValueError("R3Trainer needs reward_funcs: a callable, a causal LM or its path / Hub id, or a list.")
-        reward_funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
+        if (reward_funcs is None or reward_funcs == []) and not args.offline_only:
+            raise ValueError(
+                "R3Trainer needs reward_funcs (a callable, a causal LM or its path / Hub id, or a list), unless "
+                "args.offline_only=True trains on offline pairs alone."
+            )
+        reward_funcs = [] if reward_funcs is None else reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
         self.reward_funcs = [_as_reward(f) for f in reward_funcs]
         self.reward_func_names = [getattr(f, "__name__", type(f).__name__) for f in self.reward_funcs]
         weights = args.reward_weights or [1.0] * len(self.reward_funcs)
@@ -301,7 +270,7 @@ class R3Trainer(Trainer):
         args, sidr = self.args, self._sidr(model)
         questions = [ex["question"] for ex in inputs]
         query_embeds = sidr.encode_query(questions, batch_size=len(questions), convert_to_sparse_tensor=False)
-        online = (self.state.epoch or 0.0) >= args.warmup_epochs_offline
+        online = not args.offline_only and (self.state.epoch or 0.0) >= args.warmup_epochs_offline
         sample = self._sample_online if online else self._sample_offline
         positives, negatives = sample(sidr, inputs, query_embeds)
         valid = [p is not None and n is not None for p, n in zip(positives, negatives)]
@@ -374,7 +343,8 @@ class R3Trainer(Trainer):
         evaluations): answer-recall@`eval_recall_at` and, with `eval_rag_accuracy`, RAG accuracy@1 with the first
         [`AnswerProbabilityReward`]'s LLM."""
         if id(dataset) not in self._evaluators:
-            reader = next((f for f in self.reward_funcs if isinstance(f, AnswerProbabilityReward)), None)
+            reward = next((f for f in self.reward_funcs if isinstance(f, AnswerProbabilityReward)), None)
+            reader = reward.reader if reward is not None else None
             evaluator = RAGEvaluator.from_dataset(
                 dataset,
                 self.index,

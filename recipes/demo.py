@@ -218,7 +218,7 @@ def train_stage(
         return SIDRModel.from_pretrained(folder), json.loads(done.read_text())["log_history"]
     config = R3Config(
         output_dir=str(folder),
-        warmup_epochs_offline=0.0 if online else 1e9,
+        offline_only=not online,
         reward_cache_dir=str(out / "reward_cache"),
         logging_steps=1,
         save_strategy="no",
@@ -343,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         (name, pipeline): RAGEvaluator.from_dataset(
             ds,
             index,
-            reader=reward,
+            reader=reward.reader,
             recall_at=[1, 5],
             rerank_top_m=args.top_m,
             name=name,
@@ -376,7 +376,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
             parametric = SparseEmbeddingIndex.build(index.corpus, retriever, show_progress_bar=True)
             for name, ds in tests.items():
                 evaluator = RAGEvaluator.from_dataset(
-                    ds, parametric, reader=reward, recall_at=[1, 5], name=name, generation_cache=generations[name]
+                    ds,
+                    parametric,
+                    reader=reward.reader,
+                    recall_at=[1, 5],
+                    name=name,
+                    generation_cache=generations[name],
                 )
                 predictions[name][f"{label} @ full_parametric"] = evaluator.predict(retriever)
 

@@ -105,7 +105,7 @@ def test_truncation_cuts_the_passage_never_the_answer(tiny_lm, bert_tokenizer):
     reward = AnswerProbabilityReward(tiny_lm, tokenizer=bert_tokenizer, device="cpu", max_length=48)
     long_passage = {"title": "Long", "text": " ".join(["filler words here"] * 200) + " the answer is zanzibar"}
     answer_ids = bert_tokenizer("zanzibar", add_special_tokens=False)["input_ids"]
-    prompt_ids = reward._prompt_ids(QUERY, [long_passage], 48 - len(answer_ids))
+    prompt_ids = reward.reader.prompt_ids(QUERY, [long_passage], 48 - len(answer_ids))
     assert len(prompt_ids) + len(answer_ids) <= 48
     text = bert_tokenizer.decode(prompt_ids)
     assert "instruction : who wrote hamlet # # # response :" in text and "filler" in text
@@ -115,13 +115,13 @@ def test_truncation_cuts_the_passage_never_the_answer(tiny_lm, bert_tokenizer):
 
 def test_cache_hits(reward, monkeypatch):
     first = reward([QUERY] * 2, [PASSAGE, "other"], [["shakespeare"]] * 2)
-    monkeypatch.setattr(reward, "_log_probs", lambda seqs: pytest.fail("scored a cached pair again"))
+    monkeypatch.setattr(reward.reader, "log_probs", lambda *a: pytest.fail("scored a cached pair again"))
     assert reward([QUERY] * 2, [PASSAGE, "other"], [["shakespeare"]] * 2) == first
     assert reward.cache_hits == 2 and reward.cache_hit_rate == 0.5
 
 
 def test_reward_cache_is_shared_across_processes_and_runs(reward, tmp_path, monkeypatch):
-    from r3hf.reward_cache import RewardCache
+    from r3hf.rewards.cache import RewardCache
 
     first = reward.cache = RewardCache(tmp_path / "cache", writer="rank0")
     score = reward.score([QUERY], [PASSAGE], ["shakespeare"])
@@ -133,7 +133,7 @@ def test_reward_cache_is_shared_across_processes_and_runs(reward, tmp_path, monk
     key = reward._cache_key("another question", PASSAGE, ["shakespeare"])
     assert first.get_many([key]) == {key: second[0]}  # the live rank0 store sees the segment added after it opened
     # A resumed run with one process reads both segments: nothing is scored again.
-    monkeypatch.setattr(reward, "_log_probs", lambda seqs: pytest.fail("scored a cached pair again"))
+    monkeypatch.setattr(reward.reader, "log_probs", lambda *a: pytest.fail("scored a cached pair again"))
     reward.cache, reward.cache_hits, reward.cache_lookups = RewardCache(tmp_path / "cache", writer="rank0"), 0, 0
     assert reward.score([QUERY, "another question"], [PASSAGE] * 2, ["shakespeare"] * 2)[0] == score[0]
     assert reward.cache_hit_rate == 1.0
@@ -211,7 +211,7 @@ def test_global_threshold_maximises_f1_against_generation_labels():
 
 def test_calibrate_uses_real_generation_labels(reward, monkeypatch, tmp_path):
     passages = [[{"id": "p1", "title": "", "text": "shakespeare wrote it"}, {"id": "p2", "title": "", "text": "nope"}]]
-    monkeypatch.setattr(reward, "generate", lambda q, ps, max_new_tokens=20: ["It was Shakespeare.", "I do not know."])
+    monkeypatch.setattr(reward.reader, "generate", lambda q, ps, max_new_tokens=20: ["It was Shakespeare.", "I do not know."])
     cal = reward.calibrate([QUERY], [["Shakespeare"]], passages, save_path=tmp_path / "cal.jsonl")
     assert [r["label"] for r in cal.records] == [1, 0]
     scores = [r["score"] for r in cal.records]

@@ -237,7 +237,7 @@ def test_rewards_may_be_a_loaded_causal_lm_or_its_path(tmp_path, bert_tokenizer)
 
 
 def test_a_reward_reused_for_a_second_stage_moves_to_that_stages_store(tmp_path, bert_tokenizer):
-    from r3hf.reward_cache import RewardCache
+    from r3hf.rewards.cache import RewardCache
 
     _, index, train, hidden = make_environment(bert_tokenizer)
     model = make_tiny_sidr(bert_tokenizer, topk=32, query_max_length=16, passage_max_length=32)
@@ -295,3 +295,18 @@ def test_offline_pools_are_arrays_grouped_by_question_and_label(bert_tokenizer):
     assert pools.rows("q1", 1) == [7, 5] and pools.rows("q1", 0) == [2]  # record order, unknown passage dropped
     assert pools.rows("q2", 0) == [3] and pools.rows("q2", 1) == [] and pools.rows("unseen", 1) == []
     assert OfflinePools(Calibration.from_records([records[3]]), index).rows("q1", 1) == []
+
+
+def test_an_offline_only_run_needs_no_reward_and_calls_none(tmp_path, bert_tokenizer):
+    _, index, train, _ = make_environment(bert_tokenizer)
+    model = make_tiny_sidr(bert_tokenizer, topk=32, query_max_length=16, passage_max_length=32)
+    common = dict(per_device_train_batch_size=8, max_steps=2, logging_steps=1, save_strategy="no", use_cpu=True)
+    with pytest.raises(ValueError, match="offline_only"):
+        R3Trainer(model, None, R3Config(output_dir=str(tmp_path / "a"), **common), train, index=index)
+    config = R3Config(output_dir=str(tmp_path / "b"), offline_only=True, positive_fallback="gold", **common)
+    trainer = R3Trainer(model, None, config, train, index=index)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    logs = [e for e in trainer.state.log_history if "online" in e]
+    assert len(logs) == 2 and all(e["online"] == 0.0 and "reward" not in e for e in logs)
+    assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())

@@ -18,7 +18,7 @@ from transformers.utils import logging
 from ..data import load_qa_dataset, load_retriever, load_table, resolve_model_path
 from ..evaluation import RAGEvaluator, compare_predictions
 from ..index import BagOfTokensIndex, BM25Retriever
-from ..rewards import AnswerProbabilityReward
+from ..rewards import Reader
 from ..utils import atomic_write_text
 from . import add_first_stage_arguments
 
@@ -54,9 +54,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.retrievers[0] == "bm25s" and not args.index:
         parser.error("list a SIDR retriever before bm25s (its tokenizer builds the index), or pass --index")
     dataset = load_qa_dataset(args.dataset, args.split, args.max_samples)
-    reader = (
-        AnswerProbabilityReward(resolve_model_path(args.llm), max_new_tokens=args.max_new_tokens) if args.llm else None
-    )
+    reader = Reader(resolve_model_path(args.llm), max_new_tokens=args.max_new_tokens) if args.llm else None
     index = evaluator = None
     results, predictions = {}, {}
     for name in args.retrievers:

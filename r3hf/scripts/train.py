@@ -14,17 +14,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import sys
 import tempfile
-import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from accelerate import PartialState
-from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoTokenizer
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
@@ -34,8 +30,7 @@ from ..data import load_qa_dataset, load_retriever, load_table, resolve_model_pa
 from ..index import INDEX_CONFIG, BagOfTokensIndex
 from ..r3_config import R3Config
 from ..r3_trainer import R3Trainer
-from ..reward_cache import RewardCache
-from ..rewards import CHAT_PROMPT, OPENQA_PROMPT, AnswerProbabilityReward, Calibration
+from ..rewards import CHAT_PROMPT, OPENQA_PROMPT, AnswerProbabilityReward, RewardCache, calibrate_in_parts
 
 logger = logging.get_logger(__name__)
 
@@ -167,26 +162,6 @@ def build_or_load_index(
     return index
 
 
-def _read_records(folder: Path) -> list[dict]:
-    """Every complete record of the calibration part files in `folder` (a crash may leave a partial last line)."""
-    records = []
-    for part in sorted(folder.glob("part-*.jsonl")):
-        for line in part.read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return records
-
-
-def _open_part(path: Path):
-    """This process's part file, opened for appending after dropping a partial last line left by a crash."""
-    if path.exists():
-        data = path.read_bytes()
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
-    return open(path, "a", encoding="utf-8")
-
-
 def calibrate(
     script_args: R3ScriptArguments,
     reward: AnswerProbabilityReward,
@@ -195,60 +170,30 @@ def calibrate(
     train_dataset,
     path: str,
     state: PartialState,
-    chunk_size: int = 16,
     pipeline: dict | None = None,
+    chunk_size: int = 16,
 ) -> None:
-    """The offline stage: candidates from the initial retriever, labelled by real generation. `pipeline`
-    (`first_stage`, `fusion`, `fusion_weight`) says where the candidates come from: the paper's bag-of-tokens
-    first stage by default.
+    """The offline stage of the train script: the initial retriever's top `calibration_top_k` passages of the first
+    `calibration_samples` questions, labelled by real generation across processes ([`calibrate_in_parts`]), set as
+    the reward's calibration. `pipeline` (`first_stage`, `fusion`, `fusion_weight`) says where the candidates come
+    from: the paper's bag-of-tokens first stage by default."""
+    k = script_args.calibration_top_k
 
-    The questions not yet done are split across processes; each appends the records of every `chunk_size` questions
-    to its own part file (`<path>.parts/part-rankN.jsonl`), so a restarted calibration, with any number of
-    processes, keeps what was written and does only the rest. The main process then writes `path` once.
-    """
-    if not os.path.exists(path):
-        parts = Path(f"{path}.parts")
-        if state.is_main_process:
-            parts.mkdir(parents=True, exist_ok=True)
-        state.wait_for_everyone()
-        n = min(script_args.calibration_samples, len(train_dataset))
-        per_question = min(script_args.calibration_top_k, len(index))
-        counts = Counter(r["question_index"] for r in _read_records(parts))
-        todo = [i for i in range(n) if counts[i] < per_question]  # a question cut short by a crash is redone
-        with (
-            state.split_between_processes(todo) as mine,
-            _open_part(parts / f"part-rank{state.process_index}.jsonl") as f,
-        ):
-            chunks = range(0, len(mine), chunk_size)
-            for start in tqdm(chunks, desc="Calibrating", disable=not state.is_main_process):
-                rows = train_dataset.select(mine[start : start + chunk_size])
-                k = script_args.calibration_top_k
-                results = model.retrieve(rows["question"], index, k=k, rerank_top_m=max(k, 20), **(pipeline or {}))
-                candidates = index.get_passages(results.ids)
-                records = reward.label_by_generation(rows["question"], rows["answers"], candidates)
-                written = time.time_ns()  # a question redone after a crash keeps only its latest records
-                for j, record in enumerate(records):
-                    f.write(
-                        json.dumps({"question_index": mine[start + j // per_question], "written": written, **record})
-                    )
-                    f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-        state.wait_for_everyone()
-        if state.is_main_process:
-            all_records = _read_records(parts)
-            latest: dict[int, int] = {}
-            for r in all_records:
-                latest[r["question_index"]] = max(latest.get(r["question_index"], 0), r.get("written", 0))
-            records = [
-                {k: v for k, v in r.items() if k not in ("question_index", "written")}
-                for r in sorted(all_records, key=lambda r: r["question_index"])
-                if r.get("written", 0) == latest[r["question_index"]]
-            ]
-            Calibration.from_records(records).save(path)
-            shutil.rmtree(parts)
-        state.wait_for_everyone()
-    reward.calibration = Calibration.load(path)
+    def candidates(questions: list[str]) -> list[list[dict]]:
+        return index.get_passages(
+            model.retrieve(questions, index, k=k, rerank_top_m=max(k, 20), **(pipeline or {})).ids
+        )
+
+    reward.calibration = calibrate_in_parts(
+        reward.label_by_generation,
+        candidates,
+        train_dataset,
+        path,
+        num_questions=script_args.calibration_samples,
+        per_question=min(k, len(index)),
+        state=state,
+        chunk_size=chunk_size,
+    )
 
 
 def _check_writable(folder: str | os.PathLike) -> None:

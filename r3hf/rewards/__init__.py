@@ -1,0 +1,21 @@
+"""The reward side of R3: the reader LLM, its prompts, the answer-probability reward, its calibration against real
+generation, and the shared store of reward scores."""
+
+from .answer_probability import AnswerProbabilityReward
+from .cache import RewardCache
+from .calibration import Calibration, OfflinePools, calibrate_in_parts, label_by_generation
+from .prompts import CHAT_PROMPT, OPENQA_PROMPT, format_paragraphs
+from .reader import Reader
+
+__all__ = [
+    "CHAT_PROMPT",
+    "OPENQA_PROMPT",
+    "AnswerProbabilityReward",
+    "Calibration",
+    "OfflinePools",
+    "Reader",
+    "RewardCache",
+    "calibrate_in_parts",
+    "format_paragraphs",
+    "label_by_generation",
+]

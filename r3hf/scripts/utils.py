@@ -1,0 +1,113 @@
+"""What the demo and the benchmarks share: the demo's retriever and index, a CPU training config, recombined corpora
+for scale, a timer, and results files stamped with where and how they were made."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data import load_retriever, load_table
+from ..index import BagOfTokensIndex
+from ..modeling_sidr import SIDRModel
+from ..r3_config import R3Config
+from ..utils import atomic_write_text
+from ..version import __version__
+
+ROOT = Path(__file__).resolve().parents[2]
+# The repository's vendored QA data and corpus: the default `--data` of the demo and of every benchmark.
+DATA = ROOT / "data"
+DEMO_RETRIEVER = "all-minilm-l6-v2"
+DEMO_READER = "smollm2-135m-instruct"
+
+
+def demo_retriever(name_or_path: str = DEMO_RETRIEVER) -> SIDRModel:
+    """The demo's starting retriever: 32-token queries, 128-token passages."""
+    return load_retriever(name_or_path, query_max_length=32, passage_max_length=128)
+
+
+def demo_index(model: SIDRModel, data: str | os.PathLike = DATA, bm25: bool = False) -> BagOfTokensIndex:
+    """The bag-of-tokens index of `data/corpus.jsonl.gz` (128 tokens per passage), with a bm25s part if asked."""
+    index = BagOfTokensIndex.build(load_table(str(Path(data) / "corpus.jsonl.gz")), model.tokenizer, max_length=128)
+    if bm25:
+        index.add_bm25()
+    return index
+
+
+def cpu_config(output_dir: str | os.PathLike, **settings: Any) -> R3Config:
+    """An [`R3Config`] for a short CPU run: log every step, save nothing, report nowhere, seed 0; `settings` override
+    these and set the rest."""
+    defaults = dict(
+        logging_steps=1, save_strategy="no", report_to="none", use_cpu=True, seed=0, dataloader_num_workers=0
+    )
+    return R3Config(output_dir=str(output_dir), **{**defaults, **settings})
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The rows of a (gzipped) JSON Lines file."""
+    with gzip.open(path, "rt") if str(path).endswith(".gz") else open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def recombined_passage(corpus: Sequence[dict], i: int, j: int) -> dict:
+    """Passage `i`'s title, with the first half of its words and the second half of passage `j`'s."""
+    x, y = corpus[i]["text"].split(), corpus[j]["text"].split()
+    return {"title": corpus[i]["title"], "text": " ".join(x[: len(x) // 2] + y[len(y) // 2 :])}
+
+
+def recombined_pairs(n_source: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The `(i, j)` source rows of `size` recombined passages, drawn with a seeded generator."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, n_source, size), rng.integers(0, n_source, size)
+
+
+def timed(fn: Callable, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    """`fn(*args, **kwargs)` and the seconds it took."""
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start
+
+
+def _git(*args: str) -> str | None:
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance() -> dict:
+    """Where and how a result was made: r3hf's version and commit (and whether the tree had changes), the machine,
+    the threads, the command line and the time."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "r3hf": __version__,
+        "commit": _git("rev-parse", "HEAD") or None,
+        "dirty": bool(status) if status is not None else None,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "argv": sys.argv,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_result(path: str | os.PathLike, report: dict) -> Path:
+    """Write a results file (JSON) with its [`provenance`], atomically; returns its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps({**report, "provenance": provenance()}, indent=1))
+    return path
