@@ -21,22 +21,19 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import time
-from pathlib import Path
 
 import datasets
 
-from r3hf import AnswerProbabilityReward, BagOfTokensIndex, R3Config, R3Trainer, RAGEvaluator, compare_predictions
-from r3hf.data import load_qa_dataset, load_retriever, load_table, resolve_model_path
+from r3hf import AnswerProbabilityReward, R3Trainer, RAGEvaluator, compare_predictions
+from r3hf.data import load_qa_dataset, resolve_model_path
 from r3hf.rewards import Calibration
-
-DATA = Path(__file__).resolve().parents[1] / "data"
+from r3hf.scripts.utils import DATA, DEMO_READER, cpu_config, demo_index, demo_retriever, write_result
 
 
 def train(model, reward, index, questions, steps: int, online: bool, args, calibration: Calibration | None):
-    config = R3Config(
-        output_dir="outputs/bench_effect",
+    config = cpu_config(
+        "outputs/bench_effect",
         per_device_train_batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         max_steps=steps,
@@ -44,11 +41,6 @@ def train(model, reward, index, questions, steps: int, online: bool, args, calib
         retrieval_top_m=args.top_m,
         retrieval_top_k=args.top_k,
         positive_fallback="offline",
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        seed=0,
         disable_tqdm=True,
     )
     trainer = R3Trainer(model, reward, config, questions, index=index, calibration=calibration)
@@ -70,26 +62,25 @@ def main():
     parser.add_argument("--out", default="benchmarks/results/effect.json")
     args = parser.parse_args()
     start = time.time()
-    fresh = lambda: load_retriever("all-minilm-l6-v2", query_max_length=32, passage_max_length=128)  # noqa: E731
+    fresh = demo_retriever
     model = fresh()
-    index = BagOfTokensIndex.build(load_table(str(DATA / "corpus.jsonl.gz")), model.tokenizer, max_length=128)
+    index = demo_index(model)
     columns = ["id", "question", "answers", "positive_ids"]
     questions = datasets.concatenate_datasets(
         [load_qa_dataset(str(DATA / f"{n}_train.jsonl.gz")).select_columns(columns) for n in ("nq", "squad")]
     ).shuffle(seed=0)
     reward = AnswerProbabilityReward(
-        resolve_model_path("smollm2-135m-instruct"), batch_size=10, max_new_tokens=args.max_new_tokens
+        resolve_model_path(DEMO_READER), batch_size=10, max_new_tokens=args.max_new_tokens
     )
     questions = questions.select(range(args.train_samples))
     candidates = model.retrieve(questions["question"], index, k=args.top_k, rerank_top_m=args.top_m).ids
     calibration = reward.calibrate(questions["question"], questions["answers"], index.get_passages(candidates))
     reward.threshold = calibration.global_threshold()
     total = args.offline_steps + args.online_steps
-    no_llm = lambda queries, **kwargs: [None] * len(queries)  # noqa: E731  (offline steps never call it)
 
     models, training = {}, {}
     models["supervised"] = fresh()
-    training["supervised"] = train(models["supervised"], no_llm, index, questions, total, False, args, None)
+    training["supervised"] = train(models["supervised"], None, index, questions, total, False, args, None)
     models["offline"] = fresh()
     training["offline"] = train(models["offline"], reward, index, questions, total, False, args, calibration)
     models["offline+R3"] = fresh()
@@ -128,8 +119,7 @@ def main():
                 f"{100 * acc['high']:+.1f}] | {100 * rec['difference']:+.1f} [{100 * rec['low']:+.1f}, "
                 f"{100 * rec['high']:+.1f}] |"
             )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
+    write_result(args.out, report)
 
 
 if __name__ == "__main__":

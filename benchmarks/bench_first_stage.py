@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 from pathlib import Path
 
-from r3hf import BagOfTokensIndex, BM25Retriever, RAGEvaluator, compare_predictions
-from r3hf.data import load_qa_dataset, load_retriever, load_table
+from r3hf import BM25Retriever, RAGEvaluator, compare_predictions
+from r3hf.data import load_qa_dataset
 from r3hf.evaluation import first_answer_rank
+from r3hf.scripts.utils import DATA, demo_index, demo_retriever, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,7 +62,7 @@ def rerank_depths(model, index, questions, answers, ids, depths: list[int]) -> d
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(ROOT / "data"))
+    parser.add_argument("--data", default=str(DATA))
     parser.add_argument(
         "--retriever",
         action="append",
@@ -79,11 +79,8 @@ def main():
     if any("=" not in spec for spec in args.retriever):
         parser.error("--retriever takes label=name_or_path, e.g. --retriever r3=outputs/demo/r3")
     retrievers = dict(spec.split("=", 1) for spec in args.retriever)
-    models = {
-        label: load_retriever(path, query_max_length=32, passage_max_length=128) for label, path in retrievers.items()
-    }
-    first = next(iter(models.values()))
-    index = BagOfTokensIndex.build(load_table(str(Path(args.data) / "corpus.jsonl.gz")), first.tokenizer, 128)
+    models = {label: demo_retriever(path) for label, path in retrievers.items()}
+    index = demo_index(next(iter(models.values())), args.data)
     report = {"args": vars(args), "results": {}}
     for name in ("nq_test", "squad_test"):
         tests = load_qa_dataset(str(Path(args.data) / f"{name}.jsonl.gz")).shuffle(seed=0)
@@ -143,8 +140,7 @@ def main():
                     for metric, v in d.items()
                 )
             )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
+    write_result(args.out, report)
     print(f"\nWrote {args.out}")
 
 

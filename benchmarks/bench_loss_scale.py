@@ -21,12 +21,10 @@ import datasets
 import torch
 from transformers import TrainerCallback
 
-from r3hf import R3Config, R3Trainer
-from r3hf.data import load_qa_dataset, load_retriever, load_table
+from r3hf import R3Trainer
+from r3hf.data import load_qa_dataset
 from r3hf.evaluation import answer_recall_at_k
-from r3hf.index import BagOfTokensIndex
-
-DATA = Path(__file__).resolve().parents[1] / "data"
+from r3hf.scripts.utils import DATA, cpu_config, demo_index, demo_retriever, write_result
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -108,9 +106,9 @@ def main():
     out_path = Path(args.out)
     report = json.loads(out_path.read_text()) if out_path.exists() else {"variants": {}}
 
-    fresh = lambda: load_retriever("all-minilm-l6-v2", query_max_length=32, passage_max_length=128)  # noqa: E731
+    fresh = demo_retriever
     model = fresh()
-    index = BagOfTokensIndex.build(load_table(str(DATA / "corpus.jsonl.gz")), model.tokenizer, max_length=128)
+    index = demo_index(model)
     row_of = {pid: i for i, pid in enumerate(index.corpus["id"])}
     train = (
         datasets.concatenate_datasets(
@@ -145,26 +143,16 @@ def main():
     for spec in args.variant:
         name, overrides = parse_variant(spec)
         model = fresh()
-        config = R3Config(
-            output_dir=f"outputs/loss_scale/{name}",
+        config = cpu_config(
+            f"outputs/loss_scale/{name}",
             per_device_train_batch_size=args.batch_size,
             max_steps=args.steps,
             offline_only=True,
             positive_fallback="gold",
-            logging_steps=1,
-            save_strategy="no",
-            report_to="none",
-            use_cpu=True,
-            seed=0,
             disable_tqdm=True,
             **{"learning_rate": 2e-5, "max_grad_norm": 2.0, **overrides},
         )
-        trainer = R3Trainer(
-            model=model,
-            args=config,
-            train_dataset=train,
-            index=index,
-        )
+        trainer = R3Trainer(model=model, args=config, train_dataset=train, index=index)
         curve = DevRecallCurve(index, dev, args.eval_every) if args.eval_every else None
         if curve:
             trainer.add_callback(curve)
@@ -185,8 +173,7 @@ def main():
             result["recall_curve"] = curve.points
         report["variants"][name] = result
         print(name, json.dumps({k: v for k, v in result.items() if not isinstance(v, list | dict)}), flush=True)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(json.dumps(report, indent=1))
+        write_result(out_path, {k: v for k, v in report.items() if k != "provenance"})
 
 
 if __name__ == "__main__":

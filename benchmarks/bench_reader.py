@@ -26,6 +26,7 @@ import numpy as np
 from r3hf.data import load_qa_dataset, load_table, resolve_model_path
 from r3hf.evaluation import has_answer
 from r3hf.rewards import CHAT_PROMPT, OPENQA_PROMPT, AnswerProbabilityReward
+from r3hf.scripts.utils import DATA, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = {  # name: (template, wrap in the chat template)
@@ -44,7 +45,7 @@ def auc(positive: np.ndarray, negative: np.ndarray) -> float | None:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(ROOT / "data"))
+    parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--reader", default="smollm2-135m-instruct")
     parser.add_argument("--samples", type=int, default=60, help="dev questions per set (nq, squad)")
     parser.add_argument("--lengths", type=int, nargs="+", default=[20, 32, 48, 100], help="max_new_tokens to compare")
@@ -122,8 +123,7 @@ def main():
                 f"| {n} | {100 * g['nq']:.1f} | {100 * g['squad']:.1f} | {100 * r['nq']:.1f} | {100 * r['squad']:.1f} |"
             )
         print(json.dumps(separation))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
+    write_result(args.out, report)
     print(f"\nWrote {args.out}")
 
 

@@ -6,23 +6,22 @@ for `score` and for greedy generation of up to 20 tokens, on the same prompts, b
 each question's candidates are split in two; the first half calibrates per-query thresholds, and on the second half
 the proxy labels (global threshold, calibrated thresholds) are compared with the real generation labels.
 
-    python benchmarks/bench_reward.py --data ../shared/data --questions 100 --out benchmarks/results/reward.json
+    python benchmarks/bench_reward.py --questions 100 --out benchmarks/results/reward.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import bm25s
 import torch
-from bench_index import read_jsonl  # noqa: E402  (benchmarks/ is the script's folder)
 
 from r3hf.assets import offline_model_path
 from r3hf.evaluation import has_answer
 from r3hf.rewards import AnswerProbabilityReward, Calibration
+from r3hf.scripts.utils import DATA, read_jsonl, write_result
 from r3hf.utils import plain_passage_text
 
 
@@ -49,7 +48,7 @@ def agreement(predicted: list[float | None], truth: list[int]) -> dict[str, floa
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="../shared/data")
+    parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--llm", default="smollm2-135m-instruct", help="offline asset name, local path or Hub id")
     parser.add_argument("--questions", type=int, default=100)
     parser.add_argument("--candidates", type=int, default=6, help="passages per question (gold + bm25s)")
@@ -140,17 +139,14 @@ def main():
             f"| {name} | {row['precision']:.3f} | {row['recall']:.3f} | {row['accuracy']:.3f} | {row['ignored']:.3f} |"
         )
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(
-            json.dumps(
-                {
-                    "device": device,
-                    "speed": speed,
-                    "agreement": table,
-                    "generation_positive_rate": sum(truth) / len(truth),
-                },
-                indent=2,
-            )
+        write_result(
+            args.out,
+            {
+                "device": device,
+                "speed": speed,
+                "agreement": table,
+                "generation_positive_rate": sum(truth) / len(truth),
+            },
         )
 
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from r3hf.rewards.cache import RewardCache, reward_key
+from r3hf.scripts.utils import write_result
 
 
 def main():
@@ -75,7 +76,7 @@ def main():
     }
     print(json.dumps(report, indent=1))
     if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=1))
+        write_result(args.out, report)
 
 
 if __name__ == "__main__":

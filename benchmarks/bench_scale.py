@@ -22,14 +22,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import gzip
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -43,6 +41,7 @@ from r3hf import BagOfTokensIndex, BM25Retriever
 from r3hf.data import load_retriever
 from r3hf.index import postings
 from r3hf.retrieval import first_stage_candidates
+from r3hf.scripts.utils import DATA, read_jsonl, timed, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 DPR_PASSAGES = 21_015_324
@@ -92,12 +91,6 @@ def torch_csr_row_major():
             yield
     finally:
         IndexShard.row_major_scores = original
-
-
-def timed(fn, *args, **kwargs):
-    start = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - start
 
 
 def qps(index, queries, layout: str, threads: int, n: int) -> tuple[float, torch.Tensor]:
@@ -178,10 +171,19 @@ def bench_size(size: int, corpus: list[dict], model, queries: torch.Tensor, args
     if size <= args.bm25s_max:  # the index's bm25s part: bm25s's own build, tokenization included
         _, row["bm25s_build_s"] = timed(index.add_bm25)
         row["bm25s_bytes"] = sum(index.bm25.bm25.scores[k].nbytes for k in ("data", "indices", "indptr"))
-        index.bm25.search(questions[:4], 100)  # warm-up, as for every figure below
+        index.bm25.search(questions[:4], 100)  # warm-up (bm25s compiles its top-k on first use), as for every figure
         _, seconds = timed(index.bm25.search, questions, 100)
         row["bm25s_qps_1_thread"] = len(questions) / seconds  # query tokenization included (bm25s needs text)
-        print(f"bm25s part: build {row['bm25s_build_s']:.1f}s, QPS {row['bm25s_qps_1_thread']:.1f}", flush=True)
+        # The same work as r3hf's figures, which exclude query encoding: queries tokenized before the timer.
+        bm25 = index.bm25
+        tokens = bm25.tokenize(questions)
+        _, seconds = timed(bm25.bm25.retrieve, tokens, k=100, show_progress=False, n_threads=1)
+        row["bm25s_qps_1_thread_tokenized"] = len(questions) / seconds
+        print(
+            f"bm25s part: build {row['bm25s_build_s']:.1f}s, QPS {row['bm25s_qps_1_thread']:.1f} with query "
+            f"tokenization, {row['bm25s_qps_1_thread_tokenized']:.1f} without",
+            flush=True,
+        )
 
     row["term_major_kernel"] = "numba" if postings.available() else "scipy"
     for threads in (1, 2):
@@ -193,6 +195,8 @@ def bench_size(size: int, corpus: list[dict], model, queries: torch.Tensor, args
             )
             postings.ENABLED = True
             assert torch.equal(scipy_ids, term_ids), "the two term-major kernels disagree"
+        if threads == 1 and "bm25s_qps_1_thread_tokenized" in row:  # both warm, queries prepared before the timer
+            row["term_major_vs_bm25s_1_thread"] = row["qps_term_major_1_thread"] / row["bm25s_qps_1_thread_tokenized"]
         n_row = min(args.queries, args.row_major_queries)
         row[f"qps_row_major_{threads}_thread"], row_ids = qps(index, queries, "row_major", threads, n_row)
         assert torch.equal(term_ids[:n_row], row_ids), "the two layouts disagree"
@@ -294,7 +298,7 @@ def projection(rows: list[dict]) -> list[dict]:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(ROOT / "data"))
+    parser.add_argument("--data", default=str(DATA))
     parser.add_argument(
         "--sizes", type=int, nargs="+", default=[1_000_000], help="corpus sizes; 9515 is the shared corpus as it is"
     )
@@ -307,18 +311,15 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/scale.json"))
     args = parser.parse_args()
 
-    with gzip.open(Path(args.data) / "corpus.jsonl.gz", "rt") as f:
-        corpus = [json.loads(line) for line in f]
-    with gzip.open(Path(args.data) / "nq_test.jsonl.gz", "rt") as f:
-        args.questions = [json.loads(line)["question"] for line in f]
+    corpus = read_jsonl(Path(args.data) / "corpus.jsonl.gz")
+    args.questions = [row["question"] for row in read_jsonl(Path(args.data) / "nq_test.jsonl.gz")]
     model = load_retriever("all-minilm-l6-v2")
     queries = model.encode_query(args.questions[: args.queries], convert_to_sparse_tensor=False)
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="r3hf-scale-"))
     os.environ["R3HF_CACHE"] = str(work / "cache")
     rows = [bench_size(size, corpus, model, queries, args, work) for size in args.sizes]
     report = {"machine": f"{os.cpu_count()} CPUs", "rows": rows, "projection_21M": projection(rows)}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    write_result(args.out, {**report, "args": {k: v for k, v in vars(args).items() if k != "questions"}})
     print(json.dumps(report["projection_21M"], indent=1))
 
 

@@ -11,7 +11,7 @@ questions, where the cache serves the passages retrieved again. The global batch
 is the same for every process count. Retriever: the packaged all-MiniLM-L6-v2 as SIDR; reward: the packaged
 SmolLM2-135M-Instruct; index: bag-of-tokens over the shared corpus.
 
-    python benchmarks/bench_train.py --data ../shared/data --processes 1 2 --out benchmarks/results/train_cpu.json
+    python benchmarks/bench_train.py --processes 1 2 --out benchmarks/results/train_cpu.json
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ from pathlib import Path
 import datasets
 import torch
 from accelerate import PartialState
-from bench_index import read_jsonl  # noqa: E402  (benchmarks/ is the script's folder)
 from transformers import TrainerCallback
 
 from r3hf import AnswerProbabilityReward, R3Config, R3Trainer
 from r3hf.data import load_retriever, resolve_model_path
 from r3hf.scripts.train import R3ScriptArguments, build_or_load_index, calibrate
+from r3hf.scripts.utils import DATA, read_jsonl, write_result
 
 PAPER = {"questions": 79_168, "batch_size": 128, "offline_epochs": 40, "online_epochs": 40, "devices": 4}
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,7 +192,7 @@ def project(table: dict, batch_size: int, processes: int) -> float:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="../shared/data")
+    parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--retriever", default="all-minilm-l6-v2")
     parser.add_argument("--llm", default="smollm2-135m-instruct")
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
@@ -254,10 +254,7 @@ def main():
         f"The reward LLM here is {args.llm}, not Llama-3-8B."
     )
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(
-            json.dumps({"device": device, "args": vars(args), "runs": runs, "paper": PAPER}, indent=1)
-        )
+        write_result(args.out, {"device": device, "args": vars(args), "runs": runs, "paper": PAPER})
 
 
 if __name__ == "__main__":

@@ -108,7 +108,9 @@ class R3Trainer(Trainer):
                 "R3Trainer needs reward_funcs (a callable, a causal LM or its path / Hub id, or a list), unless "
                 "args.offline_only=True trains on offline pairs alone."
             )
-        reward_funcs = [] if reward_funcs is None else reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
+        reward_funcs = (
+            [] if reward_funcs is None else reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
+        )
         self.reward_funcs = [_as_reward(f) for f in reward_funcs]
         self.reward_func_names = [getattr(f, "__name__", type(f).__name__) for f in self.reward_funcs]
         weights = args.reward_weights or [1.0] * len(self.reward_funcs)

@@ -44,20 +44,18 @@ import torch
 
 from r3hf import (
     AnswerProbabilityReward,
-    BagOfTokensIndex,
-    R3Config,
     R3Trainer,
     RAGEvaluator,
     SIDRModel,
     SparseEmbeddingIndex,
     compare_predictions,
 )
-from r3hf.data import load_qa_dataset, load_retriever, load_table, resolve_model_path
+from r3hf.data import load_qa_dataset, resolve_model_path
 from r3hf.evaluation import select_fusion
 from r3hf.retrieval import cached_passage_embeddings
+from r3hf.scripts.utils import DATA, DEMO_READER, DEMO_RETRIEVER, cpu_config, demo_index, demo_retriever, write_result
 from r3hf.utils import enable_logging
 
-DATA = Path(__file__).resolve().parents[1] / "data"
 logger = logging.getLogger("r3hf.demo")
 
 
@@ -216,16 +214,8 @@ def train_stage(
     if done.exists() and json.loads(done.read_text())["record"] == record:
         logger.info(f"{name}: loading the retriever trained by an earlier run with the same settings ({folder})")
         return SIDRModel.from_pretrained(folder), json.loads(done.read_text())["log_history"]
-    config = R3Config(
-        output_dir=str(folder),
-        offline_only=not online,
-        reward_cache_dir=str(out / "reward_cache"),
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=args.use_cpu,
-        dataloader_num_workers=0,
-        **settings,
+    config = cpu_config(
+        folder, offline_only=not online, reward_cache_dir=str(out / "reward_cache"), use_cpu=args.use_cpu, **settings
     )
     trainer = R3Trainer(model, reward, config, train, index=index)
     trainer.train()
@@ -241,8 +231,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="defaults for a CPU or a GPU run")
     parser.add_argument("--output-dir", default="outputs/demo")
     parser.add_argument("--data", default=str(DATA), help="folder of the QA data and corpus")
-    parser.add_argument("--retriever", default="all-minilm-l6-v2", help="the starting encoder (asset, path or Hub id)")
-    parser.add_argument("--reader", default="smollm2-135m-instruct", help="reader and reward LLM")
+    parser.add_argument("--retriever", default=DEMO_RETRIEVER, help="the starting encoder (asset, path or Hub id)")
+    parser.add_argument("--reader", default=DEMO_READER, help="reader and reward LLM")
     parser.add_argument("--eval-samples", type=int, help="questions per test set (0: all)")
     parser.add_argument("--dev-samples", type=int, help="dev questions per set that choose the hybrid fusion")
     parser.add_argument("--calibration-samples", type=int, help="training questions labelled by generation")
@@ -290,9 +280,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
 
-    model = load_retriever(args.retriever, query_max_length=32, passage_max_length=128)
-    index = BagOfTokensIndex.build(load_table(str(data / "corpus.jsonl.gz")), model.tokenizer, max_length=128)
-    index.add_bm25()
+    model = demo_retriever(args.retriever)
+    index = demo_index(model, data, bm25=True)
     columns = ["id", "question", "answers", "positive_ids"]
     train = datasets.concatenate_datasets(
         [load_qa_dataset(str(data / f"{n}_train.jsonl.gz")).select_columns(columns) for n in ("nq", "squad")]
@@ -455,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "args": vars(args),
         "seconds": time.time() - start,
     }
-    (out / "results.json").write_text(json.dumps(summary, indent=1))
+    write_result(out / "results.json", summary)
     plot(stages, results, out / "demo.png")
     print(f"\nWrote {out / 'results.json'}, {out / 'demo.png'}, per-question results in {out / 'predictions'}")
     return summary

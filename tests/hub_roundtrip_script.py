@@ -11,8 +11,7 @@ from transformers import AutoTokenizer, BertConfig
 
 from r3hf import BagOfTokensIndex, SIDRModel
 from r3hf.assets import offline_model_path
-from tests.conftest import TINY_BERT, dense_query, make_tiny_sidr
-from tests.test_modeling_sidr import write_original_checkpoint
+from tests.testing_utils import TINY_BERT, dense_query, make_tiny_sidr, write_original_checkpoint
 
 
 def main(out: Path):

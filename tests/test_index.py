@@ -8,7 +8,7 @@ from r3hf import BagOfTokensIndex, SearchResults, SparseEmbeddingIndex
 from r3hf.index import INDEX_CONFIG
 from r3hf.retrieval import retrieve
 from r3hf.utils import encoder_passage_text
-from tests.conftest import dense_document, dense_query
+from tests.testing_utils import dense_document, dense_query
 
 CORPUS = [
     {"id": "a", "title": "Hamlet", "text": "Hamlet is a tragedy by William Shakespeare."},

@@ -1,16 +1,15 @@
 import importlib.util
-import json
 
 import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from transformers import AutoConfig, AutoModel, BertConfig, BertModel
+from transformers import AutoConfig, AutoModel, BertModel
 
 import r3hf
-from r3hf import SIDRModel, convert_sidr_checkpoint
+from r3hf import SIDRModel
 from r3hf.assets import offline_model_path
-from tests.conftest import TINY_BERT, dense_document, dense_query, make_tiny_sidr
+from tests.testing_utils import dense_document, dense_query, make_tiny_sidr
 
 QUERIES = ["who wrote hamlet", "what is the tallest mountain on earth and where is it located"]
 PASSAGES = [
@@ -153,101 +152,6 @@ def test_gradients_reach_both_encoders(tiny_sidr):
 # ---------------------------------------------------------------- converter
 
 
-def write_original_checkpoint(
-    path, bert_config: BertConfig, shift=999, topk=20, fmt="safetensors", shared=False, model_id="bert-base-uncased"
-):
-    """A checkpoint in the original SiDR layout, with random weights, as jzhoubu/sidr-* ships them."""
-    path.mkdir()
-    weights = {}
-    sides = ["q"] if shared else ["q", "p"]
-    for seed, side in enumerate(sides):
-        torch.manual_seed(seed + 10)
-        bert = BertModel(bert_config, add_pooling_layer=True)
-        for k, v in bert.state_dict().items():
-            weights[f"encoder_{side}.bert_model.{k}"] = v.clone()
-        weights[f"encoder_{side}.ln.weight"] = torch.rand(bert_config.hidden_size) + 0.5
-        weights[f"encoder_{side}.ln.bias"] = torch.randn(bert_config.hidden_size) * 0.1
-    side_cfg = {"shift_vocab_num": shift, "topk": topk, "pooling": "max", "model_id": model_id}
-    config = {
-        "encoder_q": {**side_cfg, "max_len": 32},
-        "encoder_p": {**side_cfg, "max_len": 64},
-        "shared_encoder": shared,
-    }
-    (path / "config.json").write_text(json.dumps(config))
-    if fmt == "safetensors":
-        save_file(weights, path / "model.safetensors")
-    else:
-        torch.save(weights, path / "pytorch_model.bin")
-    (path / "bert_config.json").write_text(bert_config.to_json_string())
-    return weights
-
-
-def original_embed(weights, side, ids, shift, topk, vocab_size):
-    """The original vsearch VDREncoder.embed on one text: shifted vocab, elu1p, max, top-k ∪ bag of tokens."""
-    bert = BertModel(BertConfig.from_dict({**TINY_BERT, "vocab_size": vocab_size}), add_pooling_layer=True)
-    prefix = f"encoder_{side}.bert_model."
-    bert.load_state_dict({k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)})
-    bert.eval()
-    with torch.no_grad():
-        h = bert(input_ids=torch.tensor([ids])).last_hidden_state
-        h = F.layer_norm(
-            h, h.shape[-1:], weights[f"encoder_{side}.ln.weight"], weights[f"encoder_{side}.ln.bias"], 1e-5
-        )
-        vocab = (F.elu(h @ bert.embeddings.word_embeddings.weight[shift:].T) + 1).max(1)[0]
-        topk_mask = torch.zeros_like(vocab, dtype=torch.bool).scatter_(-1, vocab.topk(topk).indices, True)
-        bow = torch.zeros(1, vocab_size).scatter_(-1, torch.tensor([ids]), 1).bool()[:, shift:]
-        return vocab * (topk_mask | bow)
-
-
-@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
-def test_converter_scores_exactly_as_the_original(tmp_path, bert_tokenizer, fmt):
-    bert_config = BertConfig(vocab_size=len(bert_tokenizer), **TINY_BERT)
-    src = tmp_path / "original"
-    weights = write_original_checkpoint(src, bert_config, fmt=fmt)
-    bert_tokenizer.save_pretrained(src)
-    if fmt == "bin":
-        with pytest.raises(ValueError, match="only pytorch_model.bin, a pickle: pass allow_pickle=True"):
-            convert_sidr_checkpoint(src, tmp_path / "converted", encoder_config=src / "bert_config.json")
-    model = convert_sidr_checkpoint(
-        src, tmp_path / "converted", encoder_config=src / "bert_config.json", allow_pickle=fmt == "bin"
-    )
-    reloaded = SIDRModel.from_pretrained(tmp_path / "converted")
-    assert reloaded.config.topk == 20 and reloaded.config.query_max_length == 32
-    q_text, p_text = "who wrote hamlet", "hamlet is a play by william shakespeare"
-    q_ids, p_ids = bert_tokenizer(q_text)["input_ids"], bert_tokenizer(p_text)["input_ids"]
-    q0 = original_embed(weights, "q", q_ids, 999, 20, len(bert_tokenizer))
-    p0 = original_embed(weights, "p", p_ids, 999, 20, len(bert_tokenizer))
-    q1, p1 = dense_query(model, [q_text]), dense_document(model, [p_text])
-    torch.testing.assert_close(q1[:, 999:], q0, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(p1[:, 999:], p0, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(q1 @ p1.T, q0 @ p0.T, rtol=1e-5, atol=1e-5)
-
-
-def test_converter_rejects_missing_keys_and_bad_shapes(tmp_path, bert_tokenizer):
-    bert_config = BertConfig(vocab_size=len(bert_tokenizer), **TINY_BERT)
-    src = tmp_path / "original"
-    weights = write_original_checkpoint(src, bert_config)
-    bert_tokenizer.save_pretrained(src)
-    del weights["encoder_p.ln.bias"]
-    save_file(weights, src / "model.safetensors")
-    with pytest.raises(ValueError, match="lacks 1 weights.*passage_norm.bias"):
-        convert_sidr_checkpoint(src, tmp_path / "out", encoder_config=src / "bert_config.json")
-    with pytest.raises(ValueError, match="has shape .* pass the matching encoder_config"):
-        convert_sidr_checkpoint(src, tmp_path / "out", encoder_config=BertConfig())  # hidden 768, not 32
-    assert not (tmp_path / "out").exists()
-
-
-def test_converter_requires_a_tokenizer(tmp_path, bert_tokenizer):
-    src = tmp_path / "original"
-    write_original_checkpoint(src, BertConfig(vocab_size=len(bert_tokenizer), **TINY_BERT), shared=True)
-    with pytest.raises(ValueError, match="holds a tokenizer that loads here: pass tokenizer="):
-        convert_sidr_checkpoint(src, tmp_path / "out", encoder_config=src / "bert_config.json")
-    model = convert_sidr_checkpoint(
-        src, tmp_path / "out", encoder_config=src / "bert_config.json", tokenizer=offline_model_path("splade-tiny")
-    )
-    assert model.config.shared_encoder and model.passage_encoder is None
-
-
 # ---------------------------------------------------------------- bad input and assets
 
 
@@ -355,21 +259,3 @@ def test_weights_that_do_not_match_the_config_are_refused(tiny_sidr, tmp_path):
     save_file(weights, tmp_path / "model.safetensors")
     with pytest.raises(ValueError, match="do not match its SIDR config.*passage_norm.bias"):
         SIDRModel.from_pretrained(tmp_path)
-
-
-def test_original_layout_loads_directly_like_the_converter(tmp_path, bert_tokenizer):
-    bert_config = BertConfig(vocab_size=len(bert_tokenizer), **TINY_BERT)
-    encoder_dir = tmp_path / "encoder"  # what the checkpoint's model_id names: the encoders' architecture
-    bert_config.save_pretrained(encoder_dir)
-    src = tmp_path / "original"
-    weights = write_original_checkpoint(src, bert_config, model_id=str(encoder_dir))
-    bert_tokenizer.save_pretrained(src)
-    loaded = SIDRModel.from_pretrained(src)  # no encoder_config: taken from model_id, as the original code does
-    converted = convert_sidr_checkpoint(src, tmp_path / "converted")
-    assert loaded.config.topk == 20 and loaded.config.activate_lexical and loaded.config.query_max_length == 32
-    q_ids = bert_tokenizer(QUERIES[0])["input_ids"]
-    reference = original_embed(weights, "q", q_ids, 999, 20, len(bert_tokenizer))
-    torch.testing.assert_close(dense_query(loaded, QUERIES[:1])[:, 999:], reference, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(dense_query(loaded, QUERIES), dense_query(converted, QUERIES))
-    torch.testing.assert_close(dense_document(loaded, PASSAGES), dense_document(converted, PASSAGES))
-    assert loaded.encode_query(QUERIES).to_dense()[:, :999].abs().sum() == 0  # the shifted-out ids stay zero

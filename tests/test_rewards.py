@@ -6,7 +6,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaForCausalLM
 
 from r3hf.assets import offline_model_path
 from r3hf.rewards import AnswerProbabilityReward, Calibration
-from tests.conftest import make_tiny_causal_lm
+from tests.testing_utils import make_tiny_causal_lm
 
 QUERY = "who wrote hamlet"
 PASSAGE = {"title": "Hamlet", "text": "Hamlet is a tragedy written by William Shakespeare around 1600."}
@@ -211,7 +211,9 @@ def test_global_threshold_maximises_f1_against_generation_labels():
 
 def test_calibrate_uses_real_generation_labels(reward, monkeypatch, tmp_path):
     passages = [[{"id": "p1", "title": "", "text": "shakespeare wrote it"}, {"id": "p2", "title": "", "text": "nope"}]]
-    monkeypatch.setattr(reward.reader, "generate", lambda q, ps, max_new_tokens=20: ["It was Shakespeare.", "I do not know."])
+    monkeypatch.setattr(
+        reward.reader, "generate", lambda q, ps, max_new_tokens=20: ["It was Shakespeare.", "I do not know."]
+    )
     cal = reward.calibrate([QUERY], [["Shakespeare"]], passages, save_path=tmp_path / "cal.jsonl")
     assert [r["label"] for r in cal.records] == [1, 0]
     scores = [r["score"] for r in cal.records]
@@ -278,6 +280,7 @@ def test_peft_adapter_folder(tiny_lm, bert_tokenizer, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_real_instruct_llm_prefers_the_passage_with_the_answer():
     reward = AnswerProbabilityReward(offline_model_path("smollm2-135m-instruct"), device="cpu")
     assert reward.use_chat_template

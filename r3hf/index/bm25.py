@@ -102,11 +102,15 @@ class BM25Retriever:
     def __len__(self) -> int:
         return int(self.bm25.scores["num_docs"])
 
+    def tokenize(self, queries: Sequence[str] | str):
+        """Queries tokenized as the index was (bm25s's `Tokenized` ids and vocabulary), for `self.bm25.retrieve`."""
+        queries = [queries] if isinstance(queries, str) else list(queries)
+        return self._bm25s.tokenize(queries, stopwords=self.stopwords, show_progress=False)
+
     def search(self, queries: Sequence[str] | str, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
         """`(rows, scores)`: `LongTensor[n, k]` corpus rows of the top-`k` passages of each query by BM25, best first,
         and their `FloatTensor[n, k]` BM25 scores."""
-        queries = [queries] if isinstance(queries, str) else list(queries)
-        tokens = self._bm25s.tokenize(queries, stopwords=self.stopwords, show_progress=False)
+        tokens = self.tokenize(queries)
         ids, scores = self.bm25.retrieve(tokens, k=min(k, len(self)), show_progress=False, n_threads=1)
         return torch.from_numpy(np.asarray(ids, dtype=np.int64)), torch.from_numpy(np.asarray(scores)).float()
 

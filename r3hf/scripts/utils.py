@@ -1,5 +1,5 @@
-"""What the demo and the benchmarks share: the demo's retriever and index, a CPU training config, recombined corpora
-for scale, a timer, and results files stamped with where and how they were made."""
+"""What the demo and the benchmarks share: the demo's retriever and index, a CPU training config, a JSON Lines reader,
+a timer, and results files stamped with where and how they were made."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..data import load_retriever, load_table
@@ -58,18 +57,6 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """The rows of a (gzipped) JSON Lines file."""
     with gzip.open(path, "rt") if str(path).endswith(".gz") else open(path) as f:
         return [json.loads(line) for line in f]
-
-
-def recombined_passage(corpus: Sequence[dict], i: int, j: int) -> dict:
-    """Passage `i`'s title, with the first half of its words and the second half of passage `j`'s."""
-    x, y = corpus[i]["text"].split(), corpus[j]["text"].split()
-    return {"title": corpus[i]["title"], "text": " ".join(x[: len(x) // 2] + y[len(y) // 2 :])}
-
-
-def recombined_pairs(n_source: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The `(i, j)` source rows of `size` recombined passages, drawn with a seeded generator."""
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, n_source, size), rng.integers(0, n_source, size)
 
 
 def timed(fn: Callable, *args: Any, **kwargs: Any) -> tuple[Any, float]:

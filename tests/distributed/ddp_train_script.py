@@ -9,8 +9,8 @@ from transformers import AutoTokenizer
 
 from r3hf import R3Config, R3Trainer
 from r3hf.assets import offline_model_path
-from tests.conftest import make_tiny_sidr
 from tests.synthetic import hidden_subset_reward, make_environment
+from tests.testing_utils import make_tiny_sidr
 
 
 def checksum(model) -> float:

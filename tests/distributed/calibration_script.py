@@ -12,7 +12,7 @@ from transformers import AutoTokenizer
 from r3hf import R3Config
 from r3hf.assets import offline_model_path
 from r3hf.scripts.train import R3ScriptArguments, build_or_load_index, calibrate
-from tests.conftest import make_tiny_sidr
+from tests.testing_utils import make_tiny_sidr
 
 
 class StubReward:

@@ -22,8 +22,8 @@ from transformers import AutoTokenizer, TrainerCallback
 
 from r3hf import AnswerProbabilityReward, R3Config, R3Trainer
 from r3hf.assets import offline_model_path
-from tests.conftest import make_tiny_causal_lm, make_tiny_sidr
 from tests.synthetic import make_environment
+from tests.testing_utils import make_tiny_causal_lm, make_tiny_sidr
 
 
 class KillAfterCheckpoint(TrainerCallback):
