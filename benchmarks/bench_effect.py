@@ -26,7 +26,8 @@ import time
 import datasets
 
 from r3hf import AnswerProbabilityReward, R3Trainer, RAGEvaluator, compare_predictions
-from r3hf.data import load_qa_dataset, resolve_model_path
+from r3hf.data import load_qa_dataset
+from r3hf.models import resolve_model_path
 from r3hf.rewards import Calibration
 from r3hf.scripts.utils import DATA, DEMO_READER, cpu_config, demo_index, demo_retriever, write_result
 

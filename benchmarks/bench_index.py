@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from r3hf import BagOfTokensIndex, SparseEmbeddingIndex
-from r3hf.data import load_retriever
 from r3hf.evaluation import answer_recall_at_k
+from r3hf.models import load_retriever
 from r3hf.scripts.utils import DATA, read_jsonl, timed, write_result
 
 KS = (1, 5, 20, 100)

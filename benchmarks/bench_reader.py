@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from r3hf.data import load_qa_dataset, load_table, resolve_model_path
+from r3hf.data import load_qa_dataset, load_table
 from r3hf.evaluation import has_answer
+from r3hf.models import resolve_model_path
 from r3hf.rewards import CHAT_PROMPT, OPENQA_PROMPT, AnswerProbabilityReward
 from r3hf.scripts.utils import DATA, write_result
 

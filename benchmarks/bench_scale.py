@@ -38,8 +38,8 @@ import pyarrow.parquet as pq
 import torch
 
 from r3hf import BagOfTokensIndex, BM25Retriever
-from r3hf.data import load_retriever
 from r3hf.index import postings
+from r3hf.models import load_retriever
 from r3hf.retrieval import first_stage_candidates
 from r3hf.scripts.utils import DATA, read_jsonl, timed, write_result
 

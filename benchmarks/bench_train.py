@@ -32,7 +32,7 @@ from accelerate import PartialState
 from transformers import TrainerCallback
 
 from r3hf import AnswerProbabilityReward, R3Config, R3Trainer
-from r3hf.data import load_retriever, resolve_model_path
+from r3hf.models import load_retriever, resolve_model_path
 from r3hf.scripts.train import R3ScriptArguments, build_or_load_index, calibrate
 from r3hf.scripts.utils import DATA, read_jsonl, write_result
 

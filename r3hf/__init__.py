@@ -2,11 +2,12 @@
 
 from .configuration_sidr import SIDRConfig
 from .convert_sidr import convert_sidr_checkpoint
-from .data import load_qa_dataset, load_retriever, load_table, resolve_model_path
+from .data import load_qa_dataset, load_table
 from .evaluation import RAGEvaluator, compare_predictions, paired_bootstrap, select_fusion
 from .index import BagOfTokensIndex, BM25Retriever, CSRIndex, SearchResults, SparseEmbeddingIndex, load_index
 from .losses import rcl_loss
 from .modeling_sidr import SIDRModel, SIDROutput
+from .models import load_retriever, resolve_model_path
 from .protocols import ReaderLike, RetrieverLike
 from .r3_config import R3Config
 from .r3_trainer import R3Trainer

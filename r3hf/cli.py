@@ -11,8 +11,9 @@ from .utils import enable_logging
 
 
 def _index_build(args) -> None:
-    from .data import load_retriever, load_table
+    from .data import load_table
     from .index import BagOfTokensIndex
+    from .models import load_retriever
 
     model = load_retriever(args.retriever)
     max_length = args.max_length or model.config.passage_max_length
@@ -38,8 +39,8 @@ def _index_push(args) -> None:
 
 
 def _search(args) -> None:
-    from .data import load_retriever
     from .index import BagOfTokensIndex
+    from .models import load_retriever
 
     model = load_retriever(args.retriever)
     index = BagOfTokensIndex.from_pretrained(args.index, tokenizer=model.tokenizer)

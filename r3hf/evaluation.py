@@ -15,6 +15,7 @@ import numpy as np
 from scipy.stats import bootstrap
 from transformers.utils import logging
 
+from .closed_set import matched_choice
 from .protocols import ReaderLike, RetrieverLike
 from .retrieval import candidate_scores, check_first_stage, first_stage_candidates, fuse
 from .utils import atomic_write_text, plain_passage_text
@@ -104,6 +105,10 @@ class RAGEvaluator:
         show_progress_bar: Show progress bars (default: for long runs).
         generation_cache: A dict to keep generations in, shared with other evaluators of the same questions and
             reader (another pipeline, another index over the same corpus); a new one by default.
+        choices: For a closed-set task, each question's choice labels (`["true", "false"]`, `["A", "B", "C", "D"]`);
+            `answers` then holds each gold choice's index. A generation is correct when the choice it gives
+            ([`matched_choice`]: its first word that is a choice label) is the gold one. Answer recall does not apply
+            and is not reported.
     """
 
     def __init__(
@@ -124,6 +129,7 @@ class RAGEvaluator:
         batch_size: int = 32,
         show_progress_bar: bool | None = None,
         generation_cache: dict | None = None,
+        choices: Sequence[Sequence[str]] | None = None,
     ):
         if not questions or len(questions) != len(answers):
             raise ValueError(
@@ -132,10 +138,29 @@ class RAGEvaluator:
             )
         if ids is not None and len(ids) != len(questions):
             raise ValueError(f"{len(ids)} ids for {len(questions)} questions.")
-        if not recall_at or min(recall_at) < 1 or (rag_contexts and min(rag_contexts) < 1):
+        if (
+            (not recall_at and choices is None)
+            or min(recall_at, default=1) < 1
+            or (rag_contexts and min(rag_contexts) < 1)
+        ):
             raise ValueError(f"Cut-offs must be at least 1, got recall_at={recall_at}, rag_contexts={rag_contexts}.")
         self.questions = list(questions)
-        self.answers = [[a] if isinstance(a, str) else list(a) for a in answers]
+        if choices is not None:
+            if len(choices) != len(questions):
+                raise ValueError(f"{len(choices)} choice lists for {len(questions)} questions.")
+            if reader is None:
+                raise ValueError("A closed-set evaluation measures the reader's answers: pass reader=.")
+            bad = [i for i, (a, c) in enumerate(zip(answers, choices)) if not (isinstance(a, int) and 0 <= a < len(c))]
+            if bad:
+                raise ValueError(
+                    f"With choices, answers are gold choice indices; question {bad[0]} has {answers[bad[0]]!r} for "
+                    f"{len(choices[bad[0]])} choices."
+                )
+            recall_at = ()
+        self.choices = [list(c) for c in choices] if choices is not None else None
+        self.answers = (
+            list(answers) if choices is not None else [[a] if isinstance(a, str) else list(a) for a in answers]
+        )
         self.ids = list(ids) if ids is not None else list(range(len(questions)))
         self.index = index
         self.reader = reader
@@ -162,6 +187,8 @@ class RAGEvaluator:
         if len(dataset) == 0:
             raise ValueError("The evaluation dataset is empty: pass at least one question with its answers.")
         ids = dataset["id"] if "id" in dataset.column_names else None
+        if "choices" in dataset.column_names:
+            kwargs.setdefault("choices", dataset["choices"])
         return cls(dataset["question"], dataset["answers"], index, reader=reader, ids=ids, **kwargs)
 
     def _prefixed(self, metric: str) -> str:
@@ -170,7 +197,7 @@ class RAGEvaluator:
     @property
     def depth(self) -> int:
         """Passages retrieved per question."""
-        return min(max([*self.recall_at, *self.rag_contexts]), len(self.index))
+        return min(max([*self.recall_at, *self.rag_contexts, 1]), len(self.index))
 
     def predict(self, retriever: RetrieverLike, rows: Sequence[int] | None = None) -> list[dict]:
         """Per-question results of a retriever (for the given question rows, default all): the retrieved passage ids,
@@ -198,7 +225,7 @@ class RAGEvaluator:
                 "question": self.questions[i],
                 "answers": self.answers[i],
                 "retrieved_ids": [p["id"] for p in ps] if has_ids else r,
-                "first_answer_rank": first_answer_rank(ps, self.answers[i]),
+                "first_answer_rank": None if self.choices else first_answer_rank(ps, self.answers[i]),
             }
             for i, r, ps in zip(rows, ranked, passages)
         ]
@@ -214,9 +241,13 @@ class RAGEvaluator:
                     **length,
                 )
                 self._generations.update(zip(todo, generations))
-            for record, key, answers in zip(records, keys, (self.answers[i] for i in rows)):
-                record[f"generation@{n}"] = self._generations[key]
-                record[f"correct@{n}"] = has_answer(self._generations[key], answers)
+            for record, key, i in zip(records, keys, rows):
+                generation = record[f"generation@{n}"] = self._generations[key]
+                if self.choices is None:
+                    record[f"correct@{n}"] = has_answer(generation, self.answers[i])
+                else:
+                    record[f"choice@{n}"] = matched_choice(generation, self.choices[i])
+                    record[f"correct@{n}"] = record[f"choice@{n}"] == self.answers[i]
         return records
 
     def compute_metrics(self, records: Sequence[dict]) -> dict[str, float]:

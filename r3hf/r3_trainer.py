@@ -20,12 +20,12 @@ from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
-from .data import load_retriever
 from .evaluation import RAGEvaluator, has_answer
 from .hub import TAGS
 from .index import BagOfTokensIndex
 from .losses import flops, gather_with_grad, rcl_loss
 from .modeling_sidr import SIDRModel
+from .models import load_retriever
 from .r3_config import R3Config
 from .retrieval import first_stage_candidates, retrieve
 from .rewards import AnswerProbabilityReward, Calibration, OfflinePools, RewardCache
@@ -259,9 +259,17 @@ class R3Trainer(Trainer):
                 continue
             mined = zip(cand, self.index.get_passages(cand))
             answers = ex["answers"]
+            # A closed-set answer (a choice index) is not in passages: its negatives come from the offline pools,
+            # and a mined one is the best candidate that is not a positive.
+            closed_set = "choices" in ex
             negatives.append(
                 next(
-                    (d for d, p in mined if d not in pos_pool and not has_answer(plain_passage_text(p), answers)), None
+                    (
+                        d
+                        for d, p in mined
+                        if d not in pos_pool and (closed_set or not has_answer(plain_passage_text(p), answers))
+                    ),
+                    None,
                 )
             )
         return positives, negatives

@@ -50,8 +50,9 @@ from r3hf import (
     SparseEmbeddingIndex,
     compare_predictions,
 )
-from r3hf.data import load_qa_dataset, resolve_model_path
+from r3hf.data import load_qa_dataset
 from r3hf.evaluation import select_fusion
+from r3hf.models import resolve_model_path
 from r3hf.retrieval import cached_passage_embeddings
 from r3hf.scripts.utils import DATA, DEMO_READER, DEMO_RETRIEVER, cpu_config, demo_index, demo_retriever, write_result
 from r3hf.utils import enable_logging

@@ -109,3 +109,44 @@ def test_paired_bootstrap_and_comparison():
         compare_predictions(records_a, records_b[:5])
     with pytest.raises(ValueError, match="equal-length"):
         paired_bootstrap([1, 0, 1], [1])
+
+
+def test_matched_choice_reads_the_first_choice_word():
+    from r3hf.closed_set import matched_choice
+
+    assert matched_choice("True. The claim holds.", ["true", "false"]) == 0
+    assert matched_choice("It is false, not true", ["true", "false"]) == 1
+    assert matched_choice("I cannot tell", ["true", "false"]) is None
+    assert matched_choice("a plant needs B", ["A", "B", "C", "D"]) == 1  # the article "a" is not choice A
+    assert matched_choice("The answer is (C): rain", ["A", "B", "C", "D"]) == 2
+
+
+class ScriptedReader:
+    """A stand-in reader that gives a fixed answer per question, whatever the passages."""
+
+    def __init__(self, answers: dict[str, str]):
+        self.answers = answers
+
+    def generate(self, queries, passages, max_new_tokens=20, show_progress_bar=None):
+        return [self.answers[q] for q in queries]
+
+
+def test_closed_set_accuracy_against_hand_computed_cases(qa_index):
+    questions = ["claim one", "claim two", "claim three", "which is wet?\nA: sand\nB: rain\nC: salt\nD: dust"]
+    choices = [["true", "false"]] * 3 + [["A", "B", "C", "D"]]
+    gold = [0, 1, 1, 1]
+    reader = ScriptedReader(
+        {questions[0]: "True.", questions[1]: "true, it holds", questions[2]: "no idea", questions[3]: "B: rain"}
+    )
+    evaluator = RAGEvaluator(
+        questions, gold, qa_index, reader=reader, choices=choices, rag_contexts=(1, 2), name="closed"
+    )
+    records = evaluator.predict(BM25Retriever(qa_index))
+    assert [r["choice@1"] for r in records] == [0, 0, None, 1]
+    assert [r["correct@1"] for r in records] == [True, False, False, True]
+    # correct: questions 1 and 4, at 1 and at 2 passages in context; no answer recall for closed-set tasks
+    assert evaluator.compute_metrics(records) == {"closed_rag_accuracy@1": 0.5, "closed_rag_accuracy@2": 0.5}
+    with pytest.raises(ValueError, match="gold choice indices"):
+        RAGEvaluator(questions, [0, 1, 2, 1], qa_index, reader=reader, choices=choices)
+    with pytest.raises(ValueError, match="pass reader="):
+        RAGEvaluator(questions, gold, qa_index, choices=choices)

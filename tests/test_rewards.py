@@ -308,3 +308,39 @@ def test_out_of_memory_shrinks_the_batch_instead_of_failing(reward, monkeypatch)
     reward.batch_size = 4
     assert reward.generate(queries, [[p] for p in passages], max_new_tokens=3) == expected_text
     assert reward.batch_size <= 2
+
+
+def test_closed_set_margins_agree_with_a_direct_computation(reward, bert_tokenizer):
+    """Every choice scored in one shared forward pass gives the log-probabilities of scoring each choice alone."""
+    passages = [PASSAGE, {"title": "Nile", "text": "The Nile is a river in Africa."}]
+    choices, gold = [["true", "false"], ["a", "b", "c", "d"]], [0, 2]
+    margins = reward.choice_margins([QUERY, QUERY], passages, choices, gold)
+    for passage, options, g, margin in zip(passages, choices, gold, margins):
+        prompt = bert_tokenizer(reward.build_prompt(QUERY, [passage]))["input_ids"]
+        log_probs = [
+            math.log(
+                manual_probability(reward.model, prompt, bert_tokenizer(o, add_special_tokens=False)["input_ids"])
+            )
+            for o in options
+        ]
+        direct = log_probs[g] - max(v for j, v in enumerate(log_probs) if j != g)
+        assert margin == pytest.approx(direct, abs=1e-4)
+    assert reward.score_choices([QUERY, QUERY], passages, choices, gold) == [float(m > 0) for m in margins]
+
+
+def test_closed_set_margins_do_not_depend_on_the_batch(reward):
+    passages = [{"title": "", "text": f"passage number {i} " * (i + 1)} for i in range(7)]
+    choices = [["true", "false"]] * 7
+    gold = [i % 2 for i in range(7)]
+    reward.cache = None  # every call computes
+    together = reward.choice_margins([QUERY] * 7, passages, choices, gold)
+    reward.batch_size = 1
+    alone = [reward.choice_margins([QUERY], [p], [c], [g])[0] for p, c, g in zip(passages, choices, gold)]
+    assert together == pytest.approx(alone, rel=1e-4, abs=1e-5)  # BLAS kernels change with the batch shape
+
+
+def test_closed_set_input_errors_name_the_problem(reward):
+    with pytest.raises(ValueError, match="at least two distinct"):
+        reward.choice_margins([QUERY], [PASSAGE], [["true"]], [0])
+    with pytest.raises(ValueError, match="gold choice index 2"):
+        reward.choice_margins([QUERY], [PASSAGE], [["true", "false"]], [2])

@@ -209,8 +209,76 @@ def paper_datasets(n: int = 8) -> dict:
             }
         ),
     )
+    health, health_test = closed_set_datasets(n)
+    arc = arc_dataset(n)
     return {
         "google-research-datasets/nq_open": {"nq_open": {"train": nq, "validation": nq}},
         "mandarjoshi/trivia_qa": {"rc.nocontext": {"train": trivia, "validation": trivia, "test": trivia}},
         "hotpotqa/hotpot_qa": {"distractor": {"train": hotpot, "validation": hotpot}},
+        "ImperialCollegeLondon/health_fact": {"default": {"train": health, "validation": health, "test": health_test}},
+        "allenai/ai2_arc": {
+            name: {"train": arc, "validation": arc, "test": arc} for name in ("ARC-Challenge", "ARC-Easy")
+        },
     }
+
+
+def closed_set_datasets(n: int = 8):
+    """Stand-ins for `ImperialCollegeLondon/health_fact` with its columns and ClassLabel (false, mixture, true,
+    unproven): `n` true or false claims about the towns of `dpr_passages`, and a test split with two more claims
+    labelled mixture and unproven (left out by the loader)."""
+    import datasets
+
+    def rows(count: int, labels) -> list[dict]:
+        return [
+            {
+                "claim_id": str(i),
+                "claim": f"Town {i} lies on river {i % 3 if label == 2 else (i + 1) % 3}.",
+                "date_published": "2020-01-01",
+                "explanation": "A map.",
+                "fact_checkers": "",
+                "main_text": "",
+                "sources": "",
+                "label": label,
+                "subjects": "Geography",
+            }
+            for i, label in zip(range(count), labels)
+        ]
+
+    strings = (
+        "claim_id",
+        "claim",
+        "date_published",
+        "explanation",
+        "fact_checkers",
+        "main_text",
+        "sources",
+        "subjects",
+    )
+    features = datasets.Features(
+        {
+            **{k: datasets.Value("string") for k in strings},
+            "label": datasets.ClassLabel(names=["false", "mixture", "true", "unproven"]),
+        }
+    )
+    true_false = [2 if i % 2 == 0 else 0 for i in range(n)]
+    train = datasets.Dataset.from_list(rows(n, true_false), features=features)
+    test = datasets.Dataset.from_list(rows(n + 2, [*true_false, 1, 3]), features=features)
+    return train, test
+
+
+def arc_dataset(n: int = 8):
+    """A stand-in for `allenai/ai2_arc`'s configurations: `id`, `question`, `choices` {`text`, `label`},
+    `answerKey`."""
+    import datasets
+
+    return datasets.Dataset.from_list(
+        [
+            {
+                "id": f"Mercury_{i}",
+                "question": f"Which river flows past town {i}?",
+                "choices": {"text": [f"river {j}" for j in range(4)], "label": list("ABCD")},
+                "answerKey": "ABCD"[i % 3],
+            }
+            for i in range(n)
+        ]
+    )

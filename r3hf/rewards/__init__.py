@@ -4,12 +4,15 @@ generation, and the shared store of reward scores."""
 from .answer_probability import AnswerProbabilityReward
 from .cache import RewardCache
 from .calibration import Calibration, OfflinePools, calibrate_in_parts, label_by_generation
-from .prompts import CHAT_PROMPT, OPENQA_PROMPT, format_paragraphs
+from .prompts import ARC_PROMPT, CHAT_PROMPT, CLOSED_SET_PROMPTS, OPENQA_PROMPT, PUBHEALTH_PROMPT, format_paragraphs
 from .reader import Reader
 
 __all__ = [
+    "ARC_PROMPT",
     "CHAT_PROMPT",
+    "CLOSED_SET_PROMPTS",
     "OPENQA_PROMPT",
+    "PUBHEALTH_PROMPT",
     "AnswerProbabilityReward",
     "Calibration",
     "OfflinePools",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from transformers import PreTrainedModel
@@ -143,48 +143,99 @@ class AnswerProbabilityReward:
                 raise ValueError(
                     f"Question {i} has no usable gold answer ({aliases!r}): give at least one non-empty string."
                 )
-        results: list[float | None] = [None] * len(queries)
-        todo: list[int] = []
         keys = (
             [self._cache_key(q, p, a) for q, p, a in zip(queries, passages, answers)]
             if self.cache is not None
             else None
         )
+
+        def compute(todo: list[int]) -> list[float]:
+            sequences = []
+            for i in todo:
+                aliases = [self.tokenizer(a, add_special_tokens=False)["input_ids"] for a in dict.fromkeys(answers[i])]
+                budget = self.max_length - max(map(len, aliases))
+                sequences.append((self.reader.prompt_ids(queries[i], [passages[i]], budget), aliases))
+            return [math.exp(max(lp)) for lp in self.reader.log_probs(sequences, self.length_normalize)]
+
+        return self._cached(keys, len(queries), compute)
+
+    def _cached(self, keys: list[bytes] | None, n: int, compute: Callable[[list[int]], list[float]]) -> list[float]:
+        """`n` values, those whose key is in the cache read from it, the rest computed by `compute(positions)` (in
+        one call, so the reader batches them) and stored."""
+        results: list[float | None] = [None] * n
         if keys is None:
             cached = {}
         elif isinstance(self.cache, RewardCache):
             cached = self.cache.get_many(keys)
         else:
             cached = {k: self.cache[k] for k in keys if k in self.cache}
-        for i in range(len(queries)):
+        todo = [i for i in range(n) if keys is None or keys[i] not in cached]
+        for i in range(n):
             if keys is not None and keys[i] in cached:
                 results[i] = cached[keys[i]]
-                self.cache_hits += 1
-            else:
-                todo.append(i)
-        self.cache_lookups += len(queries) if keys is not None else 0
-        sequences = []
-        for i in todo:
-            aliases = [self.tokenizer(a, add_special_tokens=False)["input_ids"] for a in dict.fromkeys(answers[i])]
-            budget = self.max_length - max(map(len, aliases))
-            sequences.append((self.reader.prompt_ids(queries[i], [passages[i]], budget), aliases))
-        for i, log_probs in zip(todo, self.reader.log_probs(sequences, self.length_normalize) if sequences else []):
-            results[i] = math.exp(max(log_probs))
+        self.cache_hits += n - len(todo) if keys is not None else 0
+        self.cache_lookups += n if keys is not None else 0
+        for i, value in zip(todo, compute(todo) if todo else []):
+            results[i] = value
             if keys is not None:
-                self.cache[keys[i]] = results[i]
+                self.cache[keys[i]] = value
         if isinstance(self.cache, RewardCache):
             self.cache.flush()
         return results
 
+    def choice_margins(
+        self, queries: Sequence[str], passages: Sequence, choices: Sequence[Sequence[str]], gold: Sequence[int]
+    ) -> list[float]:
+        """Closed-set tasks: log P(gold choice | prompt) − the largest log P(other choice | prompt), for each
+        (query, passage, choices, gold index). Every choice of a pair is scored in the same forward pass (each
+        attending to the prompt and to itself only), and margins are cached like scores.
+
+        Returns:
+            One margin per pair: above 0 when the gold choice is the most probable.
+        """
+        if not (len(queries) == len(passages) == len(choices) == len(gold)):
+            raise ValueError(
+                f"queries, passages, choices and gold differ in length: {len(queries)}, {len(passages)}, "
+                f"{len(choices)}, {len(gold)}."
+            )
+        for i, (options, g) in enumerate(zip(choices, gold)):
+            if (
+                len(options) < 2
+                or len(set(options)) != len(options)
+                or not all(isinstance(o, str) and o for o in options)
+            ):
+                raise ValueError(f"Question {i} needs at least two distinct non-empty choices, got {list(options)!r}.")
+            if not isinstance(g, int) or not 0 <= g < len(options):
+                raise ValueError(f"Question {i}: the gold choice index {g!r} is not one of 0..{len(options) - 1}.")
+        keys = (
+            [
+                self._cache_key(q, p, ["choices", *c, f"gold={g}"])
+                for q, p, c, g in zip(queries, passages, choices, gold)
+            ]
+            if self.cache is not None
+            else None
+        )
+
+        def compute(todo: list[int]) -> list[float]:
+            sequences = []
+            for i in todo:
+                options = [self.tokenizer(o, add_special_tokens=False)["input_ids"] for o in choices[i]]
+                budget = self.max_length - sum(map(len, options))
+                sequences.append((self.reader.prompt_ids(queries[i], [passages[i]], budget), options))
+            margins = []
+            for i, lp in zip(todo, self.reader.log_probs(sequences, self.length_normalize)):
+                g = gold[i]
+                margins.append(lp[g] - max(v for j, v in enumerate(lp) if j != g))
+            return margins
+
+        return self._cached(keys, len(queries), compute)
+
     def score_choices(
         self, queries: Sequence[str], passages: Sequence, choices: Sequence[Sequence[str]], gold: Sequence[int]
     ) -> list[float]:
-        """Closed-set tasks: 1.0 where the gold choice is more probable than every other choice, else 0.0."""
-        rewards = []
-        for q, p, options, g in zip(queries, passages, choices, gold):
-            probs = self.score([q] * len(options), [p] * len(options), [[o] for o in options])
-            rewards.append(float(all(probs[g] > s for j, s in enumerate(probs) if j != g)))
-        return rewards
+        """Closed-set tasks (OpenRAG's rule): 1.0 where the gold choice is more probable than every other choice,
+        else 0.0 ([`choice_margins`] above 0). No calibration is needed."""
+        return [1.0 if m > 0 else 0.0 for m in self.choice_margins(queries, passages, choices, gold)]
 
     # ------------------------------------------------------------------ reward
 
@@ -226,6 +277,30 @@ class AnswerProbabilityReward:
     ) -> list[dict]:
         """[`label_by_generation`] with this reward's reader and scores."""
         return label_by_generation(self.reader, self.score, queries, answers, candidate_passages, max_new_tokens)
+
+    def label_closed_set(
+        self,
+        queries: Sequence[str],
+        choices: Sequence[Sequence[str]],
+        gold: Sequence[int],
+        candidate_passages: Sequence[Sequence[dict]],
+    ) -> list[dict]:
+        """The offline stage's records for a closed-set task, by the closed-set rule instead of generation: per
+        (query, candidate passage), `score` is the [`choice_margins`] margin and `label` 1 when it is above 0."""
+        flat = [(q, p, c, g) for q, c, g, ps in zip(queries, choices, gold, candidate_passages) for p in ps]
+        if not flat:
+            raise ValueError("Calibration needs at least one query with candidate passages.")
+        margins = self.choice_margins(*(list(column) for column in zip(*flat)))
+        return [
+            {
+                "query": q,
+                "passage_id": str(p.get("id", "")) if isinstance(p, dict) else "",
+                "score": m,
+                "label": int(m > 0),
+                "generation": "",
+            }
+            for (q, p, _, _), m in zip(flat, margins)
+        ]
 
     def calibrate(
         self,

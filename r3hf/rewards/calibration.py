@@ -201,7 +201,7 @@ def _open_part(path: Path):
 
 
 def calibrate_in_parts(
-    label: Callable[[list[str], list, list[list[dict]]], list[dict]],
+    label: Callable[[datasets.Dataset, list[list[dict]]], list[dict]],
     candidates: Callable[[list[str]], list[list[dict]]],
     train_dataset: datasets.Dataset,
     path: str | os.PathLike,
@@ -218,11 +218,12 @@ def calibrate_in_parts(
     that exists is loaded as it is.
 
     Args:
-        label: Generation labelling of questions, answers and their candidates ([`label_by_generation`], as
-            `reward.label_by_generation`).
+        label: The records of a batch of question rows and their candidates: generation labels for free-form
+            questions (`reward.label_by_generation`), the closed-set rule for closed-set ones
+            (`reward.label_closed_set`).
         candidates: The `per_question` candidate passages of each question (dicts with an `id`), from the initial
             retriever.
-        train_dataset: Questions with `question` and `answers` columns.
+        train_dataset: Questions with `question` and `answers` columns (and `choices` for a closed-set task).
         path: Where the records are written (JSON Lines).
         num_questions: Questions to calibrate (the first ones of `train_dataset`).
         per_question: Candidates per question; a question with fewer records (cut short by a crash) is redone.
@@ -247,7 +248,7 @@ def calibrate_in_parts(
             chunks = range(0, len(mine), chunk_size)
             for start in tqdm(chunks, desc="Calibrating", disable=not state.is_main_process):
                 rows = train_dataset.select(mine[start : start + chunk_size])
-                records = label(rows["question"], rows["answers"], candidates(rows["question"]))
+                records = label(rows, candidates(rows["question"]))
                 written = time.time_ns()  # a question redone after a crash keeps only its latest records
                 for j, record in enumerate(records):
                     f.write(

@@ -20,3 +20,21 @@ def format_paragraphs(passages: Sequence) -> str:
             title = p.get("title") or ""
             blocks.append(f"[{i}] {title}\n{p['text']}" if title else f"[{i}] {p['text']}")
     return "\n".join(blocks)
+
+
+# OpenRAG's closed-set prompts (App. H): the Alpaca preamble, the passage, the task's instruction, the input (the claim,
+# or the question with one "A: ..." line per choice).
+_PREAMBLE = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
+)
+PUBHEALTH_PROMPT = (
+    _PREAMBLE
+    + "### Paragraph:\n{paragraphs}\n### Instruction:\nIs the following statement correct or not? Say true if "
+    "it's correct; otherwise say false.\n### Input:\n{question}\n### Response:\n"
+)
+ARC_PROMPT = (
+    _PREAMBLE
+    + "### Paragraph:\n{paragraphs}\n### Instruction:\nGiven four answer candidates, A, B, C and D, choose the "
+    "best answer choice.\n### Input:\n{question}\n### Response:\n"
+)
+CLOSED_SET_PROMPTS = {"pubhealth": PUBHEALTH_PROMPT, "arc_c": ARC_PROMPT}

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from transformers.utils import logging
 
-from ..data import load_qa_dataset, load_retriever, load_table, resolve_model_path
+from ..data import load_qa_dataset, load_table
 from ..evaluation import RAGEvaluator, compare_predictions
 from ..index import BagOfTokensIndex, BM25Retriever
+from ..models import load_retriever, resolve_model_path
 from ..rewards import Reader
 from ..utils import atomic_write_text
 from . import add_first_stage_arguments

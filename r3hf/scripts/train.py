@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import datasets
 import torch
 from accelerate import PartialState
 from transformers import AutoConfig, AutoTokenizer
@@ -26,11 +27,20 @@ from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
-from ..data import load_qa_dataset, load_retriever, load_table, resolve_model_path
+from ..closed_set import load_closed_set_dataset
+from ..data import load_qa_dataset, load_table
 from ..index import INDEX_CONFIG, BagOfTokensIndex
+from ..models import load_retriever, resolve_model_path
 from ..r3_config import R3Config
 from ..r3_trainer import R3Trainer
-from ..rewards import CHAT_PROMPT, OPENQA_PROMPT, AnswerProbabilityReward, RewardCache, calibrate_in_parts
+from ..rewards import (
+    CHAT_PROMPT,
+    CLOSED_SET_PROMPTS,
+    OPENQA_PROMPT,
+    AnswerProbabilityReward,
+    RewardCache,
+    calibrate_in_parts,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -41,6 +51,13 @@ class R3ScriptArguments(ScriptArguments):
     `dataset_train_split` and `dataset_test_split`: the corpus, the reward LLMs and the offline stage. The starting
     retriever is `ModelConfig.model_name_or_path`."""
 
+    task: str | None = field(
+        default=None,
+        metadata={
+            "help": "A closed-set task, 'pubhealth' or 'arc_c': its datasets are mapped to question, choices and the "
+            "gold index, its OpenRAG prompt is used, and the offline stage labels by the closed-set rule."
+        },
+    )
     corpus: str | None = field(default=None, metadata={"help": "Corpus (id, title, text): a local file or a Hub id."})
     corpus_config: str | None = field(default=None, metadata={"help": "Configuration name of a Hub corpus."})
     corpus_split: str = field(default="train", metadata={"help": "Split of a Hub corpus."})
@@ -162,6 +179,15 @@ def build_or_load_index(
     return index
 
 
+def load_task_dataset(script_args: R3ScriptArguments, name: str, split: str) -> datasets.Dataset:
+    """The training or evaluation questions: a free-form QA dataset, or a closed-set task's (`--task`) mapped to
+    `question`, `choices` and the gold index."""
+    max_rows = script_args.max_train_samples if name == script_args.dataset_name else script_args.max_eval_samples
+    if script_args.task:
+        return load_closed_set_dataset(script_args.task, name, split, max_rows, script_args.dataset_config)
+    return load_qa_dataset(name, split, max_rows, script_args.dataset_config)
+
+
 def calibrate(
     script_args: R3ScriptArguments,
     reward: AnswerProbabilityReward,
@@ -178,6 +204,15 @@ def calibrate(
     the reward's calibration. `pipeline` (`first_stage`, `fusion`, `fusion_weight`) says where the candidates come
     from: the paper's bag-of-tokens first stage by default."""
     k = script_args.calibration_top_k
+    if script_args.task:  # the closed-set rule: no generation needed
+
+        def label(rows, candidates: list[list[dict]]) -> list[dict]:
+            return reward.label_closed_set(rows["question"], rows["choices"], rows["answers"], candidates)
+
+    else:
+
+        def label(rows, candidates: list[list[dict]]) -> list[dict]:
+            return reward.label_by_generation(rows["question"], rows["answers"], candidates)
 
     def candidates(questions: list[str]) -> list[list[dict]]:
         return index.get_passages(
@@ -185,7 +220,7 @@ def calibrate(
         )
 
     reward.calibration = calibrate_in_parts(
-        reward.label_by_generation,
+        label,
         candidates,
         train_dataset,
         path,
@@ -241,24 +276,14 @@ def plan_run(
     train = attempt(
         "training dataset",
         script_args.dataset_name,
-        lambda: load_qa_dataset(
-            script_args.dataset_name,
-            script_args.dataset_train_split,
-            script_args.max_train_samples,
-            script_args.dataset_config,
-        ),
+        lambda: load_task_dataset(script_args, script_args.dataset_name, script_args.dataset_train_split),
     )
     plan: dict = {"train_questions": len(train) if train is not None else None}
     if script_args.eval_dataset_name:
         evaluation = attempt(
             "evaluation dataset",
             script_args.eval_dataset_name,
-            lambda: load_qa_dataset(
-                script_args.eval_dataset_name,
-                script_args.dataset_test_split,
-                script_args.max_eval_samples,
-                script_args.dataset_config,
-            ),
+            lambda: load_task_dataset(script_args, script_args.eval_dataset_name, script_args.dataset_test_split),
         )
         plan["eval_questions"] = len(evaluation) if evaluation is not None else None
     if script_args.index:
@@ -292,7 +317,10 @@ def plan_run(
         entry = {"llm": llm}
         if tokenizer is not None:
             tokenizer = tokenizer[1]
-            prompt = (CHAT_PROMPT if tokenizer.chat_template else OPENQA_PROMPT).format(paragraphs="p", question="q")
+            template = CLOSED_SET_PROMPTS.get(script_args.task) or (
+                CHAT_PROMPT if tokenizer.chat_template else OPENQA_PROMPT
+            )
+            prompt = template.format(paragraphs="p", question="q")
             entry["prompt_tokens_without_passage"] = len(tokenizer(prompt)["input_ids"])
         plan.setdefault("reward_llms", []).append(entry)
     for folder in (training_args.output_dir, script_args.index_output_dir):
@@ -373,20 +401,10 @@ def main(script_args: R3ScriptArguments, training_args: R3Config, model_args: Mo
     index = build_or_load_index(
         script_args, model, training_args.output_dir, state, bm25=training_args.first_stage != "bag_of_tokens"
     )
-    train_dataset = load_qa_dataset(
-        script_args.dataset_name,
-        script_args.dataset_train_split,
-        script_args.max_train_samples,
-        script_args.dataset_config,
-    )
+    train_dataset = load_task_dataset(script_args, script_args.dataset_name, script_args.dataset_train_split)
     eval_dataset = None
     if script_args.eval_dataset_name:
-        eval_dataset = load_qa_dataset(
-            script_args.eval_dataset_name,
-            script_args.dataset_test_split,
-            script_args.max_eval_samples,
-            script_args.dataset_config,
-        )
+        eval_dataset = load_task_dataset(script_args, script_args.eval_dataset_name, script_args.dataset_test_split)
     threshold = script_args.reward_threshold
     rewards = [
         AnswerProbabilityReward(
@@ -394,6 +412,7 @@ def main(script_args: R3ScriptArguments, training_args: R3Config, model_args: Mo
             threshold=threshold if threshold == "calibrated" else float(threshold),
             batch_size=script_args.reward_batch_size,
             max_new_tokens=script_args.reward_max_new_tokens,
+            prompt_template=CLOSED_SET_PROMPTS.get(script_args.task),
         )
         for llm in script_args.reward_llms
     ]

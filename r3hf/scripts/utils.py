@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 
-from ..data import load_retriever, load_table
+from ..data import load_table
 from ..index import BagOfTokensIndex
 from ..modeling_sidr import SIDRModel
+from ..models import load_retriever
 from ..r3_config import R3Config
 from ..utils import atomic_write_text
 from ..version import __version__

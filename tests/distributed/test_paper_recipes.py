@@ -10,7 +10,7 @@ from tests.testing_utils import ROOT, paper_datasets
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 
-@pytest.mark.parametrize("config", ["nq.yaml", "tqa.yaml", "hotpotqa.yaml"])
+@pytest.mark.parametrize("config", ["nq.yaml", "tqa.yaml", "hotpotqa.yaml", "pubhealth.yaml", "arc_c.yaml"])
 def test_paper_recipe_runs_every_stage_in_two_processes_against_a_loopback_hub(config, tmp_path, bert_tokenizer):
     from tests.testing_utils import launch_two_cpu_processes, make_tiny_causal_lm, make_tiny_sidr
 
@@ -58,6 +58,10 @@ def test_paper_recipe_runs_every_stage_in_two_processes_against_a_loopback_hub(c
         assert (out / "index" / "index_config.json").exists()
         calibration = (out / "calibration.jsonl").read_text().splitlines()
         assert len(calibration) == 4 * 2 and not (out / "calibration.jsonl.parts").exists()
-        assert "eval_rag_accuracy@1" in json.loads((out / "eval_results.json").read_text())
+        eval_results = json.loads((out / "eval_results.json").read_text())
+        assert "eval_rag_accuracy@1" in eval_results
+        if name in ("pubhealth", "arc_c"):  # closed-set: pools by the closed-set rule, accuracy without recall
+            assert all(json.loads(line)["generation"] == "" for line in calibration)
+            assert not any(key.startswith("eval_answer_recall") for key in eval_results)
         pushed = set(hub.repos[("model", f"tester/r3-{name}")]["files"])
         assert {"config.json", "model.safetensors", "README.md"} <= pushed
