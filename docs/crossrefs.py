@@ -1,5 +1,7 @@
 """A griffe extension for the docs build: turns the docstrings' Hugging Face-style cross-references, [`Name`] and
-[`Name.member`], into mkdocs-autorefs links to where the API reference documents that object.
+[`Name.member`], into mkdocs-autorefs links to where the API reference documents that object, and reads the
+Hugging Face parameter lines (`name (`int`, *optional*, defaults to `20`):`) as Google-style ones (`name (int):`),
+the default being shown from the signature.
 
 A name is looked up, at runtime, in the class and the module that hold the docstring, then in `r3hf`, `r3hf.index`
 and `r3hf.rewards`; the link targets the object's defining module (`r3hf.modeling_sidr.SIDRModel`), which is where
@@ -18,8 +20,14 @@ import griffe
 logger = logging.getLogger("mkdocs.plugins.r3hf_crossrefs")
 # TRL's parameter-group headings ("> Parameters that control ..."), which griffe's Google-style parser does not know.
 GROUP_HEADING = re.compile(r"(\n[ \t]*)*\n[ \t]*> [^\n]*\n([ \t]*\n)*")
+HF_PARAMETER = re.compile(r"^(\s+)(\w+) \((`[^\n]*)\):[ \t]*$", re.MULTILINE)
 REFERENCE = re.compile(r"\[`([A-Za-z_][A-Za-z0-9_.]*)`\](?![\[(])")
 SEARCHED = ("r3hf", "r3hf.index", "r3hf.rewards")
+
+
+def _google_parameter(match: re.Match) -> str:
+    kind = match.group(3).split(", ")[0].replace("`", "")
+    return f"{match.group(1)}{match.group(2)} ({kind}):"
 
 
 def _runtime(path: str) -> Any:
@@ -82,4 +90,5 @@ class CrossReferences(griffe.Extension):
                 return match.group(0)
             return f"[`{match.group(1)}`][{target}]"
 
-        obj.docstring.value = REFERENCE.sub(link, GROUP_HEADING.sub("\n", obj.docstring.value))
+        text = HF_PARAMETER.sub(_google_parameter, GROUP_HEADING.sub("\n", obj.docstring.value))
+        obj.docstring.value = REFERENCE.sub(link, text)

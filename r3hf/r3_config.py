@@ -15,7 +15,12 @@ POSITIVE_FALLBACKS = ("offline", "gold", "skip")
 class R3Config(TrainingArguments):
     r"""
     Configuration of [`R3Trainer`]: `transformers.TrainingArguments` plus the R3-specific options below. Defaults
-    follow the OpenRAG/R3 papers where they state a value (paper-notes §3–6).
+    follow the OpenRAG/R3 papers where they state a value (see the paper index in the docs).
+
+    Parameters whose defaults differ from `TrainingArguments`' (as in TRL's configs): `learning_rate` (2e-5, the
+    paper's; 5e-5 there), `logging_steps` (10; 500 there: steps are expensive), `remove_unused_columns` (`False`:
+    rewards receive the dataset's columns) and `ddp_find_unused_parameters` (`False`: every parameter is used at each
+    step).
 
     Parameters:
         > Parameters that control on-policy retrieval
@@ -79,7 +84,9 @@ class R3Config(TrainingArguments):
         eval_recall_at (`list[int]`, *optional*, defaults to `[1, 5, 20]`):
             Cut-offs of answer-recall@k during evaluation.
         eval_rag_accuracy (`bool`, *optional*, defaults to `True`):
-            Also measure RAG accuracy (greedy generation with the top passage) with the first reward's LLM.
+            Also measure RAG accuracy (greedy generation with the top passages) with the first reward's LLM.
+        eval_rag_contexts (`list[int]`, *optional*, defaults to `[1]`):
+            Numbers of top passages in the reader's context for RAG accuracy: the papers report `[1, 10]`.
     """
 
     retrieval_top_m: int = field(default=20, metadata={"help": "Candidates per query from the bag-of-tokens index."})
@@ -120,6 +127,9 @@ class R3Config(TrainingArguments):
         default_factory=lambda: [1, 5, 20], metadata={"help": "answer-recall@k cut-offs."}
     )
     eval_rag_accuracy: bool = field(default=True, metadata={"help": "Measure RAG accuracy during evaluation."})
+    eval_rag_contexts: list[int] = field(
+        default_factory=lambda: [1], metadata={"help": "Passages in the reader's context for RAG accuracy."}
+    )
 
     # TrainingArguments defaults changed for R3 (as TRL does for its trainers).
     learning_rate: float = field(default=2e-5, metadata={"help": "AdamW learning rate (paper: 2e-5)."})

@@ -350,7 +350,7 @@ class R3Trainer(Trainer):
 
     def evaluator(self, dataset: datasets.Dataset) -> RAGEvaluator:
         """The [`RAGEvaluator`] of an evaluation dataset (kept, so the reader's generations are cached across
-        evaluations): answer-recall@`eval_recall_at` and, with `eval_rag_accuracy`, RAG accuracy@1 with the first
+        evaluations): answer-recall@`eval_recall_at` and, with `eval_rag_accuracy`, RAG accuracy@`eval_rag_contexts` with the first
         [`AnswerProbabilityReward`]'s LLM."""
         if id(dataset) not in self._evaluators:
             reward = next((f for f in self.reward_funcs if isinstance(f, AnswerProbabilityReward)), None)
@@ -360,6 +360,7 @@ class R3Trainer(Trainer):
                 self.index,
                 reader=reader if self.args.eval_rag_accuracy else None,
                 recall_at=self.args.eval_recall_at,
+                rag_contexts=self.args.eval_rag_contexts,
                 rerank_top_m=self.args.retrieval_top_m,
                 **self.args.pipeline,
             )
