@@ -45,6 +45,10 @@ def _pubhealth_row(example: dict, source: str) -> dict:
 
 def _arc_row(example: dict, source: str) -> dict:
     labels, texts = list(example["choices"]["label"]), list(example["choices"]["text"])
+    if len(labels) != len(texts):
+        raise ValueError(
+            f"{source}: question {example.get('id', '?')!r} has {len(labels)} choice labels for {len(texts)} texts."
+        )
     # A few ARC questions number their choices 1-4 instead of A-D; the prompt names them A, B, C and D.
     letters = [ARC_LETTERS[int(x) - 1] if x.isdigit() else x for x in labels]
     if len(letters) > len(ARC_LETTERS) or any(x not in ARC_LETTERS for x in letters):
@@ -107,7 +111,8 @@ def matched_choice(generation: str, choices: Sequence[str]) -> int | None:
         key = choice if len(choice) == 1 and choice in string.ascii_uppercase else choice.lower()
         lookup.setdefault(key, i)
     for word in _WORD.findall(generation):
-        key = word if len(word) == 1 and word.upper() in lookup and word.isupper() else word.lower()
+        # the keys are upper-case one-letter labels and lower-case others: a word matches as written or lower-cased
+        key = word if word in lookup else word.lower()
         if key in lookup:
             return lookup[key]
     return None

@@ -69,6 +69,11 @@ def test_unknown_labels_and_tasks_are_clear_errors(tmp_path):
     datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "arc.parquet"))
     with pytest.raises(ValueError, match="answerKey 'E'"):
         load_closed_set_dataset("arc_c", str(tmp_path / "arc.parquet"))
+    rows = arc_rows()
+    rows[1]["choices"]["text"] = rows[1]["choices"]["text"][:3]
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "arc_short.parquet"))
+    with pytest.raises(ValueError, match="has 4 choice labels for 3 texts"):
+        load_closed_set_dataset("arc_c", str(tmp_path / "arc_short.parquet"))
     with pytest.raises(ValueError, match="Unknown closed-set task 'fever'"):
         load_closed_set_dataset("fever", str(path))
     with pytest.raises(ValueError, match="needs the arc_c columns"):

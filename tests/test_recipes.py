@@ -370,3 +370,15 @@ def test_demo_gpu_preset_runs_its_code_path_on_cpu_with_tiny_counts(tiny_setup, 
     ).exists()
     again = demo.main(args)  # every stage loaded, not retrained: the same training logs
     assert again["training"] == summary["training"]
+
+
+def test_train_and_eval_datasets_take_their_own_row_limits_even_from_one_dataset(tmp_path):
+    from r3hf.scripts.train import load_task_dataset
+
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps({"question": f"q{i}", "answers": [f"a{i}"]}) + "\n" for i in range(6)))
+    args = R3ScriptArguments(
+        dataset_name=str(path), eval_dataset_name=str(path), max_train_samples=4, max_eval_samples=2
+    )
+    assert len(load_task_dataset(args, args.dataset_name, "train", args.max_train_samples)) == 4
+    assert len(load_task_dataset(args, args.eval_dataset_name, "train", args.max_eval_samples)) == 2

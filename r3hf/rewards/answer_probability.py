@@ -169,10 +169,12 @@ class AnswerProbabilityReward:
             cached = self.cache.get_many(keys)
         else:
             cached = {k: self.cache[k] for k in keys if k in self.cache}
-        todo = [i for i in range(n) if keys is None or keys[i] not in cached]
+        todo = []
         for i in range(n):
             if keys is not None and keys[i] in cached:
                 results[i] = cached[keys[i]]
+            else:
+                todo.append(i)
         self.cache_hits += n - len(todo) if keys is not None else 0
         self.cache_lookups += n if keys is not None else 0
         for i, value in zip(todo, compute(todo) if todo else []):

@@ -179,10 +179,9 @@ def build_or_load_index(
     return index
 
 
-def load_task_dataset(script_args: R3ScriptArguments, name: str, split: str) -> datasets.Dataset:
-    """The training or evaluation questions: a free-form QA dataset, or a closed-set task's (`--task`) mapped to
-    `question`, `choices` and the gold index."""
-    max_rows = script_args.max_train_samples if name == script_args.dataset_name else script_args.max_eval_samples
+def load_task_dataset(script_args: R3ScriptArguments, name: str, split: str, max_rows: int | None) -> datasets.Dataset:
+    """The first `max_rows` training or evaluation questions: a free-form QA dataset, or a closed-set task's
+    (`--task`) mapped to `question`, `choices` and the gold index."""
     if script_args.task:
         return load_closed_set_dataset(script_args.task, name, split, max_rows, script_args.dataset_config)
     return load_qa_dataset(name, split, max_rows, script_args.dataset_config)
@@ -276,14 +275,21 @@ def plan_run(
     train = attempt(
         "training dataset",
         script_args.dataset_name,
-        lambda: load_task_dataset(script_args, script_args.dataset_name, script_args.dataset_train_split),
+        lambda: load_task_dataset(
+            script_args, script_args.dataset_name, script_args.dataset_train_split, script_args.max_train_samples
+        ),
     )
     plan: dict = {"train_questions": len(train) if train is not None else None}
     if script_args.eval_dataset_name:
         evaluation = attempt(
             "evaluation dataset",
             script_args.eval_dataset_name,
-            lambda: load_task_dataset(script_args, script_args.eval_dataset_name, script_args.dataset_test_split),
+            lambda: load_task_dataset(
+                script_args,
+                script_args.eval_dataset_name,
+                script_args.dataset_test_split,
+                script_args.max_eval_samples,
+            ),
         )
         plan["eval_questions"] = len(evaluation) if evaluation is not None else None
     if script_args.index:
@@ -401,10 +407,14 @@ def main(script_args: R3ScriptArguments, training_args: R3Config, model_args: Mo
     index = build_or_load_index(
         script_args, model, training_args.output_dir, state, bm25=training_args.first_stage != "bag_of_tokens"
     )
-    train_dataset = load_task_dataset(script_args, script_args.dataset_name, script_args.dataset_train_split)
+    train_dataset = load_task_dataset(
+        script_args, script_args.dataset_name, script_args.dataset_train_split, script_args.max_train_samples
+    )
     eval_dataset = None
     if script_args.eval_dataset_name:
-        eval_dataset = load_task_dataset(script_args, script_args.eval_dataset_name, script_args.dataset_test_split)
+        eval_dataset = load_task_dataset(
+            script_args, script_args.eval_dataset_name, script_args.dataset_test_split, script_args.max_eval_samples
+        )
     threshold = script_args.reward_threshold
     rewards = [
         AnswerProbabilityReward(
