@@ -320,13 +320,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         f"{reward.threshold:.3g} ({time.time() - start:.0f}s)"
     )
 
-    # The hybrid pipeline's final ranking, chosen on dev questions (pooled over both sets) with the initial retriever.
     dev_questions = [q for d in devs.values() for q in d["question"]]
     dev_answers = [a for d in devs.values() for a in d["answers"]]
-    fusion = select_fusion(model, index, dev_questions, dev_answers, args.top_m)
-    hybrid = {"first_stage": "hybrid", "fusion": fusion["fusion"], "fusion_weight": fusion["fusion_weight"]}
-    logger.info(f"Hybrid fusion chosen on {fusion['n']} dev questions: {hybrid} (dev recall@1 {fusion['recall@1']})")
-    pipelines = {"bag_of_tokens": {"first_stage": "bag_of_tokens"}, "hybrid": hybrid}
+    pipelines = {pipeline: {"first_stage": pipeline} for pipeline in PIPELINES}
 
     generations = {name: {} for name in tests}  # one generation cache per test set, shared by every pipeline
     evaluators = {
@@ -345,17 +341,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     }
     predictions: dict[str, dict[str, list[dict]]] = {name: {} for name in tests}
 
-    fusions = {}  # each retriever's own hybrid fusion, chosen on the dev questions
+    # Each retriever's own final ranking in the hybrid pipeline, chosen on the dev questions pooled over both sets.
+    fusions = {}
 
     def evaluate(label: str, retriever, pipelines: Sequence[str] = PIPELINES) -> None:
         with cached_passage_embeddings(retriever) if hasattr(retriever, "encode_document") else _nothing():
-            if "hybrid" in pipelines:  # the initial retriever's was chosen before training, on the same questions
-                fusions[label] = (
-                    fusion
-                    if label == "initial"
-                    else select_fusion(retriever, index, dev_questions, dev_answers, args.top_m)
-                )
-                logger.info(f"{label}: hybrid fusion on dev {fusions[label]}")
+            if "hybrid" in pipelines:
+                fusions[label] = select_fusion(retriever, index, dev_questions, dev_answers, args.top_m)
+                logger.info(f"{label}: hybrid fusion on dev {fusions[label]} ({time.time() - start:.0f}s)")
             for pipeline in pipelines:
                 for name in tests:
                     evaluator = evaluators[(name, pipeline)]
@@ -381,6 +374,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     evaluate("bm25s", index.bm25, pipelines=PIPELINES[:1])
     evaluate("initial", model)
+    # The initial retriever's fusion is the hybrid pipeline that r3_hybrid trains in.
+    fusion = fusions["initial"]
+    hybrid = {"first_stage": "hybrid", "fusion": fusion["fusion"], "fusion_weight": fusion["fusion_weight"]}
     offline_steps = steps(args.offline_epochs, args.offline_steps, len(train), args.batch_size)
     online_steps = steps(args.online_epochs, args.online_steps, len(train), args.batch_size)
     model, stage1_history = train_stage(model, reward, index, train, args, out, "stage1", offline_steps)

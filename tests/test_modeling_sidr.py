@@ -149,6 +149,33 @@ def test_gradients_reach_both_encoders(tiny_sidr):
         assert grads and sum(g.abs().sum() for g in grads) > 0
 
 
+def test_gradients_equal_the_dense_formula(tiny_sidr):
+    """Only the kept dimensions are recomputed with gradients; values and gradients match differentiating the whole
+    [batch, length, V] max-pool."""
+    tiny_sidr.eval()  # no dropout, so both passes see the same network
+    batch = tiny_sidr.tokenize(PASSAGES + QUERIES, "passage")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    weights = torch.rand(len(ids), tiny_sidr.config.vocab_size, generator=torch.Generator().manual_seed(0))
+    params = [p for p in tiny_sidr.passage_encoder.parameters()] + list(tiny_sidr.passage_norm.parameters())
+
+    def dense(ids, mask):
+        hidden = tiny_sidr.passage_norm(tiny_sidr.passage_encoder(input_ids=ids, attention_mask=mask).last_hidden_state)
+        per_token = F.elu(hidden @ tiny_sidr.passage_encoder.get_input_embeddings().weight.T) + 1
+        pooled = per_token.masked_fill(~mask.bool().unsqueeze(-1), 0).amax(dim=1) * tiny_sidr.vocab_keep_mask
+        top = pooled.topk(tiny_sidr.config.topk, dim=-1).indices
+        return pooled * torch.zeros_like(pooled).scatter_(1, top, 1.0)
+
+    results = []
+    for embed in (lambda i, m: tiny_sidr.embed(i, m, "passage"), dense):
+        values = embed(ids, mask)
+        results.append((values.detach(), torch.autograd.grad((values * weights).sum(), params)))
+    (ours, our_grads), (reference, reference_grads) = results
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
+    assert all(g.abs().sum() > 0 for g in our_grads[:2])
+    for got, want in zip(our_grads, reference_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
 # ---------------------------------------------------------------- converter
 
 
