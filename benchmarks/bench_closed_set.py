@@ -27,6 +27,7 @@ from r3hf.data import load_qa_dataset, load_table
 from r3hf.models import resolve_model_path
 from r3hf.rewards import PUBHEALTH_PROMPT, AnswerProbabilityReward
 from r3hf.scripts.utils import DATA, DEMO_READER, timed, write_result
+from r3hf.utils import ArgumentParser
 
 
 def answer_type(answer: str) -> str:
@@ -64,7 +65,7 @@ def agreement(rewards: list[float], correct: list[bool]) -> dict[str, float]:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--reader", default=DEMO_READER)
     parser.add_argument("--samples", type=int, default=40, help="dev questions per set (nq, squad)")

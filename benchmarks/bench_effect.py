@@ -30,6 +30,7 @@ from r3hf.data import load_qa_dataset
 from r3hf.models import resolve_model_path
 from r3hf.rewards import Calibration
 from r3hf.scripts.utils import DATA, DEMO_READER, cpu_config, demo_index, demo_retriever, write_result
+from r3hf.utils import ArgumentParser
 
 
 def train(model, reward, index, questions, steps: int, online: bool, args, calibration: Calibration | None):
@@ -39,8 +40,8 @@ def train(model, reward, index, questions, steps: int, online: bool, args, calib
         learning_rate=args.learning_rate,
         max_steps=steps,
         offline_only=not online,
-        retrieval_top_m=args.top_m,
-        retrieval_top_k=args.top_k,
+        rerank_top_m=args.rerank_top_m,
+        retrieval_top_k=args.retrieval_top_k,
         positive_fallback="offline",
         disable_tqdm=True,
     )
@@ -50,15 +51,15 @@ def train(model, reward, index, questions, steps: int, online: bool, args, calib
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--eval-samples", type=int, default=150, help="questions per test set")
     parser.add_argument("--train-samples", type=int, default=256, help="training questions, all calibrated")
     parser.add_argument("--offline-steps", type=int, default=48)
     parser.add_argument("--online-steps", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=2e-5)
-    parser.add_argument("--top-m", type=int, default=10)
-    parser.add_argument("--top-k", type=int, default=4)
+    parser.add_argument("--rerank-top-m", type=int, default=10)
+    parser.add_argument("--retrieval-top-k", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=48, help="reader's generation length, as in the demo")
     parser.add_argument("--out", default="benchmarks/results/effect.json")
     args = parser.parse_args()
@@ -74,7 +75,9 @@ def main():
         resolve_model_path(DEMO_READER), batch_size=10, max_new_tokens=args.max_new_tokens
     )
     questions = questions.select(range(args.train_samples))
-    candidates = model.retrieve(questions["question"], index, k=args.top_k, rerank_top_m=args.top_m).ids
+    candidates = model.retrieve(
+        questions["question"], index, k=args.retrieval_top_k, rerank_top_m=args.rerank_top_m
+    ).rows
     calibration = reward.calibrate(questions["question"], questions["answers"], index.get_passages(candidates))
     reward.threshold = calibration.global_threshold()
     total = args.offline_steps + args.online_steps
@@ -97,7 +100,7 @@ def main():
         test = load_qa_dataset(str(DATA / f"{name}_test.jsonl.gz")).shuffle(seed=0)
         test = test.select(range(min(args.eval_samples, len(test))))
         evaluator = RAGEvaluator.from_dataset(
-            test, index, reader=reward.reader, recall_at=[1, 5], rerank_top_m=args.top_m
+            test, index, reader=reward.reader, recall_at=[1, 5], rerank_top_m=args.rerank_top_m
         )
         predictions = {label: evaluator.predict(m) for label, m in models.items()}
         report["results"][f"{name}_test"] = {

@@ -23,6 +23,7 @@ from r3hf import BM25Retriever, RAGEvaluator, compare_predictions
 from r3hf.data import load_qa_dataset
 from r3hf.evaluation import first_answer_rank
 from r3hf.scripts.utils import DATA, demo_index, demo_retriever, write_result
+from r3hf.utils import ArgumentParser
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +46,7 @@ class FirstStage:
 def rerank_depths(model, index, questions, answers, ids, depths: list[int]) -> dict[int, list[dict]]:
     """Per depth m, per question: the rank of the first answer after re-ranking the first stage's top m by E(q)·E(d)."""
     query_embeds = model.encode_query(questions, convert_to_sparse_tensor=False)
-    candidates = index.search(query_embeds, k=max(depths)).ids
+    candidates = index.search(query_embeds, k=max(depths)).rows
     unique, inverse = candidates.unique(return_inverse=True)
     passage_embeds = model.encode_document(index.get_passages(unique.tolist()), convert_to_sparse_tensor=False)
     scores = (query_embeds @ passage_embeds.T).gather(1, inverse)
@@ -61,7 +62,7 @@ def rerank_depths(model, index, questions, answers, ids, depths: list[int]) -> d
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument(
         "--retriever",

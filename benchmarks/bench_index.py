@@ -16,6 +16,7 @@ from r3hf import BagOfTokensIndex, SparseEmbeddingIndex
 from r3hf.evaluation import answer_recall_at_k
 from r3hf.models import load_retriever
 from r3hf.scripts.utils import DATA, read_jsonl, timed, write_result
+from r3hf.utils import ArgumentParser
 
 KS = (1, 5, 20, 100)
 
@@ -32,7 +33,7 @@ def dense_rows(index: SparseEmbeddingIndex, ids: list[int]) -> torch.Tensor:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--retriever", default="all-minilm-l6-v2", help="offline asset name or model path")
     parser.add_argument("--max-queries", type=int, default=0, help="cap on queries per test set (0: all)")
@@ -66,14 +67,14 @@ def main():
         offset += len(qs)
         answers = [x["answers"] for x in qs]
         bot = index.search(q, 100)
-        scores = torch.stack([dense_rows(para, ids) @ q[r] for r, ids in enumerate(bot.ids.tolist())])
-        late = bot.ids.gather(1, scores.sort(dim=1, descending=True, stable=True).indices)
+        scores = torch.stack([dense_rows(para, ids) @ q[r] for r, ids in enumerate(bot.rows.tolist())])
+        late = bot.rows.gather(1, scores.sort(dim=1, descending=True, stable=True).indices)
         full = para.search(q, 100)
-        docs = index.bm25.retrieve([x["question"] for x in qs], k=100).ids
+        docs = index.bm25.retrieve([x["question"] for x in qs], k=100).rows
         methods = {
-            "bag-of-tokens E(q)·T(d)": bot.ids,
+            "bag-of-tokens E(q)·T(d)": bot.rows,
             "late-parametric (m=100)": late,
-            "full parametric E(q)·E(d)": full.ids,
+            "full parametric E(q)·E(d)": full.rows,
             "bm25s": docs,
         }
         results["recall"][name] = {}

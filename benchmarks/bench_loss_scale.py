@@ -25,6 +25,7 @@ from r3hf import R3Trainer
 from r3hf.data import load_qa_dataset
 from r3hf.evaluation import answer_recall_at_k
 from r3hf.scripts.utils import DATA, cpu_config, demo_index, demo_retriever, write_result
+from r3hf.utils import ArgumentParser
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -71,7 +72,7 @@ def score_scale(model, questions, passages) -> dict:
 
 def dev_recall(model, index, dev, ks=(1, 5), rerank_top_m=10) -> dict:
     results = model.retrieve(dev["question"], index, k=max(ks), rerank_top_m=rerank_top_m)
-    return answer_recall_at_k(index.get_passages(results.ids), dev["answers"], ks)
+    return answer_recall_at_k(index.get_passages(results.rows), dev["answers"], ks)
 
 
 class DevRecallCurve(TrainerCallback):
@@ -93,7 +94,7 @@ class DevRecallCurve(TrainerCallback):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", action="append", required=True, help="name:key=value,key=value (R3Config fields)")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=16)

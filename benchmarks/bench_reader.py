@@ -28,6 +28,7 @@ from r3hf.evaluation import has_answer
 from r3hf.models import resolve_model_path
 from r3hf.rewards import CHAT_PROMPT, OPENQA_PROMPT, AnswerProbabilityReward
 from r3hf.scripts.utils import DATA, write_result
+from r3hf.utils import ArgumentParser
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = {  # name: (template, wrap in the chat template)
@@ -45,7 +46,7 @@ def auc(positive: np.ndarray, negative: np.ndarray) -> float | None:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--reader", default="smollm2-135m-instruct")
     parser.add_argument("--samples", type=int, default=60, help="dev questions per set (nq, squad)")

@@ -22,7 +22,7 @@ from r3hf.assets import offline_model_path
 from r3hf.evaluation import has_answer
 from r3hf.rewards import AnswerProbabilityReward, Calibration
 from r3hf.scripts.utils import DATA, read_jsonl, write_result
-from r3hf.utils import plain_passage_text
+from r3hf.utils import ArgumentParser, plain_passage_text
 
 
 def per_pair_ms(fn, n_pairs: int) -> float:
@@ -47,7 +47,7 @@ def agreement(predicted: list[float | None], truth: list[int]) -> dict[str, floa
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--llm", default="smollm2-135m-instruct", help="offline asset name, local path or Hub id")
     parser.add_argument("--questions", type=int, default=100)

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from r3hf.rewards.cache import RewardCache, reward_key
 from r3hf.scripts.utils import write_result
+from r3hf.utils import ArgumentParser
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--writers", type=int, default=4, help="segments, one per process")
     parser.add_argument(

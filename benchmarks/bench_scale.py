@@ -42,6 +42,7 @@ from r3hf.index import postings
 from r3hf.models import load_retriever
 from r3hf.retrieval import first_stage_candidates
 from r3hf.scripts.utils import DATA, read_jsonl, timed, write_result
+from r3hf.utils import ArgumentParser
 
 ROOT = Path(__file__).resolve().parents[1]
 DPR_PASSAGES = 21_015_324
@@ -98,7 +99,7 @@ def qps(index, queries, layout: str, threads: int, n: int) -> tuple[float, torch
     index.search(queries[:4], 100, layout=layout, num_threads=threads)  # warm-up: pages, caches
     results, seconds = timed(
         lambda: torch.cat(
-            [index.search(q, 100, layout=layout, num_threads=threads).ids for q in queries[:n].split(64)]
+            [index.search(q, 100, layout=layout, num_threads=threads).rows for q in queries[:n].split(64)]
         )
     )
     return n / seconds, results
@@ -297,7 +298,7 @@ def projection(rows: list[dict]) -> list[dict]:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument(
         "--sizes", type=int, nargs="+", default=[1_000_000], help="corpus sizes; 9515 is the shared corpus as it is"

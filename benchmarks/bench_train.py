@@ -35,6 +35,7 @@ from r3hf import AnswerProbabilityReward, R3Config, R3Trainer
 from r3hf.models import load_retriever, resolve_model_path
 from r3hf.scripts.train import R3ScriptArguments, build_or_load_index, calibrate
 from r3hf.scripts.utils import DATA, read_jsonl, write_result
+from r3hf.utils import ArgumentParser
 
 PAPER = {"questions": 79_168, "batch_size": 128, "offline_epochs": 40, "online_epochs": 40, "devices": 4}
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,8 +72,8 @@ def worker(args) -> None:
         per_device_train_batch_size=args.batch_size // args.processes,
         num_train_epochs=3,
         warmup_epochs_offline=1,
-        retrieval_top_m=args.top_m,
-        retrieval_top_k=args.top_k,
+        rerank_top_m=args.rerank_top_m,
+        retrieval_top_k=args.retrieval_top_k,
         logging_steps=1,
         save_strategy="no",
         report_to="none",
@@ -159,7 +160,16 @@ def launch(args, processes: int) -> dict:
         launcher += ["--config_file", str(ROOT / "recipes/accelerate_configs/cpu_2proc.yaml")]
     forwarded = [
         f"--{name.replace('_', '-')}={getattr(args, name)}"
-        for name in ("data", "retriever", "llm", "batch_size", "steps", "top_m", "top_k", "calibration_samples")
+        for name in (
+            "data",
+            "retriever",
+            "llm",
+            "batch_size",
+            "steps",
+            "rerank_top_m",
+            "retrieval_top_k",
+            "calibration_samples",
+        )
         + ("calibration_top_k", "reward_batch_size", "dtype")
     ]
     env = dict(os.environ)
@@ -191,15 +201,17 @@ def project(table: dict, batch_size: int, processes: int) -> float:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--retriever", default="all-minilm-l6-v2")
     parser.add_argument("--llm", default="smollm2-135m-instruct")
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--batch-size", type=int, default=8, help="questions per step, over all processes")
     parser.add_argument("--steps", type=int, default=3, help="steps per epoch")
-    parser.add_argument("--top-m", type=int, default=20)
-    parser.add_argument("--top-k", type=int, default=20, help="re-ranked and scored passages per question (paper 20)")
+    parser.add_argument("--rerank-top-m", type=int, default=20)
+    parser.add_argument(
+        "--retrieval-top-k", type=int, default=20, help="re-ranked and scored passages per question (paper 20)"
+    )
     parser.add_argument("--calibration-samples", type=int, default=16, help="questions labelled by generation")
     parser.add_argument("--calibration-top-k", type=int, default=4)
     parser.add_argument("--reward-batch-size", type=int, default=16)
@@ -225,7 +237,7 @@ def main():
     base = runs[args.processes[0]]
     print(
         f"\n## Stages of recipes/train.py on {device}: {args.batch_size} questions per step over all processes, "
-        f"m={args.top_m}, k={args.top_k}, reward LLM {args.llm} ({args.dtype})\n"
+        f"m={args.rerank_top_m}, k={args.retrieval_top_k}, reward LLM {args.llm} ({args.dtype})\n"
     )
     print(
         "| processes | index | calibration | offline step | on-policy step, cold | on-policy step, warm | warm hits |"

@@ -6,6 +6,7 @@ from .data import load_qa_dataset, load_table
 from .evaluation import RAGEvaluator, compare_predictions, paired_bootstrap, select_fusion
 from .index import BagOfTokensIndex, BM25Retriever, CSRIndex, SearchResults, SparseEmbeddingIndex, load_index
 from .losses import rcl_loss
+from .model_card import SIDRModelCardData
 from .modeling_sidr import SIDRModel, SIDROutput
 from .models import load_retriever, resolve_model_path
 from .protocols import ReaderLike, RetrieverLike
@@ -30,6 +31,7 @@ __all__ = [
     "RewardCache",
     "SIDRConfig",
     "SIDRModel",
+    "SIDRModelCardData",
     "SIDROutput",
     "SearchResults",
     "SparseEmbeddingIndex",

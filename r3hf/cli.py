@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from .utils import enable_logging
+from .utils import ArgumentParser, enable_logging
 
 
 def _index_build(args) -> None:
@@ -53,7 +53,7 @@ def _search(args) -> None:
         fusion=args.fusion,
         fusion_weight=args.fusion_weight,
     )
-    for query, ids, scores in zip(args.queries, results.ids.tolist(), results.scores.tolist()):
+    for query, ids, scores in zip(args.queries, results.rows.tolist(), results.scores.tolist()):
         print(
             json.dumps(
                 {"query": query, "results": [{"score": round(s, 4), **index.corpus[i]} for i, s in zip(ids, scores)]},
@@ -89,7 +89,7 @@ def _convert(args) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="r3hf", description="Train and use R3 retrievers for RAG.")
+    parser = ArgumentParser(prog="r3hf", description="Train and use R3 retrievers for RAG.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     index = sub.add_parser("index", help="build or push a bag-of-tokens index").add_subparsers(

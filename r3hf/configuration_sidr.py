@@ -18,8 +18,9 @@ class SIDRConfig(PreTrainedConfig):
             weights are separate unless `shared_encoder=True`. Defaults to the bert-base-uncased configuration.
         shared_encoder (`bool`, *optional*, defaults to `False`):
             Use one encoder (and one LayerNorm) for queries and passages.
-        topk (`int`, *optional*, defaults to 768):
-            Number of vocabulary dimensions kept in each embedding (top-k sparsification).
+        max_active_dims (`int`, *optional*, defaults to 768):
+            Number of vocabulary dimensions kept in each embedding (top-k sparsification), as sentence-transformers'
+            `SparseEncoder(max_active_dims=...)`.
         activate_lexical (`bool`, *optional*, defaults to `False`):
             Also keep every dimension of a token present in the text (top-k ∪ bag of tokens), as the original SiDR
             `embed(activate_lexical=True)` does.
@@ -35,11 +36,13 @@ class SIDRConfig(PreTrainedConfig):
     """
 
     model_type = "sidr"
+    # Configurations saved before the field took sentence-transformers' name still load.
+    attribute_map = {"topk": "max_active_dims"}
     sub_configs_defaults = {"encoder_config": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
 
     encoder_config: dict | PreTrainedConfig | None = None
     shared_encoder: bool = False
-    topk: int = 768
+    max_active_dims: int = 768
     activate_lexical: bool = False
     query_max_length: int = 128
     passage_max_length: int = 256
@@ -48,8 +51,8 @@ class SIDRConfig(PreTrainedConfig):
     tie_word_embeddings: bool = False
 
     def validate_architecture(self):
-        if self.topk < 1:
-            raise ValueError(f"topk must be at least 1, got {self.topk}.")
+        if self.max_active_dims < 1:
+            raise ValueError(f"max_active_dims must be at least 1, got {self.max_active_dims}.")
         if self.query_max_length < 2 or self.passage_max_length < 2:
             raise ValueError("query_max_length and passage_max_length must be at least 2 (room for [CLS] and [SEP]).")
 

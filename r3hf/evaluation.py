@@ -216,7 +216,7 @@ class RAGEvaluator:
             fusion=self.fusion,
             fusion_weight=self.fusion_weight,
         )
-        ranked = results.ids.tolist()
+        ranked = results.rows.tolist()
         passages = self.index.get_passages(ranked)
         has_ids = "id" in self.index.corpus.column_names
         records = [

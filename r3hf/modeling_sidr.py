@@ -17,13 +17,8 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedConfig,
 from transformers.utils import ModelOutput, cached_file, logging
 
 from .configuration_sidr import SIDRConfig
-from .hub import public_model_id, push_folder, render_retriever_card
-from .original_sidr import (
-    is_original_sidr_config,
-    original_encoder_id,
-    original_sidr_settings,
-    original_state_dict,
-)
+from .hub import push_folder
+from .model_card import SIDRModelCardData, public_model_id
 from .retrieval import retrieve
 from .utils import Passage, check_texts, iter_batches, zeroed_token_ids
 
@@ -57,6 +52,91 @@ def topk_sparsify(embeds: torch.Tensor, k: int, keep: torch.Tensor | None = None
     return embeds if k >= embeds.shape[-1] else embeds * topk_mask(embeds, k, keep)
 
 
+# ---------------------------------------------------------------- the original SiDR checkpoint layout
+# jzhoubu/sidr-*, vsearch/svdr-*: `encoder_q` / `encoder_p` config sections and `encoder_{q,p}.bert_model.*` weights,
+# read in memory by `SIDRModel.from_pretrained`. The original code drops the first `shift_vocab_num` vocabulary ids
+# from its output; r3hf keeps the full vocabulary and zeroes those dimensions instead, so every dot product is unchanged.
+
+# Buffers and heads the original checkpoints may carry that SIDR does not use.
+_IGNORED_SUFFIXES = ("embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias")
+_SIDES = {"encoder_q": ("query_encoder", "query_norm"), "encoder_p": ("passage_encoder", "passage_norm")}
+
+
+def _is_original_sidr_config(config: dict) -> bool:
+    """Whether a `config.json` is in the original SiDR layout (`encoder_q` / `encoder_p` sections)."""
+    return isinstance(config.get("encoder_q"), dict) and "model_type" not in config
+
+
+def _original_side_config(config: dict, side: str) -> dict:
+    side_cfg = config.get(side)
+    if not isinstance(side_cfg, dict):
+        raise ValueError(f"config.json has no '{side}' section: is this a checkpoint in the original SiDR layout?")
+    missing = [k for k in ("shift_vocab_num", "topk", "max_len") if k not in side_cfg]
+    if missing:
+        raise ValueError(f"config.json['{side}'] lacks {missing}.")
+    if side_cfg.get("pooling", "max") != "max":
+        raise ValueError(f"Only max pooling is supported; config.json['{side}'] has pooling={side_cfg['pooling']!r}.")
+    return side_cfg
+
+
+def _original_encoder_id(config: dict) -> str | None:
+    """The Hub id or path the original code builds its encoders from (`encoder_q.model_id`)."""
+    return config["encoder_q"].get("model_id")
+
+
+def _original_sidr_settings(config: dict, weights: dict[str, torch.Tensor]) -> dict:
+    """[`SIDRConfig`] fields (all but `encoder_config`) of an original checkpoint."""
+    q_cfg = _original_side_config(config, "encoder_q")
+    shared = bool(config.get("shared_encoder", False)) or not any(k.startswith("encoder_p.") for k in weights)
+    p_cfg = q_cfg if shared else _original_side_config(config, "encoder_p")
+    if q_cfg["topk"] != p_cfg["topk"] or q_cfg["shift_vocab_num"] != p_cfg["shift_vocab_num"]:
+        raise ValueError("Query and passage encoders with different topk or shift_vocab_num are not supported.")
+    return {
+        "shared_encoder": shared,
+        "max_active_dims": int(q_cfg["topk"]),
+        "query_max_length": int(q_cfg["max_len"]),
+        "passage_max_length": int(p_cfg["max_len"]),
+        "zeroed_token_ids": list(range(int(q_cfg["shift_vocab_num"]))),
+    }
+
+
+def _original_state_dict(
+    weights: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], shared: bool
+) -> dict[str, torch.Tensor]:
+    """Rename original weights (`encoder_{q,p}.bert_model.*`, `encoder_{q,p}.ln.*`) to a [`SIDRModel`]'s, checking
+    that every expected weight is there with the expected shape.
+
+    Args:
+        weights: The original state dict.
+        expected: The target model's state dict (names and shapes).
+        shared: Whether the checkpoint has one encoder for both sides.
+    """
+    state = {}
+    for key, tensor in weights.items():
+        prefix, _, rest = key.partition(".")
+        if prefix not in _SIDES or rest.endswith(_IGNORED_SUFFIXES) or (shared and prefix == "encoder_p"):
+            continue
+        encoder_name, norm_name = _SIDES[prefix]
+        if rest.startswith("bert_model."):
+            target = f"{encoder_name}.{rest[len('bert_model.') :]}"
+        elif rest.startswith("ln."):
+            target = f"{norm_name}.{rest[len('ln.') :]}"
+        else:
+            continue
+        if target not in expected:
+            raise ValueError(f"Unexpected weight {key!r} (mapped to {target!r}): the encoder_config does not match.")
+        if tuple(tensor.shape) != tuple(expected[target].shape):
+            raise ValueError(
+                f"Weight {key!r} has shape {tuple(tensor.shape)} but the encoder_config expects "
+                f"{tuple(expected[target].shape)}: pass the matching encoder_config."
+            )
+        state[target] = tensor
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise ValueError(f"The checkpoint lacks {len(missing)} weights, e.g. {missing[:3]}.")
+    return state
+
+
 @dataclass
 class SIDROutput(ModelOutput):
     """Output of [`SIDRModel.forward`]: top-k embeddings E(x) and bags of tokens T(x) of both sides, `[batch, V]`."""
@@ -82,7 +162,7 @@ class SIDRModel(PreTrainedModel):
 
     Each token's last hidden state goes through a LayerNorm and is projected on the encoder's word-embedding matrix;
     `elu1p` makes the logits positive; a max over the non-padding tokens gives one `|V|` vector, whose special-token
-    dimensions are zeroed and which keeps its `topk` largest values. A text's bag of tokens `T(x)` is the binary
+    dimensions are zeroed and which keeps its `max_active_dims` largest values. A text's bag of tokens `T(x)` is the binary
     vector of the (non-special) tokens it contains.
 
     The tokenizer is kept beside the weights (`model.tokenizer`) and saved with them.
@@ -108,7 +188,7 @@ class SIDRModel(PreTrainedModel):
             keep[torch.tensor(config.zeroed_token_ids, dtype=torch.long)] = 0
         self.register_buffer("vocab_keep_mask", keep, persistent=False)
         self.tokenizer = tokenizer
-        self.model_card_data: dict = {}
+        self.model_card_data = SIDRModelCardData()
         self.post_init()
 
     def _init_weights(self, module):
@@ -126,7 +206,7 @@ class SIDRModel(PreTrainedModel):
         cls,
         pretrained_model_name_or_path: str | os.PathLike,
         shared_encoder: bool = False,
-        topk: int = 768,
+        max_active_dims: int = 768,
         tokenizer=None,
         **kwargs,
     ) -> SIDRModel:
@@ -135,7 +215,7 @@ class SIDRModel(PreTrainedModel):
         Args:
             pretrained_model_name_or_path: Hub id or local folder of the encoder.
             shared_encoder: Use a single encoder for queries and passages.
-            topk: Dimensions kept per embedding.
+            max_active_dims: Dimensions kept per embedding.
             tokenizer: A tokenizer or its path; defaults to the encoder's own.
             **kwargs: Further [`SIDRConfig`] fields (`query_max_length`, `activate_lexical`, ...).
         """
@@ -150,7 +230,10 @@ class SIDRModel(PreTrainedModel):
             )
         kwargs.setdefault("zeroed_token_ids", zeroed_token_ids(tokenizer))
         config = SIDRConfig(
-            encoder_config=encoder_config.to_dict(), shared_encoder=shared_encoder, topk=topk, **kwargs
+            encoder_config=encoder_config.to_dict(),
+            shared_encoder=shared_encoder,
+            max_active_dims=max_active_dims,
+            **kwargs,
         )
         model = cls(config, tokenizer=tokenizer)
         state = encoder.state_dict()
@@ -159,7 +242,7 @@ class SIDRModel(PreTrainedModel):
             if missing:
                 raise ValueError(f"{pretrained_model_name_or_path} lacks encoder weights {missing[:5]}.")
         model.config.name_or_path = str(pretrained_model_name_or_path)
-        model.model_card_data["base_model"] = public_model_id(pretrained_model_name_or_path)
+        model.model_card_data.base_model = public_model_id(pretrained_model_name_or_path)
         return model
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, create_model_card: bool = True, **kwargs):
@@ -179,10 +262,8 @@ class SIDRModel(PreTrainedModel):
 
     def create_model_card(self, **overrides):
         """The retriever's model card (a `huggingface_hub.ModelCard`) from `model_cards/retriever_card.md`, rendered
-        from `model_card_data` updated with `overrides`."""
-        default_name = Path(str(self.config.name_or_path or "sidr-retriever")).name
-        values = {"model_name": default_name, **self.model_card_data, **overrides}
-        return render_retriever_card(config=self.config, **values)
+        from `model_card_data` with any of its fields replaced by `overrides`."""
+        return self.model_card_data.to_card(self.config, **overrides)
 
     def push_to_hub(
         self,
@@ -202,7 +283,8 @@ class SIDRModel(PreTrainedModel):
 
         def save(folder: str, repo_id: str) -> None:
             self.save_pretrained(folder, max_shard_size=max_shard_size, create_model_card=False)
-            self.create_model_card(repo_id=repo_id, tags=tags).save(os.path.join(folder, "README.md"))
+            extra_tags = {"tags": [*self.model_card_data.tags, *tags]} if tags else {}
+            self.create_model_card(repo_id=repo_id, **extra_tags).save(os.path.join(folder, "README.md"))
 
         return push_folder(
             save,
@@ -244,7 +326,7 @@ class SIDRModel(PreTrainedModel):
         hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
         config_file = cached_file(pretrained_model_name_or_path, "config.json", **hub_kwargs)
         raw_config = json.loads(Path(config_file).read_text())
-        if is_original_sidr_config(raw_config):
+        if _is_original_sidr_config(raw_config):
             logger.warning(
                 f"{pretrained_model_name_or_path} is in the original SiDR layout: converting it in memory "
                 "(save_pretrained writes it in the r3hf layout)."
@@ -266,7 +348,7 @@ class SIDRModel(PreTrainedModel):
                 "`save_pretrained`."
             )
         model.tokenizer = _load_tokenizer(tokenizer or pretrained_model_name_or_path, hub_kwargs)
-        model.model_card_data["base_model"] = public_model_id(pretrained_model_name_or_path)
+        model.model_card_data.base_model = public_model_id(pretrained_model_name_or_path)
         return (model, info) if want_info else model
 
     @classmethod
@@ -280,16 +362,16 @@ class SIDRModel(PreTrainedModel):
                 "pytorch_model.bin that you trust, convert it once with `r3hf convert-sidr SRC OUT --allow-pickle`."
             )
         weights = load_file(weights_file)
-        settings = original_sidr_settings(raw_config, weights)
-        model_id = original_encoder_id(raw_config)
+        settings = _original_sidr_settings(raw_config, weights)
+        model_id = _original_encoder_id(raw_config)
         encoder_config = _encoder_config(encoder_config or model_id, path, hub_kwargs)
         if tokenizer is None:
             tokenizer = _first_tokenizer([path, model_id], hub_kwargs)
         config = SIDRConfig(encoder_config=encoder_config.to_dict(), activate_lexical=activate_lexical, **settings)
         model = cls(config, tokenizer=_load_tokenizer(tokenizer, hub_kwargs))
-        model.load_state_dict(original_state_dict(weights, model.state_dict(), settings["shared_encoder"]))
+        model.load_state_dict(_original_state_dict(weights, model.state_dict(), settings["shared_encoder"]))
         model.config.name_or_path = str(path)
-        model.model_card_data["base_model"] = public_model_id(path)
+        model.model_card_data.base_model = public_model_id(path)
         return model.eval()
 
     # ------------------------------------------------------------------ core math
@@ -315,7 +397,7 @@ class SIDRModel(PreTrainedModel):
             del logits
             embeds = elu1p(pooled) * self.vocab_keep_mask
             keep = self._bag_of_tokens_ids(input_ids, attention_mask) if self.config.activate_lexical else None
-            kept = topk_mask(embeds, self.config.topk, keep) & (self.vocab_keep_mask > 0)
+            kept = topk_mask(embeds, self.config.max_active_dims, keep) & (self.vocab_keep_mask > 0)
         if not (torch.is_grad_enabled() and (hidden.requires_grad or vocab.requires_grad)):
             return embeds * kept
         rows, dims = kept.nonzero(as_tuple=True)
@@ -417,7 +499,7 @@ class SIDRModel(PreTrainedModel):
         max_active_dims: int | None = None,
     ) -> torch.Tensor:
         """E(q) of queries, as sentence-transformers' `SparseEncoder.encode_query`: a `[n, V]` tensor, non-negative,
-        at most `topk` active dimensions per row.
+        at most `config.max_active_dims` active dimensions per row.
 
         Args:
             sentences: Query strings (or one).
@@ -425,7 +507,7 @@ class SIDRModel(PreTrainedModel):
             show_progress_bar: Show a progress bar (default: for more than 4 batches).
             convert_to_sparse_tensor: Return a sparse COO tensor (default) rather than a dense one.
             save_to_cpu: Move each batch's embeddings to the CPU as they are computed.
-            max_active_dims: Keep only the largest `max_active_dims` values of each row (below the model's `topk`).
+            max_active_dims: Keep only the largest `max_active_dims` values of each row (below the model's `config.max_active_dims`).
         """
         return self._encode(
             sentences, QUERY, batch_size, show_progress_bar, convert_to_sparse_tensor, save_to_cpu, max_active_dims
@@ -509,7 +591,7 @@ class SIDRModel(PreTrainedModel):
     ):
         """Retrieve the top-`k` corpus passages of each query; late-parametric on a `BagOfTokensIndex` (top
         `rerank_top_m` candidates of the `first_stage`, by default E(q)·T(d), re-ranked by fresh E(q)·E(d), optionally
-        fused with bm25s's ranking), plain search on a `SparseEmbeddingIndex`. Returns `SearchResults(ids, scores)`;
+        fused with bm25s's ranking), plain search on a `SparseEmbeddingIndex`. Returns `SearchResults(rows, scores)`;
         see [`r3hf.retrieval.retrieve`]."""
         return retrieve(
             self,

@@ -25,7 +25,7 @@ class R3Config(TrainingArguments):
     Parameters:
         > Parameters that control on-policy retrieval
 
-        retrieval_top_m (`int`, *optional*, defaults to `20`):
+        rerank_top_m (`int`, *optional*, defaults to `20`):
             Candidates taken per query from each first stage (the bag-of-tokens index by E(q)·T(d), bm25s, or both).
         retrieval_top_k (`int`, *optional*, defaults to `20`):
             Candidates kept after the re-rank with fresh passage embeddings, and scored by the reward (OpenRAG: m = k
@@ -89,7 +89,7 @@ class R3Config(TrainingArguments):
             Numbers of top passages in the reader's context for RAG accuracy: the papers report `[1, 10]`.
     """
 
-    retrieval_top_m: int = field(default=20, metadata={"help": "Candidates per query from the bag-of-tokens index."})
+    rerank_top_m: int = field(default=20, metadata={"help": "Candidates per query from the bag-of-tokens index."})
     retrieval_top_k: int = field(default=20, metadata={"help": "Candidates re-ranked, kept and scored per query."})
     first_stage: str = field(
         default="bag_of_tokens", metadata={"help": "Candidates from 'bag_of_tokens', 'bm25' or 'hybrid' (union)."}
@@ -149,10 +149,10 @@ class R3Config(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.retrieval_top_k < 1 or self.retrieval_top_m < self.retrieval_top_k:
+        if self.retrieval_top_k < 1 or self.rerank_top_m < self.retrieval_top_k:
             raise ValueError(
-                f"Need 1 <= retrieval_top_k <= retrieval_top_m, got k={self.retrieval_top_k}, "
-                f"m={self.retrieval_top_m}: raise retrieval_top_m or lower retrieval_top_k."
+                f"Need 1 <= retrieval_top_k <= rerank_top_m, got k={self.retrieval_top_k}, "
+                f"m={self.rerank_top_m}: raise rerank_top_m or lower retrieval_top_k."
             )
         check_first_stage(self.first_stage, self.fusion, self.fusion_weight)
         if self.positive_fallback not in POSITIVE_FALLBACKS:

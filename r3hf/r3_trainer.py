@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -21,9 +22,9 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
 from .evaluation import RAGEvaluator, has_answer
-from .hub import TAGS
 from .index import BagOfTokensIndex
 from .losses import flops, gather_with_grad, rcl_loss
+from .model_card import TAGS
 from .modeling_sidr import SIDRModel
 from .models import load_retriever
 from .r3_config import R3Config
@@ -202,12 +203,12 @@ class R3Trainer(Trainer):
             questions,
             self.index,
             k=args.retrieval_top_k,
-            rerank_top_m=args.retrieval_top_m,
+            rerank_top_m=args.rerank_top_m,
             query_embeds=query_embeds,
             **args.pipeline,
         )
         metrics["profiling/retrieval_s"].append(time.perf_counter() - start)
-        ids = results.ids.tolist()
+        ids = results.rows.tolist()
         flat_q, flat_p, flat_a, flat_ex = [], [], [], []
         for ex, row in zip(examples, ids):
             for d in row:
@@ -361,7 +362,7 @@ class R3Trainer(Trainer):
                 reader=reader if self.args.eval_rag_accuracy else None,
                 recall_at=self.args.eval_recall_at,
                 rag_contexts=self.args.eval_rag_contexts,
-                rerank_top_m=self.args.retrieval_top_m,
+                rerank_top_m=self.args.rerank_top_m,
                 **self.args.pipeline,
             )
             # the dataset is kept with its evaluator, so its id cannot be reused by another dataset
@@ -466,7 +467,7 @@ class R3Trainer(Trainer):
             "first_stage",
             "fusion",
             "fusion_weight",
-            "retrieval_top_m",
+            "rerank_top_m",
             "retrieval_top_k",
             "parametric_loss_weight",
             "semi_parametric_loss_weight",
@@ -475,13 +476,14 @@ class R3Trainer(Trainer):
             "positive_fallback",
             "seed",
         )
-        sidr.model_card_data.update(
+        sidr.model_card_data = dataclasses.replace(
+            sidr.model_card_data,
             reward_llm=llm or self.reward_func_names[0],
             threshold=getattr(reward, "threshold", None),
-            dataset_name=dataset_name or sidr.model_card_data.get("dataset_name"),
+            dataset_name=dataset_name or sidr.model_card_data.dataset_name,
             num_passages=len(self.index),
-            top_m=args.retrieval_top_m,
-            top_k=args.retrieval_top_k,
+            rerank_top_m=args.rerank_top_m,
+            retrieval_top_k=args.retrieval_top_k,
             eval_results=eval_results,
             hyperparameters={**{name: getattr(args, name) for name in names}, "world_size": args.world_size},
             repo_id=args.hub_model_id,

@@ -47,13 +47,13 @@ def first_stage_candidates(
     """
     m = min(m, len(index))
     if first_stage == "bag_of_tokens":
-        rows = index.search(query_embeds, k=m).ids.cpu()
+        rows = index.search(query_embeds, k=m).rows.cpu()
         return rows, torch.zeros_like(rows)
     bm25_rows, _ = index.require_bm25().search(list(queries), k=m)
     ranks = torch.arange(1, bm25_rows.shape[1] + 1).expand_as(bm25_rows)
     if first_stage == "bm25":
         return bm25_rows, ranks.clone()
-    lexical = index.search(query_embeds, k=m).ids.cpu().tolist()
+    lexical = index.search(query_embeds, k=m).rows.cpu().tolist()
     merged = [list(dict.fromkeys(a + b)) for a, b in zip(lexical, bm25_rows.tolist())]
     width = max(len(row) for row in merged)
     rows = torch.full((len(merged), width), -1, dtype=torch.long)
@@ -149,13 +149,13 @@ def rerank(
         candidates: `[n, w]` corpus rows (or [`SearchResults`] holding them); `-1` marks padding.
         bm25_ranks: `[n, w]` 1-based bm25s ranks of the candidates (`0`: not in its list), for a fusion.
     """
-    rows = (candidates.ids if isinstance(candidates, SearchResults) else candidates).cpu()
+    rows = (candidates.rows if isinstance(candidates, SearchResults) else candidates).cpu()
     valid = rows >= 0
     dense = candidate_scores(model, query_embeds, rows, index, batch_size)
     final = fuse(dense, bm25_ranks if bm25_ranks is not None else torch.zeros_like(rows), fusion, fusion_weight)
     k = min(k, int(valid.sum(dim=1).min()))
     order = final.sort(dim=1, descending=True, stable=True).indices[:, :k]
-    return SearchResults(ids=rows.gather(1, order), scores=final.gather(1, order))
+    return SearchResults(rows=rows.gather(1, order), scores=final.gather(1, order))
 
 
 def retrieve(

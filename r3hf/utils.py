@@ -3,6 +3,7 @@ dimensions, batching with progress, and atomic file writes. Imports nothing from
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
@@ -119,6 +120,15 @@ def staging_dir(parent: str | os.PathLike) -> Iterator[Path]:
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An `argparse.ArgumentParser` for r3hf's commands: options are spelled `--kebab-case`, and each also answers to
+    `--snake_case`, as the `TrlParser` of the training recipe and `accelerate launch` accept both spellings."""
+
+    def add_argument(self, *name_or_flags: str, **kwargs):
+        snake = [f"--{f[2:].replace('-', '_')}" for f in name_or_flags if f.startswith("--") and "-" in f[2:]]
+        return super().add_argument(*name_or_flags, *snake, **kwargs)
 
 
 def enable_logging(level: int = logging.INFO) -> None:

@@ -55,7 +55,7 @@ from r3hf.evaluation import select_fusion
 from r3hf.models import resolve_model_path
 from r3hf.retrieval import cached_passage_embeddings
 from r3hf.scripts.utils import DATA, DEMO_READER, DEMO_RETRIEVER, cpu_config, demo_index, demo_retriever, write_result
-from r3hf.utils import enable_logging
+from r3hf.utils import ArgumentParser, enable_logging
 
 logger = logging.getLogger("r3hf.demo")
 
@@ -127,8 +127,8 @@ PRESETS = {
         offline_epochs=None,
         online_epochs=None,
         batch_size=16,
-        top_m=10,
-        top_k=4,
+        rerank_top_m=10,
+        retrieval_top_k=4,
         reader_batch_size=10,
         evaluate_stage1=False,
         full_parametric=False,
@@ -145,8 +145,8 @@ PRESETS = {
         offline_epochs=2.0,
         online_epochs=1.0,
         batch_size=64,
-        top_m=100,
-        top_k=20,
+        rerank_top_m=100,
+        retrieval_top_k=20,
         reader_batch_size=64,
         evaluate_stage1=True,
         full_parametric=True,
@@ -195,8 +195,8 @@ def train_stage(
         learning_rate=args.learning_rate,
         max_steps=max_steps,
         temperature=args.temperature,
-        retrieval_top_m=args.top_m,
-        retrieval_top_k=args.top_k,
+        rerank_top_m=args.rerank_top_m,
+        retrieval_top_k=args.retrieval_top_k,
         positive_fallback="offline",
         seed=0,
         warmup_steps=0.1,
@@ -228,7 +228,7 @@ def train_stage(
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="defaults for a CPU or a GPU run")
     parser.add_argument("--output-dir", default="outputs/demo")
     parser.add_argument("--data", default=str(DATA), help="folder of the QA data and corpus")
@@ -245,8 +245,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float, default=2e-5)
     parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-m", type=int, help="candidates per query from each first stage")
-    parser.add_argument("--top-k", type=int, help="passages scored by the reward per question")
+    parser.add_argument("--rerank-top-m", type=int, help="candidates per query from each first stage")
+    parser.add_argument("--retrieval-top-k", type=int, help="passages scored by the reward per question")
     parser.add_argument("--reader-batch-size", type=int)
     parser.add_argument(
         "--max-new-tokens", type=int, default=48, help="reader's generation length (the paper: 100; 48 keeps most)"
@@ -305,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     subset = train.select(range(args.calibration_samples))
     k = args.calibration_top_k
     candidates = index.get_passages(
-        model.retrieve(subset["question"], index, k=k, rerank_top_m=max(k, args.top_m)).ids
+        model.retrieve(subset["question"], index, k=k, rerank_top_m=max(k, args.rerank_top_m)).rows
     )
     calibration = reward.calibrate(
         subset["question"], subset["answers"], candidates, save_path=out / "calibration.jsonl"
@@ -331,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             index,
             reader=reward.reader,
             recall_at=[1, 5],
-            rerank_top_m=args.top_m,
+            rerank_top_m=args.rerank_top_m,
             name=name,
             generation_cache=generations[name],
             **pipelines[pipeline],
@@ -347,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     def evaluate(label: str, retriever, pipelines: Sequence[str] = PIPELINES) -> None:
         with cached_passage_embeddings(retriever) if hasattr(retriever, "encode_document") else _nothing():
             if "hybrid" in pipelines:
-                fusions[label] = select_fusion(retriever, index, dev_questions, dev_answers, args.top_m)
+                fusions[label] = select_fusion(retriever, index, dev_questions, dev_answers, args.rerank_top_m)
                 logger.info(f"{label}: hybrid fusion on dev {fusions[label]} ({time.time() - start:.0f}s)")
             for pipeline in pipelines:
                 for name in tests:

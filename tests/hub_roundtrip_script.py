@@ -33,14 +33,14 @@ def main(out: Path):
         "index_url": index_url,
         "same_embeddings": torch.equal(dense_query(loaded, q), dense_query(model, q)),
         "same_search": torch.equal(
-            loaded.retrieve(q, loaded_index, k=2, rerank_top_m=2).ids,
-            model.retrieve(q, index, k=2, rerank_top_m=2).ids,
+            loaded.retrieve(q, loaded_index, k=2, rerank_top_m=2).rows,
+            model.retrieve(q, index, k=2, rerank_top_m=2).rows,
         ),
         "corpus": loaded_index.corpus.to_list(),
         "bm25_loaded": loaded_index.bm25 is not None,
         "same_hybrid_search": torch.equal(
-            loaded.retrieve(q, loaded_index, k=2, rerank_top_m=2, first_stage="hybrid").ids,
-            model.retrieve(q, index, k=2, rerank_top_m=2, first_stage="hybrid").ids,
+            loaded.retrieve(q, loaded_index, k=2, rerank_top_m=2, first_stage="hybrid").rows,
+            model.retrieve(q, index, k=2, rerank_top_m=2, first_stage="hybrid").rows,
         ),
     }
     # A checkpoint in the original SiDR layout, loaded straight from its Hub repo.
@@ -61,7 +61,7 @@ def main(out: Path):
     sharded = BagOfTokensIndex.from_pretrained("tester/sharded-index")
     queries = dense_query(model, ["river 3", "passage 12"])
     report["sharded_num_shards"] = len(sharded.shards)
-    report["sharded_same_search"] = torch.equal(sharded.search(queries, 10).ids, big.search(queries, 10).ids)
+    report["sharded_same_search"] = torch.equal(sharded.search(queries, 10).rows, big.search(queries, 10).rows)
     big.push_to_hub("tester/sharded-index")
     report["resharded_files"] = sorted(HfApi().list_repo_files("tester/sharded-index", repo_type="dataset"))
     (out / "report.json").write_text(json.dumps(report))

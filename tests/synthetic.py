@@ -42,4 +42,4 @@ def hidden_subset_reward(hidden):
 
 def top1_reward_share(model, index, questions, hidden, m: int = 40, k: int = 10) -> float:
     results = model.retrieve(questions, index, k=k, rerank_top_m=m)
-    return sum(index.corpus[row[0]]["id"] in hidden for row in results.ids.tolist()) / len(questions)
+    return sum(index.corpus[row[0]]["id"] in hidden for row in results.rows.tolist()) / len(questions)

@@ -24,7 +24,7 @@ def test_converter_scores_exactly_as_the_original(tmp_path, bert_tokenizer, fmt)
         src, tmp_path / "converted", encoder_config=src / "bert_config.json", allow_pickle=fmt == "bin"
     )
     reloaded = SIDRModel.from_pretrained(tmp_path / "converted")
-    assert reloaded.config.topk == 20 and reloaded.config.query_max_length == 32
+    assert reloaded.config.max_active_dims == 20 and reloaded.config.query_max_length == 32
     q_text, p_text = "who wrote hamlet", "hamlet is a play by william shakespeare"
     q_ids, p_ids = bert_tokenizer(q_text)["input_ids"], bert_tokenizer(p_text)["input_ids"]
     q0 = original_embed(weights, "q", q_ids, 999, 20, len(bert_tokenizer))
@@ -69,7 +69,9 @@ def test_original_layout_loads_directly_like_the_converter(tmp_path, bert_tokeni
     bert_tokenizer.save_pretrained(src)
     loaded = SIDRModel.from_pretrained(src)  # no encoder_config: taken from model_id, as the original code does
     converted = convert_sidr_checkpoint(src, tmp_path / "converted")
-    assert loaded.config.topk == 20 and loaded.config.activate_lexical and loaded.config.query_max_length == 32
+    assert (
+        loaded.config.max_active_dims == 20 and loaded.config.activate_lexical and loaded.config.query_max_length == 32
+    )
     q_ids = bert_tokenizer(QUERIES[0])["input_ids"]
     reference = original_embed(weights, "q", q_ids, 999, 20, len(bert_tokenizer))
     torch.testing.assert_close(dense_query(loaded, QUERIES[:1])[:, 999:], reference, rtol=1e-5, atol=1e-6)

@@ -17,7 +17,7 @@ PAPER_CONFIGS = sorted(p.name for p in (ROOT / "recipes/configs").glob("*.yaml")
 
 def run_dry_run(config: str, *flags: str, env: dict) -> subprocess.CompletedProcess:
     """The README's dry-run command for a recipe, in a fresh process on this CPU-only machine."""
-    cmd = [sys.executable, "recipes/train.py", "--config", f"recipes/configs/{config}", "--dry_run", "true", *flags]
+    cmd = [sys.executable, "recipes/train.py", "--config", f"recipes/configs/{config}", "--dry-run", "true", *flags]
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
     return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=300)
 
@@ -26,7 +26,7 @@ def run_dry_run(config: str, *flags: str, env: dict) -> subprocess.CompletedProc
 def test_paper_recipe_dry_run_against_a_loopback_hub(config, tmp_path, bert_tokenizer):
     from tests.testing_utils import make_tiny_causal_lm, make_tiny_sidr
 
-    make_tiny_sidr(bert_tokenizer, topk=32).save_pretrained(tmp_path / "sidr")
+    make_tiny_sidr(bert_tokenizer, max_active_dims=32).save_pretrained(tmp_path / "sidr")
     make_tiny_causal_lm(bert_tokenizer).save_pretrained(tmp_path / "lm")
     bert_tokenizer.save_pretrained(tmp_path / "lm")
     rows = [f"{i}\tTown {i} lies on river {i % 3}.\tTown {i}" for i in range(16)]

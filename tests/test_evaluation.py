@@ -81,7 +81,7 @@ def test_rag_evaluator_metrics_outputs_and_generation_cache(qa_index, tmp_path):
 
 def test_bm25_retriever_follows_the_retrieve_protocol(qa_index, bert_tokenizer):
     results = BM25Retriever(qa_index).retrieve(["capital of italy", "hamlet"], qa_index, k=2, rerank_top_m=50)
-    assert results.ids.shape == results.scores.shape == (2, 2) and results.ids[:, 0].tolist() == [2, 0]
+    assert results.rows.shape == results.scores.shape == (2, 2) and results.rows[:, 0].tolist() == [2, 0]
     other = BagOfTokensIndex.build(["x"], bert_tokenizer)
     with pytest.raises(ValueError, match="built on another index"):
         BM25Retriever(qa_index).retrieve(["x"], other)

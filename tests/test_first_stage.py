@@ -116,7 +116,7 @@ def test_unknown_first_stage_and_fusion_get_clear_errors(tiny_sidr, hybrid_index
 def test_hybrid_candidates_are_the_deduplicated_union_of_both_lists(tiny_sidr, hybrid_index):
     embeds = tiny_sidr.encode_query(QUERIES, convert_to_sparse_tensor=False)
     m = 3
-    bot = hybrid_index.search(embeds, k=m).ids.tolist()
+    bot = hybrid_index.search(embeds, k=m).rows.tolist()
     bm25, _ = hybrid_index.bm25.search(QUERIES, m)
     rows, ranks = first_stage_candidates(hybrid_index, QUERIES, embeds, m, "hybrid")
     for row, rank, a, b in zip(rows.tolist(), ranks.tolist(), bot, bm25.tolist()):
@@ -130,7 +130,7 @@ def test_hybrid_candidates_are_the_deduplicated_union_of_both_lists(tiny_sidr, h
     everything = len(MORE)
     a = retrieve(tiny_sidr, QUERIES, hybrid_index, k=4, rerank_top_m=everything, first_stage="hybrid")
     b = retrieve(tiny_sidr, QUERIES, hybrid_index, k=4, rerank_top_m=everything)
-    assert torch.equal(a.ids, b.ids)
+    assert torch.equal(a.rows, b.rows)
     with cached_passage_embeddings(tiny_sidr):  # the evaluation cache embeds once and ranks the same
         c = retrieve(tiny_sidr, QUERIES, hybrid_index, k=4, rerank_top_m=everything, first_stage="hybrid")
         assert len(tiny_sidr._r3hf_passage_cache) == everything
@@ -193,7 +193,7 @@ def test_the_trainer_retrieves_and_mines_inside_the_chosen_pipeline(tiny_sidr, h
         warmup_epochs_offline=1,  # step 1 offline (mined negatives), step 2 on-policy
         first_stage=first_stage,
         fusion="rrf",
-        retrieval_top_m=m,
+        rerank_top_m=m,
         retrieval_top_k=2,
         use_cpu=True,
         report_to="none",

@@ -42,27 +42,27 @@ def test_search_is_exact_against_a_dense_reference(bert_tokenizer):
     assert (ref.values[:, :-1] - ref.values[:, 1:]).min() > 1e-4
     ref = (queries @ dense.T).topk(10)
     res = index.search(queries, k=10)
-    assert isinstance(res, SearchResults) and res.ids.dtype == torch.long
+    assert isinstance(res, SearchResults) and res.rows.dtype == torch.long
     torch.testing.assert_close(res.scores, ref.values)
-    assert torch.equal(res.ids, ref.indices)
+    assert torch.equal(res.rows, ref.indices)
 
 
 def test_chunking_gives_identical_results(bert_tokenizer):
     index, dense = random_index(bert_tokenizer)
     queries = torch.rand(4, dense.shape[1])
     whole, chunked = index.search(queries, k=20), index.search(queries, k=20, chunk_size=7)
-    assert torch.equal(whole.ids, chunked.ids) and torch.equal(whole.scores, chunked.scores)
+    assert torch.equal(whole.rows, chunked.rows) and torch.equal(whole.scores, chunked.scores)
 
 
 def test_ties_and_k_larger_than_the_corpus(bert_tokenizer):
     index, dense = random_index(bert_tokenizer, n_docs=9)
     queries = torch.zeros(2, dense.shape[1])  # every passage scores 0: all tied
     res = index.search(queries, k=50, chunk_size=4)
-    assert res.ids.shape == (2, 9)
-    assert sorted(res.ids[0].tolist()) == list(range(9)) and (res.scores == 0).all()
-    assert res.ids[0].tolist() == list(range(9))  # ties: lower row id first
+    assert res.rows.shape == (2, 9)
+    assert sorted(res.rows[0].tolist()) == list(range(9)) and (res.scores == 0).all()
+    assert res.rows[0].tolist() == list(range(9))  # ties: lower row id first
     few = index.search(queries, k=3, chunk_size=4)
-    assert few.ids[0].tolist() == [0, 1, 2]
+    assert few.rows[0].tolist() == [0, 1, 2]
 
 
 def test_search_at_k_is_a_prefix_of_search_at_larger_k(bert_tokenizer):
@@ -74,8 +74,11 @@ def test_search_at_k_is_a_prefix_of_search_at_larger_k(bert_tokenizer):
     for chunk_size in (7, 1000):
         full = index.search(queries, k=40, chunk_size=chunk_size)
         for k in (1, 3, 10, 11, 25):
-            assert torch.equal(index.search(queries, k=k, chunk_size=chunk_size).ids, full.ids[:, :k]), (chunk_size, k)
-        for scores, ids in zip(full.scores.tolist(), full.ids.tolist()):  # score descending, then lower row id
+            assert torch.equal(index.search(queries, k=k, chunk_size=chunk_size).rows, full.rows[:, :k]), (
+                chunk_size,
+                k,
+            )
+        for scores, ids in zip(full.scores.tolist(), full.rows.tolist()):  # score descending, then lower row id
             assert all((s1, -i1) >= (s2, -i2) for s1, i1, s2, i2 in zip(scores, ids, scores[1:], ids[1:]))
 
 
@@ -118,7 +121,7 @@ def test_save_load_round_trip(bert_tokenizer, tmp_path):
     assert np.array_equal(loaded.indptr, index.indptr) and np.array_equal(loaded.indices, index.indices)
     assert loaded.corpus.to_list() == index.corpus.to_list()
     q = torch.rand(2, 30522)
-    assert torch.equal(loaded.search(q, 3).ids, index.search(q, 3).ids)
+    assert torch.equal(loaded.search(q, 3).rows, index.search(q, 3).rows)
     assert "BagOfTokensIndex.from_pretrained" in (tmp_path / "idx" / "README.md").read_text()
     index.save_pretrained(tmp_path / "idx")  # overwriting an existing index works
     BagOfTokensIndex.from_pretrained(tmp_path / "idx", tokenizer=bert_tokenizer)
@@ -158,24 +161,24 @@ def test_late_parametric_rerank_equals_brute_force(tiny_sidr, bert_tokenizer):
     for qi, query in enumerate(QUERIES):
         q = dense_query(tiny_sidr, [query])[0]
         brute = sorted(
-            ((float(q @ dense_document(tiny_sidr, [CORPUS[d]])[0]), d) for d in candidates.ids[qi].tolist()),
+            ((float(q @ dense_document(tiny_sidr, [CORPUS[d]])[0]), d) for d in candidates.rows[qi].tolist()),
             key=lambda x: -x[0],
         )[:2]
-        assert res.ids[qi].tolist() == [d for _, d in brute]
+        assert res.rows[qi].tolist() == [d for _, d in brute]
         torch.testing.assert_close(res.scores[qi], torch.tensor([s for s, _ in brute]), rtol=1e-5, atol=1e-4)
 
 
 def test_full_parametric_index_matches_rerank_of_everything(tiny_sidr, bert_tokenizer, tmp_path):
     bot = BagOfTokensIndex.build(CORPUS, bert_tokenizer, max_length=tiny_sidr.config.passage_max_length)
     para = SparseEmbeddingIndex.build(CORPUS, tiny_sidr, batch_size=4)
-    assert para.values.dtype == np.float16 and len(para.indices) == len(CORPUS) * tiny_sidr.config.topk
+    assert para.values.dtype == np.float16 and len(para.indices) == len(CORPUS) * tiny_sidr.config.max_active_dims
     late = tiny_sidr.retrieve(QUERIES, bot, k=3, rerank_top_m=len(CORPUS))
     full = tiny_sidr.retrieve(QUERIES, para, k=3)
     torch.testing.assert_close(full.scores, late.scores, rtol=2e-3, atol=1e-2)
     para.save_pretrained(tmp_path)
     again = SparseEmbeddingIndex.from_pretrained(tmp_path)
-    assert again.extra["topk"] == tiny_sidr.config.topk
-    assert torch.equal(retrieve(tiny_sidr, QUERIES, again, k=3).ids, full.ids)
+    assert again.extra["max_active_dims"] == tiny_sidr.config.max_active_dims
+    assert torch.equal(retrieve(tiny_sidr, QUERIES, again, k=3).rows, full.rows)
 
 
 def test_empty_inputs_are_clear_errors(tiny_sidr, bert_tokenizer):

@@ -106,14 +106,14 @@ def test_term_major_and_row_major_layouts_give_identical_results(bert_tokenizer,
     for k in (1, 5, 17, 40, 100):
         term = index.search(queries, k, layout="term_major", num_threads=2)
         row = index.search(queries, k, layout="row_major", chunk_size=6)
-        assert torch.equal(term.ids, row.ids) and torch.equal(term.scores, row.scores), k
+        assert torch.equal(term.rows, row.rows) and torch.equal(term.scores, row.scores), k
         ref = queries @ dense.T
-        torch.testing.assert_close(term.scores, ref.gather(1, term.ids))
+        torch.testing.assert_close(term.scores, ref.gather(1, term.rows))
     sparse = index.search(queries.to_sparse(), 10)
-    assert torch.equal(sparse.ids, index.search(queries, 10).ids)
+    assert torch.equal(sparse.rows, index.search(queries, 10).rows)
     full = index.search(queries, 40)
     for k in (1, 3, 10, 11, 25):
-        assert torch.equal(index.search(queries, k).ids, full.ids[:, :k])
+        assert torch.equal(index.search(queries, k).rows, full.rows[:, :k])
     with pytest.raises(ValueError, match="layout must be"):
         index.search(queries, 3, layout="columns")
 
@@ -141,7 +141,7 @@ def test_every_cpu_kernel_gives_bitwise_identical_scores_without_torch_sparse_pr
         for layout in ("term_major", "row_major"):
             results.append(index.search(queries, 25, layout=layout, chunk_size=9, num_threads=2))
     for other in results[1:]:
-        assert torch.equal(other.ids, results[0].ids) and torch.equal(other.scores, results[0].scores)
+        assert torch.equal(other.rows, results[0].rows) and torch.equal(other.scores, results[0].scores)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -152,8 +152,8 @@ def test_cuda_row_major_search_agrees_with_cpu_to_float32_rounding(bert_tokenize
     queries = torch.rand(5, vocab) * (torch.rand(5, vocab) < 0.3)
     cpu, cuda = index.search(queries, 40), index.search(queries.cuda(), 40)
     # the same passages' scores, compared by id: near-ties may swap places between devices
-    cpu_by_id = torch.zeros(5, 40).scatter(1, cpu.ids, cpu.scores)
-    cuda_by_id = torch.zeros(5, 40).scatter(1, cuda.ids.cpu(), cuda.scores.cpu())
+    cpu_by_id = torch.zeros(5, 40).scatter(1, cpu.rows, cpu.scores)
+    cuda_by_id = torch.zeros(5, 40).scatter(1, cuda.rows.cpu(), cuda.scores.cpu())
     torch.testing.assert_close(cuda_by_id, cpu_by_id, rtol=1e-5, atol=1e-5)
 
 
@@ -167,7 +167,7 @@ def test_term_major_search_on_the_shared_corpus_matches_row_major(bert_tokenizer
     for q in queries:
         q[torch.randperm(index.vocab_size)[:768]] = torch.round(torch.rand(768) * 8) / 8 + 1
     term, row = index.search(queries, 100, layout="term_major"), index.search(queries, 100, layout="row_major")
-    assert torch.equal(term.ids, row.ids) and torch.equal(term.scores, row.scores)
+    assert torch.equal(term.rows, row.rows) and torch.equal(term.scores, row.scores)
 
 
 def mapped(array: np.ndarray) -> bool:
@@ -205,7 +205,7 @@ def test_sharded_save_and_memory_mapped_load(bert_tokenizer, tmp_path, monkeypat
     queries = torch.rand(3, index.vocab_size) * (torch.rand(3, index.vocab_size) < 0.2)
     for layout in ("term_major", "row_major"):
         ours, theirs = loaded.search(queries, 20, layout=layout), index.search(queries, 20, layout=layout)
-        assert torch.equal(ours.ids, theirs.ids) and torch.equal(ours.scores, theirs.scores)
+        assert torch.equal(ours.rows, theirs.rows) and torch.equal(ours.scores, theirs.scores)
     in_memory = BagOfTokensIndex.from_pretrained(tmp_path / "idx", mmap=False)
     assert not mapped(in_memory.shards[0].term_rows)
 
@@ -307,13 +307,13 @@ def test_building_in_two_processes_gives_the_same_index_in_two_shards(bert_token
     assert [s.start for s in double.shards] == [0, 25]
     assert np.array_equal(double.indptr, single.indptr) and np.array_equal(double.indices, single.indices)
     queries = torch.rand(2, single.vocab_size)
-    assert torch.equal(double.search(queries, 30).ids, single.search(queries, 30).ids)
+    assert torch.equal(double.search(queries, 30).rows, single.search(queries, 30).rows)
     bounded = BagOfTokensIndex.build(corpus, bert_tokenizer, max_length=12, batch_size=4, rows_per_shard=10)
     assert [len(s) for s in bounded.shards] == [12, 12, 12, 12, 2]  # whole batches of 4, at least 10 rows
     assert np.array_equal(bounded.indices, single.indices)
     for layout in ("term_major", "row_major"):
         ours, theirs = bounded.search(queries, 30, layout=layout), single.search(queries, 30, layout=layout)
-        assert torch.equal(ours.ids, theirs.ids) and torch.equal(ours.scores, theirs.scores)
+        assert torch.equal(ours.rows, theirs.rows) and torch.equal(ours.scores, theirs.scores)
 
 
 def test_bad_build_settings_are_clear_errors(bert_tokenizer):

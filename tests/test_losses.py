@@ -39,7 +39,7 @@ def test_rcl_loss_weights_and_masking():
 
 def test_gradients_reach_both_encoders_and_all_terms(bert_tokenizer):
     # No sparsification: a random model's top-k dimensions of two texts rarely overlap, which zeroes every score.
-    tiny_sidr = make_tiny_sidr(bert_tokenizer, topk=len(bert_tokenizer))
+    tiny_sidr = make_tiny_sidr(bert_tokenizer, max_active_dims=len(bert_tokenizer))
     q = tiny_sidr.tokenize(["who wrote hamlet", "capital of france"], "query")
     d = tiny_sidr.tokenize(["hamlet shakespeare", "paris france", "nile river", "moon"], "passage")
     tiny_sidr.train()

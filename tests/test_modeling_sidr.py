@@ -1,4 +1,5 @@
 import importlib.util
+import json
 
 import pytest
 import torch
@@ -57,11 +58,11 @@ def test_topk_count_and_non_negative(tiny_sidr):
     emb = dense_query(tiny_sidr, QUERIES)
     assert emb.shape == (2, tiny_sidr.config.vocab_size)
     assert (emb >= 0).all()
-    assert ((emb > 0).sum(dim=1) == tiny_sidr.config.topk).all()
+    assert ((emb > 0).sum(dim=1) == tiny_sidr.config.max_active_dims).all()
 
 
 def test_activate_lexical_keeps_the_texts_tokens(bert_tokenizer):
-    model = make_tiny_sidr(bert_tokenizer, topk=5, activate_lexical=True)
+    model = make_tiny_sidr(bert_tokenizer, max_active_dims=5, activate_lexical=True)
     emb = dense_query(model, QUERIES)
     bag = model.bag_of_tokens(QUERIES, side="query")
     assert ((emb > 0) >= (bag > 0)).all()
@@ -94,16 +95,26 @@ def test_save_load_round_trip_and_automodel(tiny_sidr, tmp_path):
     loaded = AutoModel.from_pretrained(tmp_path)
     assert isinstance(loaded, SIDRModel)
     assert isinstance(AutoConfig.from_pretrained(tmp_path), r3hf.SIDRConfig)
-    for field in ("topk", "shared_encoder", "query_max_length", "passage_max_length", "zeroed_token_ids"):
+    for field in ("max_active_dims", "shared_encoder", "query_max_length", "passage_max_length", "zeroed_token_ids"):
         assert getattr(loaded.config, field) == getattr(tiny_sidr.config, field)
     torch.testing.assert_close(dense_query(loaded, QUERIES), dense_query(tiny_sidr, QUERIES))
     torch.testing.assert_close(dense_document(loaded, PASSAGES), dense_document(tiny_sidr, PASSAGES))
 
 
+def test_a_config_saved_with_the_old_topk_name_loads(tiny_sidr, tmp_path):
+    tiny_sidr.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["topk"] = config.pop("max_active_dims")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = SIDRModel.from_pretrained(tmp_path)
+    assert loaded.config.max_active_dims == tiny_sidr.config.max_active_dims
+    torch.testing.assert_close(dense_query(loaded, QUERIES), dense_query(tiny_sidr, QUERIES))
+
+
 @pytest.mark.parametrize("name", ["all-minilm-l6-v2", "splade-tiny"])
 def test_from_encoder_on_real_weights(name):
     path = offline_model_path(name)
-    model = SIDRModel.from_encoder(path, topk=768)
+    model = SIDRModel.from_encoder(path, max_active_dims=768)
     source = load_file(f"{path}/model.safetensors")
     key = next(k for k in source if k.endswith("embeddings.word_embeddings.weight"))
     torch.testing.assert_close(model.query_encoder.embeddings.word_embeddings.weight, source[key])
@@ -159,10 +170,12 @@ def test_gradients_equal_the_dense_formula(tiny_sidr):
     params = [p for p in tiny_sidr.passage_encoder.parameters()] + list(tiny_sidr.passage_norm.parameters())
 
     def dense(ids, mask):
-        hidden = tiny_sidr.passage_norm(tiny_sidr.passage_encoder(input_ids=ids, attention_mask=mask).last_hidden_state)
+        hidden = tiny_sidr.passage_norm(
+            tiny_sidr.passage_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        )
         per_token = F.elu(hidden @ tiny_sidr.passage_encoder.get_input_embeddings().weight.T) + 1
         pooled = per_token.masked_fill(~mask.bool().unsqueeze(-1), 0).amax(dim=1) * tiny_sidr.vocab_keep_mask
-        top = pooled.topk(tiny_sidr.config.topk, dim=-1).indices
+        top = pooled.topk(tiny_sidr.config.max_active_dims, dim=-1).indices
         return pooled * torch.zeros_like(pooled).scatter_(1, top, 1.0)
 
     results = []
@@ -245,7 +258,7 @@ def test_decode_agrees_with_the_dense_vector(tiny_sidr, bert_tokenizer):
     decoded = tiny_sidr.decode(tiny_sidr.encode_query(QUERIES))
     assert len(decoded) == 2
     for row, pairs in zip(dense, decoded):
-        assert len(pairs) == int((row > 0).sum()) == tiny_sidr.config.topk
+        assert len(pairs) == int((row > 0).sum()) == tiny_sidr.config.max_active_dims
         weights = [w for _, w in pairs]
         assert weights == sorted(weights, reverse=True)
         for token, weight in pairs:
@@ -261,15 +274,15 @@ def test_similarity_and_sparsity(tiny_sidr):
     torch.testing.assert_close(tiny_sidr.similarity(q, d), expected)
     torch.testing.assert_close(tiny_sidr.similarity(q.to_dense(), d.to_dense()), expected)
     stats = tiny_sidr.sparsity(q)
-    assert stats["active_dims"] == tiny_sidr.config.topk
-    assert stats["sparsity_ratio"] == pytest.approx(1 - tiny_sidr.config.topk / tiny_sidr.config.vocab_size)
+    assert stats["active_dims"] == tiny_sidr.config.max_active_dims
+    assert stats["sparsity_ratio"] == pytest.approx(1 - tiny_sidr.config.max_active_dims / tiny_sidr.config.vocab_size)
     assert tiny_sidr.sparsity(q.to_dense()) == stats
 
 
 def test_save_pretrained_writes_a_card_with_public_ids_only():
     path = offline_model_path("all-minilm-l6-v2")
-    model = SIDRModel.from_encoder(path, topk=16)
-    assert model.model_card_data["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    model = SIDRModel.from_encoder(path, max_active_dims=16)
+    assert model.model_card_data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
     import tempfile
 
     with tempfile.TemporaryDirectory() as out:
@@ -277,6 +290,13 @@ def test_save_pretrained_writes_a_card_with_public_ids_only():
         card = open(f"{out}/README.md").read()
     assert "library_name: r3hf" in card and "base_model: sentence-transformers/all-MiniLM-L6-v2" in card
     assert "top-16" in card and path not in card and "site-packages" not in card and "github.com" not in card
+    assert "trained with **R3**" not in card  # no reward LLM recorded: an untrained retriever's card
+
+    model.model_card_data.reward_llm = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    model.model_card_data.rerank_top_m, model.model_card_data.retrieval_top_k = 20, 5
+    card = str(model.create_model_card(tags=["nq"]))
+    assert "**HuggingFaceTB/SmolLM2-135M-Instruct**" in card and "top-20 by E(q)·T(d), re-ranked to top-5" in card
+    assert "- nq" in card and model.model_card_data.tags == []  # overrides leave the card data as it was
 
 
 def test_weights_that_do_not_match_the_config_are_refused(tiny_sidr, tmp_path):

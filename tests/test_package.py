@@ -132,3 +132,14 @@ def test_the_library_logs_instead_of_printing():
         )
     ]
     assert printing == []
+
+
+def test_the_library_has_one_logging_style():
+    # Module loggers come from transformers' logging (whose verbosity users already set), never stdlib's getLogger;
+    # only `enable_logging`, the command-line switch, touches stdlib handlers.
+    styles = {}
+    for m in MODULES:
+        lines = _module_path(m).read_text().splitlines()
+        if m != "r3hf.utils" and any(line.startswith("logger = ") for line in lines):
+            styles[m] = "logger = logging.get_logger(__name__)" in lines and "import logging" not in lines
+    assert styles and all(styles.values()), [m for m, ok in styles.items() if not ok]

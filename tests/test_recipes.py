@@ -21,7 +21,7 @@ CONFIGS = sorted((ROOT / "recipes" / "configs").glob("*.yaml"))
 def test_every_recipe_yaml_parses(config, tmp_path):
     # use_cpu: the paper configs ask for bf16 on GPUs, which TrainingArguments checks for at parse time.
     script_args, training_args, model_args = make_parser().parse_args_and_config(
-        ["--config", str(config), "--output_dir", str(tmp_path), "--use_cpu", "true"]
+        ["--config", str(config), "--output-dir", str(tmp_path), "--use-cpu", "true"]
     )
     assert isinstance(script_args, R3ScriptArguments) and isinstance(training_args, R3Config)
     raw = yaml.safe_load(config.read_text())
@@ -34,7 +34,7 @@ def test_every_recipe_yaml_parses(config, tmp_path):
 def test_cli_flags_override_the_yaml(tmp_path):
     config = ROOT / "recipes" / "configs" / "demo_cpu.yaml"
     _, training_args, _ = make_parser().parse_args_and_config(
-        ["--config", str(config), "--output_dir", str(tmp_path), "--retrieval_top_k", "3", "--max_steps", "7"]
+        ["--config", str(config), "--output-dir", str(tmp_path), "--retrieval-top-k", "3", "--max-steps", "7"]
     )
     assert training_args.retrieval_top_k == 3 and training_args.max_steps == 7
 
@@ -42,7 +42,7 @@ def test_cli_flags_override_the_yaml(tmp_path):
 @pytest.fixture
 def tiny_setup(tmp_path, bert_tokenizer):
     """A tiny SIDR retriever, a tiny random causal LM and small QA/corpus files on disk."""
-    make_tiny_sidr(bert_tokenizer, topk=32, query_max_length=16, passage_max_length=32).save_pretrained(
+    make_tiny_sidr(bert_tokenizer, max_active_dims=32, query_max_length=16, passage_max_length=32).save_pretrained(
         tmp_path / "sidr"
     )
     lm = make_tiny_causal_lm(bert_tokenizer)
@@ -61,41 +61,41 @@ def test_tiny_end_to_end_train_recipe(tiny_setup):
     t = tiny_setup
     script_args, training_args, model_args = make_parser().parse_args_and_config(
         [
-            "--dataset_name",
+            "--dataset-name",
             str(t / "qa.jsonl"),
             "--corpus",
             str(t / "corpus.jsonl"),
-            "--model_name_or_path",
+            "--model-name-or-path",
             str(t / "sidr"),
-            "--reward_llms",
+            "--reward-llms",
             str(t / "lm"),
-            "--reward_threshold",
+            "--reward-threshold",
             "0.5",  # a random LM is never this sure: positives come from the pools or gold, negatives on-policy
-            "--eval_dataset_name",
+            "--eval-dataset-name",
             str(t / "qa.jsonl"),
-            "--output_dir",
+            "--output-dir",
             str(t / "out"),
-            "--max_steps",
+            "--max-steps",
             "2",
-            "--per_device_train_batch_size",
+            "--per-device-train-batch-size",
             "4",
-            "--retrieval_top_m",
+            "--rerank-top-m",
             "6",
-            "--retrieval_top_k",
+            "--retrieval-top-k",
             "3",
-            "--use_cpu",
+            "--use-cpu",
             "true",
-            "--save_strategy",
+            "--save-strategy",
             "no",
-            "--index_output_dir",
+            "--index-output-dir",
             str(t / "index"),
             "--calibrate",
             "true",
-            "--calibration_samples",
+            "--calibration-samples",
             "4",
-            "--calibration_top_k",
+            "--calibration-top-k",
             "2",
-            "--eval_recall_at",
+            "--eval-recall-at",
             "1",
             "3",
         ]
@@ -103,7 +103,7 @@ def test_tiny_end_to_end_train_recipe(tiny_setup):
     trainer = main(script_args, training_args, model_args)
     assert trainer.state.global_step == 2
     model = SIDRModel.from_pretrained(t / "out")
-    assert model.config.topk == 32
+    assert model.config.max_active_dims == 32
     card = (t / "out" / "README.md").read_text()
     assert "library_name: r3hf" in card and "eval_answer_recall@1" in card and "retrieval_top_k | 3" in card
     assert (t / "out" / "calibration_0.jsonl").exists() and (t / "index" / "index_config.json").exists()
@@ -219,14 +219,14 @@ def test_script_arguments_follow_trl():
 
     script_args, _, model_args = make_parser().parse_args_and_config(
         [
-            "--dataset_name",
+            "--dataset-name",
             "qa.jsonl",
-            "--model_name_or_path",
+            "--model-name-or-path",
             "all-minilm-l6-v2",
-            "--reward_llms",
+            "--reward-llms",
             "a",
             "b",
-            "--output_dir",
+            "--output-dir",
             "out",
         ]
     )
@@ -272,17 +272,17 @@ def test_dry_run_checks_the_configuration_and_counts_the_stages(tiny_setup):
 
     t = tiny_setup
     common = [
-        "--dataset_name",
+        "--dataset-name",
         str(t / "qa.jsonl"),
-        "--model_name_or_path",
+        "--model-name-or-path",
         str(t / "sidr"),
-        "--reward_llms",
+        "--reward-llms",
         str(t / "lm"),
-        "--output_dir",
+        "--output-dir",
         str(t / "out"),
-        "--use_cpu",
+        "--use-cpu",
         "true",
-        "--dry_run",
+        "--dry-run",
         "true",
     ]
     plan = main(
@@ -291,19 +291,19 @@ def test_dry_run_checks_the_configuration_and_counts_the_stages(tiny_setup):
                 *common,
                 "--corpus",
                 str(t / "corpus.jsonl"),
-                "--per_device_train_batch_size",
+                "--per-device-train-batch-size",
                 "3",
-                "--num_train_epochs",
+                "--num-train-epochs",
                 "4",
-                "--warmup_epochs_offline",
+                "--warmup-epochs-offline",
                 "1",
-                "--retrieval_top_k",
+                "--retrieval-top-k",
                 "2",
                 "--calibrate",
                 "true",
-                "--calibration_samples",
+                "--calibration-samples",
                 "5",
-                "--calibration_top_k",
+                "--calibration-top-k",
                 "3",
             ]
         )
@@ -317,7 +317,7 @@ def test_dry_run_checks_the_configuration_and_counts_the_stages(tiny_setup):
     (t / "bad.jsonl").write_text(json.dumps({"q": "no question column"}))
     bad = main(
         *make_parser().parse_args_and_config(
-            [*common, "--corpus", str(t / "corpus.jsonl"), "--dataset_name", str(t / "bad.jsonl")]
+            [*common, "--corpus", str(t / "corpus.jsonl"), "--dataset-name", str(t / "bad.jsonl")]
         )
     )
     # reported in one line, and the other checks still ran
@@ -351,7 +351,7 @@ def test_demo_gpu_preset_runs_its_code_path_on_cpu_with_tiny_counts(tiny_setup, 
     args += ["--data", str(data)]
     args += ["--reader", str(t / "lm"), "--eval-samples", "3", "--dev-samples", "2", "--calibration-samples", "2"]
     args += ["--calibration-top-k", "2", "--offline-steps", "1", "--online-steps", "1", "--batch-size", "2"]
-    args += ["--top-m", "4", "--top-k", "2", "--max-new-tokens", "3", "--reader-batch-size", "4"]
+    args += ["--rerank-top-m", "4", "--retrieval-top-k", "2", "--max-new-tokens", "3", "--reader-batch-size", "4"]
     parsed = demo.parse_args(args)
     assert parsed.full_parametric and parsed.evaluate_stage1 and parsed.offline_epochs is None
     summary = demo.main(args)
@@ -382,3 +382,20 @@ def test_train_and_eval_datasets_take_their_own_row_limits_even_from_one_dataset
     )
     assert len(load_task_dataset(args, args.dataset_name, "train", args.max_train_samples)) == 4
     assert len(load_task_dataset(args, args.eval_dataset_name, "train", args.max_eval_samples)) == 2
+
+
+def test_every_command_takes_kebab_and_snake_flags():
+    from r3hf.cli import make_parser as cli_parser
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
+    import demo
+
+    for spelling in ("--eval-samples", "--eval_samples"):
+        assert demo.parse_args([spelling, "7", "--rerank-top-m", "3"]).eval_samples == 7
+    kebab = cli_parser().parse_args(["search", "q", "--retriever", "m", "--index", "i", "--rerank-top-m", "5"])
+    snake = cli_parser().parse_args(["search", "q", "--retriever", "m", "--index", "i", "--rerank_top_m", "5"])
+    assert kebab == snake and kebab.rerank_top_m == 5
+    _, training_args, _ = make_parser().parse_args_and_config(
+        ["--output-dir", "x", "--rerank-top-m", "9", "--retrieval_top_k", "4"]
+    )
+    assert training_args.rerank_top_m == 9 and training_args.retrieval_top_k == 4 and training_args.output_dir == "x"

@@ -13,13 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def make_trainer(tmp_path, tokenizer, **overrides):
     _, index, train, hidden = make_environment(tokenizer)
-    model = make_tiny_sidr(tokenizer, topk=32, query_max_length=16, passage_max_length=32)
+    model = make_tiny_sidr(tokenizer, max_active_dims=32, query_max_length=16, passage_max_length=32)
     settings = dict(
         output_dir=str(tmp_path / "out"),
         per_device_train_batch_size=8,
         learning_rate=3e-3,
         num_train_epochs=6,
-        retrieval_top_m=40,
+        rerank_top_m=40,
         retrieval_top_k=10,
         logging_steps=1,
         save_strategy="no",
@@ -103,8 +103,8 @@ def test_resume_from_checkpoint_gives_the_same_next_step_loss(tmp_path, bert_tok
 
 
 def test_config_rejects_bad_settings(tmp_path):
-    with pytest.raises(ValueError, match="retrieval_top_k <= retrieval_top_m"):
-        R3Config(output_dir=str(tmp_path), retrieval_top_m=5, retrieval_top_k=10)
+    with pytest.raises(ValueError, match="retrieval_top_k <= rerank_top_m"):
+        R3Config(output_dir=str(tmp_path), rerank_top_m=5, retrieval_top_k=10)
     with pytest.raises(ValueError, match="positive_fallback"):
         R3Config(output_dir=str(tmp_path), positive_fallback="random")
 
@@ -113,13 +113,13 @@ def test_lora_trains_only_adapters(tmp_path, bert_tokenizer):
     from peft import LoraConfig
 
     _, index, train, hidden = make_environment(bert_tokenizer)
-    model = make_tiny_sidr(bert_tokenizer, topk=32, query_max_length=16, passage_max_length=32)
+    model = make_tiny_sidr(bert_tokenizer, max_active_dims=32, query_max_length=16, passage_max_length=32)
     args = R3Config(
         output_dir=str(tmp_path),
         per_device_train_batch_size=8,
         max_steps=2,
         learning_rate=1e-2,
-        retrieval_top_m=20,
+        rerank_top_m=20,
         retrieval_top_k=5,
         save_strategy="no",
         use_cpu=True,
@@ -161,7 +161,7 @@ def test_rewards_may_be_a_loaded_causal_lm_or_its_path(tmp_path, bert_tokenizer)
     make_tiny_causal_lm(bert_tokenizer).save_pretrained(tmp_path / "lm")
     bert_tokenizer.save_pretrained(tmp_path / "lm")
     _, index, train, hidden = make_environment(bert_tokenizer)
-    model = make_tiny_sidr(bert_tokenizer, topk=32, query_max_length=16, passage_max_length=32)
+    model = make_tiny_sidr(bert_tokenizer, max_active_dims=32, query_max_length=16, passage_max_length=32)
     args = R3Config(output_dir=str(tmp_path / "out"), use_cpu=True, max_steps=1, report_to="none")
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "lm")
     # GRPOTrainer's order: model, reward_funcs, args, train_dataset
@@ -177,7 +177,7 @@ def test_a_reward_reused_for_a_second_stage_moves_to_that_stages_store(tmp_path,
     from r3hf.rewards.cache import RewardCache
 
     _, index, train, hidden = make_environment(bert_tokenizer)
-    model = make_tiny_sidr(bert_tokenizer, topk=32, query_max_length=16, passage_max_length=32)
+    model = make_tiny_sidr(bert_tokenizer, max_active_dims=32, query_max_length=16, passage_max_length=32)
     reward = hidden_subset_reward(hidden)
     reward.cache = {b"k" * 16: 0.5}
 
@@ -236,7 +236,7 @@ def test_offline_pools_are_arrays_grouped_by_question_and_label(bert_tokenizer):
 
 def test_an_offline_only_run_needs_no_reward_and_calls_none(tmp_path, bert_tokenizer):
     _, index, train, _ = make_environment(bert_tokenizer)
-    model = make_tiny_sidr(bert_tokenizer, topk=32, query_max_length=16, passage_max_length=32)
+    model = make_tiny_sidr(bert_tokenizer, max_active_dims=32, query_max_length=16, passage_max_length=32)
     common = dict(per_device_train_batch_size=8, max_steps=2, logging_steps=1, save_strategy="no", use_cpu=True)
     with pytest.raises(ValueError, match="offline_only"):
         R3Trainer(model, None, R3Config(output_dir=str(tmp_path / "a"), **common), train, index=index)

@@ -33,7 +33,7 @@ def make_tiny_sidr(tokenizer, seed: int = 0, **kwargs) -> SIDRModel:
     config = SIDRConfig(
         encoder_config=BertConfig(vocab_size=len(tokenizer), **TINY_BERT).to_dict(),
         zeroed_token_ids=zeroed_token_ids(tokenizer),
-        **{"topk": 64, "query_max_length": 32, "passage_max_length": 64, **kwargs},
+        **{"max_active_dims": 64, "query_max_length": 32, "passage_max_length": 64, **kwargs},
     )
     return SIDRModel(config, tokenizer=tokenizer).eval()
 

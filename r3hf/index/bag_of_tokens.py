@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
 import datasets
 import numpy as np
+from transformers.utils import logging
 
 from ..utils import (
     encoder_passage_text,
@@ -18,7 +18,7 @@ from .corpus import as_corpus_dataset, iter_passage_batches
 from .shard import IndexShard, _index_dtype
 from .tokenization import _BagTokenizer
 
-logger = logging.getLogger(__name__)
+logger = logging.get_logger(__name__)
 
 
 class BagOfTokensIndex(CSRIndex):

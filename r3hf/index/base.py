@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import threading
@@ -19,8 +18,10 @@ import torch
 from huggingface_hub import snapshot_download
 from safetensors.numpy import save_file
 from transformers import AutoTokenizer
+from transformers.utils import logging
 
-from ..hub import push_folder, render_index_card
+from ..hub import push_folder
+from ..model_card import render_index_card
 from ..utils import (
     parse_size,
     sha256_file,
@@ -45,7 +46,7 @@ from .serialization import (
 )
 from .shard import IndexShard
 
-logger = logging.getLogger(__name__)
+logger = logging.get_logger(__name__)
 
 
 class CSRIndex:
@@ -231,7 +232,7 @@ class CSRIndex:
         with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
             results = list(pool.map(search_one, range(len(crow) - 1)))
         return SearchResults(
-            ids=torch.from_numpy(np.stack([r[0] for r in results])).long(),
+            rows=torch.from_numpy(np.stack([r[0] for r in results])).long(),
             scores=torch.from_numpy(np.stack([r[1] for r in results])),
         )
 
@@ -274,7 +275,7 @@ class CSRIndex:
                 best_scores, best_ids = scores.gather(1, columns), row_ids.gather(1, columns)
         # best_ids ascend within each row, so a stable sort puts the lower row id first among equal scores.
         order = best_scores.sort(dim=1, descending=True, stable=True).indices
-        return SearchResults(ids=best_ids.gather(1, order), scores=best_scores.gather(1, order))
+        return SearchResults(rows=best_ids.gather(1, order), scores=best_scores.gather(1, order))
 
     def _device_scores(
         self, number: int, shard: IndexShard, start: int, stop: int, queries_t: torch.Tensor

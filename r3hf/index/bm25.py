@@ -126,7 +126,7 @@ class BM25Retriever:
         if index is not None and index is not self.index:
             raise ValueError("This BM25Retriever was built on another index: build one with BM25Retriever(index).")
         ids, scores = self.search(queries, k)
-        return SearchResults(ids=ids, scores=scores)
+        return SearchResults(rows=ids, scores=scores)
 
     def check_settings(self, settings: dict) -> None:
         """Refuse a BM25 built with tokenizer settings (`stopwords`, `lower`, `stemmer`, `fields`) other than the

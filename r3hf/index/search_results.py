@@ -12,9 +12,10 @@ class SearchResults:
     """Top-k results of a batch of queries, best first.
 
     Attributes:
-        ids: `LongTensor[n_queries, k]`, row numbers of the passages in the index's corpus (`index.corpus[i]`).
+        rows: `LongTensor[n_queries, k]`, row numbers of the passages in the index's corpus (`index.corpus[i]`, or
+            `index.get_passages(rows)`); a passage's own id is its corpus row's `id` column.
         scores: `FloatTensor[n_queries, k]`, their inner-product scores.
     """
 
-    ids: torch.Tensor
+    rows: torch.Tensor
     scores: torch.Tensor

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import re
 from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import load_file
+from transformers.utils import logging
 
 from ..assets import cache_dir
 from ..utils import (
@@ -20,7 +20,7 @@ from ..utils import (
 )
 from .shard import IndexShard
 
-logger = logging.getLogger(__name__)
+logger = logging.get_logger(__name__)
 
 
 INDEX_CONFIG = "index_config.json"

@@ -45,5 +45,5 @@ class SparseEmbeddingIndex(CSRIndex):
             corpus,
             model.tokenizer,
             model.config.passage_max_length,
-            extra={"model_name_or_path": model.config.name_or_path, "topk": model.config.topk},
+            extra={"model_name_or_path": model.config.name_or_path, "max_active_dims": model.config.max_active_dims},
         )

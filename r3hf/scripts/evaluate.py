@@ -20,7 +20,7 @@ from ..evaluation import RAGEvaluator, compare_predictions
 from ..index import BagOfTokensIndex, BM25Retriever
 from ..models import load_retriever, resolve_model_path
 from ..rewards import Reader
-from ..utils import atomic_write_text
+from ..utils import ArgumentParser, atomic_write_text
 from . import add_first_stage_arguments
 
 logger = logging.get_logger(__name__)
@@ -35,7 +35,7 @@ def compare_all(predictions: dict[str, list[dict]], metrics: Sequence[str]) -> d
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--retrievers", nargs="+", required=True, help="SIDR checkpoints, encoders, or 'bm25s'")
     parser.add_argument("--dataset", required=True, help="QA data: file or Hub dataset id")
     parser.add_argument("--split", default="test")

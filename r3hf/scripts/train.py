@@ -1,11 +1,11 @@
 """Train a retriever with R3 (the code behind `recipes/train.py` and `r3hf train`).
 
     accelerate launch --config_file recipes/accelerate_configs/multi_gpu.yaml recipes/train.py --config recipes/configs/nq.yaml
-    python recipes/train.py --config recipes/configs/demo_cpu.yaml --max_steps 10     # CLI flags override the YAML
+    python recipes/train.py --config recipes/configs/demo_cpu.yaml --max-steps 10     # CLI flags override the YAML
 
 Loads the starting retriever (`model_name_or_path`: an r3hf or original SiDR checkpoint, or a BERT-style encoder),
 builds (or loads) the bag-of-tokens index of the corpus, optionally calibrates the rewards offline against real
-generation, evaluates, trains (resuming from the last checkpoint with `--resume_from_checkpoint true`), evaluates
+generation, evaluates, trains (resuming from the last checkpoint with `--resume-from-checkpoint true`), evaluates
 again, saves metrics, state, model and card as `Trainer` does, and pushes to the Hub when `push_to_hub` is set.
 """
 
@@ -215,7 +215,7 @@ def calibrate(
 
     def candidates(questions: list[str]) -> list[list[dict]]:
         return index.get_passages(
-            model.retrieve(questions, index, k=k, rerank_top_m=max(k, 20), **(pipeline or {})).ids
+            model.retrieve(questions, index, k=k, rerank_top_m=max(k, 20), **(pipeline or {})).rows
         )
 
     reward.calibration = calibrate_in_parts(
@@ -255,7 +255,7 @@ def _load_problem(what: str, name, error: Exception) -> str:
 def plan_run(
     script_args: R3ScriptArguments, training_args: R3Config, model_args: ModelConfig, state: PartialState
 ) -> dict:
-    """`--dry_run`: load and check everything the run needs except the LLM weights (datasets, corpus or index and
+    """`--dry-run`: load and check everything the run needs except the LLM weights (datasets, corpus or index and
     its tokenizer, LLM configs, tokenizers and prompt, writable outputs), and count what each stage will do.
 
     Every check runs even when an earlier one fails: what cannot be loaded (an unreachable Hub, a missing file) is
@@ -394,9 +394,9 @@ def resolve_checkpoint(resume_from_checkpoint: str | None, output_dir: str) -> s
 
 def main(script_args: R3ScriptArguments, training_args: R3Config, model_args: ModelConfig) -> R3Trainer | dict:
     if not script_args.dataset_name:
-        raise ValueError("Pass --dataset_name: the training QA data (a local file or a Hub dataset id).")
+        raise ValueError("Pass --dataset-name: the training QA data (a local file or a Hub dataset id).")
     if not model_args.model_name_or_path:
-        raise ValueError("Pass --model_name_or_path: the starting retriever (SIDR checkpoint or BERT-style encoder).")
+        raise ValueError("Pass --model-name-or-path: the starting retriever (SIDR checkpoint or BERT-style encoder).")
     _ = training_args.device  # sets up the processes (backend, CPU or GPU) as Trainer would
     state = PartialState()
     if script_args.dry_run:

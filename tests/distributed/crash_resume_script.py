@@ -9,7 +9,6 @@ would. At the end, the main process saves the weights as `OUT/RUN.safetensors` a
 `OUT/RUN-rankN.json`.
 """
 
-import argparse
 import json
 import os
 import signal
@@ -22,6 +21,7 @@ from transformers import AutoTokenizer, TrainerCallback
 
 from r3hf import AnswerProbabilityReward, R3Config, R3Trainer
 from r3hf.assets import offline_model_path
+from r3hf.utils import ArgumentParser
 from tests.synthetic import make_environment
 from tests.testing_utils import make_tiny_causal_lm, make_tiny_sidr
 
@@ -37,7 +37,7 @@ class KillAfterCheckpoint(TrainerCallback):
 
 
 def main():
-    parser = argparse.ArgumentParser()
+    parser = ArgumentParser()
     parser.add_argument("out", type=Path)
     parser.add_argument("run")
     parser.add_argument("--output-dir", type=Path, help="default: OUT/RUN")
@@ -49,7 +49,7 @@ def main():
 
     tokenizer = AutoTokenizer.from_pretrained(offline_model_path("splade-tiny"))
     _, index, train, _ = make_environment(tokenizer)
-    model = make_tiny_sidr(tokenizer, topk=32, query_max_length=16, passage_max_length=32)
+    model = make_tiny_sidr(tokenizer, max_active_dims=32, query_max_length=16, passage_max_length=32)
     llm = make_tiny_causal_lm(tokenizer)
     reward = AnswerProbabilityReward(llm, tokenizer=tokenizer, device="cpu", batch_size=8)
     args = R3Config(
@@ -58,7 +58,7 @@ def main():
         max_steps=4,  # 24 questions, 8 per step: the run crosses an epoch boundary after the resume
         warmup_epochs_offline=0,  # every step on-policy, so every step asks the reward
         learning_rate=1e-3,
-        retrieval_top_m=20,
+        rerank_top_m=20,
         retrieval_top_k=4,
         logging_steps=1,
         save_strategy="steps",

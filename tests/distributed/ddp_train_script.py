@@ -21,7 +21,7 @@ def checksum(model) -> float:
 def main(out: Path):
     tokenizer = AutoTokenizer.from_pretrained(offline_model_path("splade-tiny"))
     _, index, train, hidden = make_environment(tokenizer)
-    model = make_tiny_sidr(tokenizer, topk=32, query_max_length=16, passage_max_length=32)
+    model = make_tiny_sidr(tokenizer, max_active_dims=32, query_max_length=16, passage_max_length=32)
     initial = checksum(model)
     args = R3Config(
         output_dir=str(out / "run"),
@@ -29,7 +29,7 @@ def main(out: Path):
         max_steps=2,
         logging_steps=1,
         learning_rate=1e-3,
-        retrieval_top_m=20,
+        rerank_top_m=20,
         retrieval_top_k=5,
         save_strategy="no",
         use_cpu=True,

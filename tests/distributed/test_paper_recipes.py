@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 def test_paper_recipe_runs_every_stage_in_two_processes_against_a_loopback_hub(config, tmp_path, bert_tokenizer):
     from tests.testing_utils import launch_two_cpu_processes, make_tiny_causal_lm, make_tiny_sidr
 
-    make_tiny_sidr(bert_tokenizer, topk=32, query_max_length=16, passage_max_length=32).save_pretrained(
+    make_tiny_sidr(bert_tokenizer, max_active_dims=32, query_max_length=16, passage_max_length=32).save_pretrained(
         tmp_path / "sidr"
     )
     make_tiny_causal_lm(bert_tokenizer).save_pretrained(tmp_path / "lm")
@@ -40,7 +40,7 @@ def test_paper_recipe_runs_every_stage_in_two_processes_against_a_loopback_hub(c
             "per_device_train_batch_size": 2,  # x 2 processes: 2 steps per epoch of 8 questions
             "max_steps": 4,
             "warmup_epochs_offline": 1,  # epoch 1 offline, epoch 2 on-policy
-            "retrieval_top_m": 6,
+            "rerank_top_m": 6,
             "retrieval_top_k": 3,
             "bf16": "false",
             "use_cpu": "true",
