@@ -389,7 +389,7 @@ class SIDRModel(PreTrainedModel):
         # elu1p is monotonic, so max-pooling the logits and then applying it equals the original max of elu1p.
         # The [batch, length, V] logits, by far the largest tensor, are built without gradients: only the kept top-k
         # dimensions can carry one, and each is recomputed below from the token that won its max. This skips the
-        # dense backward through that tensor (about a third of a training step) and gives the same gradients.
+        # dense backward through that tensor and gives the same gradients (benchmarks/bench_embed_backward.py).
         with torch.no_grad():
             logits = hidden @ vocab.t()
             logits.masked_fill_(~attention_mask.bool().unsqueeze(-1), float("-inf"))

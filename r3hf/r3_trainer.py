@@ -208,9 +208,9 @@ class R3Trainer(Trainer):
             **args.pipeline,
         )
         metrics["profiling/retrieval_s"].append(time.perf_counter() - start)
-        ids = results.rows.tolist()
+        rows = results.rows.tolist()
         flat_q, flat_p, flat_a, flat_ex = [], [], [], []
-        for ex, row in zip(examples, ids):
+        for ex, row in zip(examples, rows):
             for d in row:
                 flat_q.append(ex["question"])
                 flat_p.append({"id": self.index.corpus[d].get("id", d), **self.index.corpus[d]})
@@ -219,9 +219,9 @@ class R3Trainer(Trainer):
         start = time.perf_counter()
         labels = self._rewards(flat_q, flat_p, flat_a, flat_ex)
         metrics["profiling/reward_s"].append(time.perf_counter() - start)
-        k = args.retrieval_top_k if ids else 0
+        k = args.retrieval_top_k if rows else 0
         positives, negatives, online_pos = [], [], 0
-        for qi, (ex, row) in enumerate(zip(examples, ids)):
+        for qi, (ex, row) in enumerate(zip(examples, rows)):
             row_labels = labels[qi * len(row) : (qi + 1) * len(row)]
             rewarded = [d for d, lab in zip(row, row_labels) if lab == 1.0]
             negative = next((d for d, lab in zip(row, row_labels) if lab == 0.0), None)
@@ -235,7 +235,7 @@ class R3Trainer(Trainer):
             negatives.append(negative)
         scored = [lab for lab in labels if lab is not None]
         metrics["reward"].append(sum(scored) / len(scored) if scored else float("nan"))
-        metrics["reward/top1"].append(sum(labels[i * k] == 1.0 for i in range(len(ids))) / max(1, len(ids)))
+        metrics["reward/top1"].append(sum(labels[i * k] == 1.0 for i in range(len(rows))) / max(1, len(rows)))
         metrics["frac_online_positive"].append(online_pos / len(examples))
         metrics["frac_reward_ignored"].append(labels.count(None) / max(1, len(labels)))
         for func, name in zip(self.reward_funcs, self.reward_func_names):
