@@ -23,8 +23,8 @@ answer recall@k, and for the pairs that matter the paired bootstrap 95% interval
 in `--output-dir` was trained with the same settings is loaded instead of trained again, so a later run with more
 test questions reuses the training of an earlier one.
 
-    python recipes/demo.py                       # 100 + 100 test questions, about 65 minutes on 2 CPU cores
-    python recipes/demo.py --eval-samples 500    # every nq_test question and 500 squad_test ones
+    python recipes/demo.py                       # 100 + 100 test questions, about an hour on 2 CPU cores
+    python recipes/demo.py --eval-samples 500    # every nq_test question and 500 squad_test ones (about 2 hours)
     python recipes/demo.py --preset gpu          # the settings a CPU cannot afford (one GPU)
 """
 
