@@ -55,7 +55,8 @@ def topk_sparsify(embeds: torch.Tensor, k: int, keep: torch.Tensor | None = None
 # ---------------------------------------------------------------- the original SiDR checkpoint layout
 # jzhoubu/sidr-*, vsearch/svdr-*: `encoder_q` / `encoder_p` config sections and `encoder_{q,p}.bert_model.*` weights,
 # read in memory by `SIDRModel.from_pretrained`. The original code drops the first `shift_vocab_num` vocabulary ids
-# from its output; r3hf keeps the full vocabulary and zeroes those dimensions instead, so every dot product is unchanged.
+# from its output; r3hf keeps the full vocabulary and zeroes those dimensions instead, so every dot product is the
+# same.
 
 # Buffers and heads the original checkpoints may carry that SIDR does not use.
 _IGNORED_SUFFIXES = ("embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias")
@@ -162,8 +163,8 @@ class SIDRModel(PreTrainedModel):
 
     Each token's last hidden state goes through a LayerNorm and is projected on the encoder's word-embedding matrix;
     `elu1p` makes the logits positive; a max over the non-padding tokens gives one `|V|` vector, whose special-token
-    dimensions are zeroed and which keeps its `max_active_dims` largest values. A text's bag of tokens `T(x)` is the binary
-    vector of the (non-special) tokens it contains.
+    dimensions are zeroed and which keeps its `max_active_dims` largest values. A text's bag of tokens `T(x)` is the
+    binary vector of the (non-special) tokens it contains.
 
     The tokenizer is kept beside the weights (`model.tokenizer`) and saved with them.
     """
@@ -507,7 +508,8 @@ class SIDRModel(PreTrainedModel):
             show_progress_bar: Show a progress bar (default: for more than 4 batches).
             convert_to_sparse_tensor: Return a sparse COO tensor (default) rather than a dense one.
             save_to_cpu: Move each batch's embeddings to the CPU as they are computed.
-            max_active_dims: Keep only the largest `max_active_dims` values of each row (below the model's `config.max_active_dims`).
+            max_active_dims: Keep only the largest `max_active_dims` values of each row (below the model's own
+                `config.max_active_dims`).
         """
         return self._encode(
             sentences, QUERY, batch_size, show_progress_bar, convert_to_sparse_tensor, save_to_cpu, max_active_dims

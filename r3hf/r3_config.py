@@ -89,7 +89,7 @@ class R3Config(TrainingArguments):
             Numbers of top passages in the reader's context for RAG accuracy: the papers report `[1, 10]`.
     """
 
-    rerank_top_m: int = field(default=20, metadata={"help": "Candidates per query from the bag-of-tokens index."})
+    rerank_top_m: int = field(default=20, metadata={"help": "Candidates per query from each first stage (m)."})
     retrieval_top_k: int = field(default=20, metadata={"help": "Candidates re-ranked, kept and scored per query."})
     first_stage: str = field(
         default="bag_of_tokens", metadata={"help": "Candidates from 'bag_of_tokens', 'bm25' or 'hybrid' (union)."}

@@ -322,7 +322,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     dev_questions = [q for d in devs.values() for q in d["question"]]
     dev_answers = [a for d in devs.values() for a in d["answers"]]
-    pipelines = {pipeline: {"first_stage": pipeline} for pipeline in PIPELINES}
 
     generations = {name: {} for name in tests}  # one generation cache per test set, shared by every pipeline
     evaluators = {
@@ -334,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             rerank_top_m=args.rerank_top_m,
             name=name,
             generation_cache=generations[name],
-            **pipelines[pipeline],
+            first_stage=pipeline,
         )
         for name, ds in tests.items()
         for pipeline in PIPELINES
@@ -388,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     online_train = (
         datasets.concatenate_datasets([subset, train.select(range(seen, len(train)))]) if seen < len(train) else train
     )
-    for name, pipeline in (("r3", pipelines["bag_of_tokens"]), ("r3_hybrid", hybrid)):
+    for name, pipeline in (("r3", {"first_stage": "bag_of_tokens"}), ("r3_hybrid", hybrid)):
         start_model = SIDRModel.from_pretrained(out / "stage1")
         trained, stages[f"stage 2, on-policy, {pipeline['first_stage']} pipeline ({name})"] = train_stage(
             start_model, reward, index, online_train, args, out, name, online_steps, **pipeline

@@ -328,15 +328,22 @@ def test_dry_run_checks_the_configuration_and_counts_the_stages(tiny_setup):
 
 
 @pytest.mark.slow
-def test_demo_gpu_preset_runs_its_code_path_on_cpu_with_tiny_counts(tiny_setup, tmp_path):
-    """`recipes/demo.py --preset gpu` with tiny models and counts: both pipelines, both on-policy stages, stage 1 and
-    full parametric evaluation, the fusion chosen on dev questions; a second run reuses every trained stage."""
+def load_demo():
+    """`recipes/demo.py` as a module (it is a script, not part of the package)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("demo", ROOT / "recipes" / "demo.py")
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
+    return demo
+
+
+def test_demo_gpu_preset_runs_its_code_path_on_cpu_with_tiny_counts(tiny_setup, tmp_path):
+    """`recipes/demo.py --preset gpu` with tiny models and counts: both pipelines, both on-policy stages, stage 1 and
+    full parametric evaluation, the fusion chosen on dev questions; a second run reuses every trained stage."""
     import gzip
+
+    demo = load_demo()
 
     t = tiny_setup
     data = tmp_path / "data"  # the vendored files, cut to a few rows each, so that every stage stays fast
@@ -387,9 +394,7 @@ def test_train_and_eval_datasets_take_their_own_row_limits_even_from_one_dataset
 def test_every_command_takes_kebab_and_snake_flags():
     from r3hf.cli import make_parser as cli_parser
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
-    import demo
-
+    demo = load_demo()
     for spelling in ("--eval-samples", "--eval_samples"):
         assert demo.parse_args([spelling, "7", "--rerank-top-m", "3"]).eval_samples == 7
     kebab = cli_parser().parse_args(["search", "q", "--retriever", "m", "--index", "i", "--rerank-top-m", "5"])
