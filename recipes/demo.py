@@ -23,9 +23,9 @@ answer recall@k, and for the pairs that matter the paired bootstrap 95% interval
 in `--output-dir` was trained with the same settings is loaded instead of trained again, so a later run with more
 test questions reuses the training of an earlier one.
 
-    python recipes/demo.py                       # 100 + 100 test questions, about an hour on 2 CPU cores
-    python recipes/demo.py --eval-samples 500    # every nq_test question and 500 squad_test ones (about 2 hours)
-    python recipes/demo.py --preset gpu          # the settings a CPU cannot afford (one GPU)
+    python recipes/demo.py                    # 70 + 70 test questions, about half an hour on 2 CPU cores
+    python recipes/demo.py --preset cpu-long  # all 500 nq_test questions and 500 squad_test ones (about 2 hours)
+    python recipes/demo.py --preset gpu       # the settings a CPU cannot afford (one GPU)
 """
 
 from __future__ import annotations
@@ -117,8 +117,27 @@ def plot(stages: dict[str, list[dict]], results: dict, path: Path) -> None:
 PIPELINES = ("bag_of_tokens", "hybrid")
 # Each preset's defaults; flags given on the command line override them.
 PRESETS = {
+    # README command 1: sized for about half an hour on 2 CPU cores (the reader's forward passes take most of it).
     "cpu": dict(
-        eval_samples=100,
+        eval_samples=70,
+        dev_samples=40,
+        calibration_samples=24,
+        calibration_top_k=4,
+        offline_steps=50,
+        online_steps=6,
+        offline_epochs=None,
+        online_epochs=None,
+        batch_size=16,
+        rerank_top_m=10,
+        retrieval_top_k=3,
+        reader_batch_size=10,
+        evaluate_stage1=False,
+        full_parametric=False,
+        use_cpu=True,
+    ),
+    # The 500 + 500-question run of the README and docs/benchmarks/demo.md: more dev, calibration and training.
+    "cpu-long": dict(
+        eval_samples=500,
         dev_samples=100,
         calibration_samples=32,
         calibration_top_k=4,
@@ -229,7 +248,12 @@ def train_stage(
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="defaults for a CPU or a GPU run")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="cpu",
+        help="defaults: cpu (about 30 min), cpu-long (500 + 500 questions) or gpu",
+    )
     parser.add_argument("--output-dir", default="outputs/demo")
     parser.add_argument("--data", default=str(DATA), help="folder of the QA data and corpus")
     parser.add_argument("--retriever", default=DEMO_RETRIEVER, help="the starting encoder (asset, path or Hub id)")
@@ -300,6 +324,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         resolve_model_path(args.reader), batch_size=args.reader_batch_size, max_new_tokens=args.max_new_tokens
     )
     logger.info(f"Set-up: {time.time() - start:.0f}s; {len(index)} passages, {len(train)} training questions")
+    stage_seconds = {"set-up": time.time() - start}  # wall-clock seconds of each part of the run
 
     # Offline labels: the initial retriever's top-k in the paper's pipeline, labelled by real greedy generation.
     subset = train.select(range(args.calibration_samples))
@@ -315,6 +340,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         reward.threshold = calibration.global_threshold()
     else:
         logger.warning(f"No calibrated pair was answered correctly: the reward keeps its threshold {reward.threshold}")
+    stage_seconds["calibration"] = time.time() - start - stage_seconds["set-up"]
     logger.info(
         f"Calibration: {sum(labels)} of {len(labels)} pairs answered correctly by generation; global threshold "
         f"{reward.threshold:.3g} ({time.time() - start:.0f}s)"
@@ -344,6 +370,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     fusions = {}
 
     def evaluate(label: str, retriever, pipelines: Sequence[str] = PIPELINES) -> None:
+        began = time.time()
         with cached_passage_embeddings(retriever) if hasattr(retriever, "encode_document") else _nothing():
             if "hybrid" in pipelines:
                 fusions[label] = select_fusion(retriever, index, dev_questions, dev_answers, args.rerank_top_m)
@@ -370,6 +397,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     generation_cache=generations[name],
                 )
                 predictions[name][f"{label} @ full_parametric"] = evaluator.predict(retriever)
+        stage_seconds[f"evaluation: {label}"] = time.time() - began
 
     evaluate("bm25s", index.bm25, pipelines=PIPELINES[:1])
     evaluate("initial", model)
@@ -378,7 +406,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     hybrid = {"first_stage": "hybrid", "fusion": fusion["fusion"], "fusion_weight": fusion["fusion_weight"]}
     offline_steps = steps(args.offline_epochs, args.offline_steps, len(train), args.batch_size)
     online_steps = steps(args.online_epochs, args.online_steps, len(train), args.batch_size)
+    began = time.time()
     model, stage1_history = train_stage(model, reward, index, train, args, out, "stage1", offline_steps)
+    stage_seconds["training: stage1"] = time.time() - began
     stages = {"stage 1 (offline)": stage1_history}
     if args.evaluate_stage1:
         evaluate("stage1", model)
@@ -388,10 +418,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
         datasets.concatenate_datasets([subset, train.select(range(seen, len(train)))]) if seen < len(train) else train
     )
     for name, pipeline in (("r3", {"first_stage": "bag_of_tokens"}), ("r3_hybrid", hybrid)):
+        began = time.time()
         start_model = SIDRModel.from_pretrained(out / "stage1")
         trained, stages[f"stage 2, on-policy, {pipeline['first_stage']} pipeline ({name})"] = train_stage(
             start_model, reward, index, online_train, args, out, name, online_steps, **pipeline
         )
+        stage_seconds[f"training: {name}"] = time.time() - began
         evaluate(name, trained)
     logger.info(f"Training and evaluation done at {time.time() - start:.0f}s")
 
@@ -413,6 +445,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         results[name] = {"metrics": metrics, "paired_differences": pairs}
 
     print(f"\n## Offline demo ({time.time() - start:.0f}s, {torch.get_num_threads()} threads)\n")
+    print("Minutes per part: " + ", ".join(f"{part} {seconds / 60:.1f}" for part, seconds in stage_seconds.items()))
     print(f"Hybrid pipeline in training: {hybrid}, chosen on {fusion['n']} dev questions.")
     chosen = {label: {k: f[k] for k in ("fusion", "fusion_weight")} for label, f in fusions.items()}
     print(f"Hybrid fusion of each retriever in evaluation, chosen on the same dev questions: {chosen}\n")
@@ -443,6 +476,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "evaluation_fusion": fusions,
         "args": vars(args),
         "seconds": time.time() - start,
+        "stage_seconds": stage_seconds,
     }
     write_result(out / "results.json", summary)
     plot(stages, results, out / "demo.png")
