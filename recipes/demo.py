@@ -23,7 +23,7 @@ answer recall@k, and for the pairs that matter the paired bootstrap 95% interval
 in `--output-dir` was trained with the same settings is loaded instead of trained again, so a later run with more
 test questions reuses the training of an earlier one.
 
-    python recipes/demo.py                    # 70 + 70 test questions, about half an hour on 2 CPU cores
+    python recipes/demo.py                    # 50 + 50 test questions, about half an hour on 2 CPU cores
     python recipes/demo.py --preset cpu-long  # all 500 nq_test questions and 500 squad_test ones (about 2 hours)
     python recipes/demo.py --preset gpu       # the settings a CPU cannot afford (one GPU)
 """
@@ -119,12 +119,12 @@ PIPELINES = ("bag_of_tokens", "hybrid")
 PRESETS = {
     # README command 1: sized for about half an hour on 2 CPU cores (the reader's forward passes take most of it).
     "cpu": dict(
-        eval_samples=70,
-        dev_samples=40,
-        calibration_samples=24,
+        eval_samples=50,
+        dev_samples=30,
+        calibration_samples=20,
         calibration_top_k=4,
         offline_steps=50,
-        online_steps=6,
+        online_steps=5,
         offline_epochs=None,
         online_epochs=None,
         batch_size=16,
