@@ -50,6 +50,15 @@ class SIDRConfig(PreTrainedConfig):
     layer_norm_eps: float = 1e-5
     tie_word_embeddings: bool = False
 
+    def __post_init__(self, **kwargs):
+        old = kwargs.get("topk")
+        if old is not None and self.max_active_dims not in (old, 768):
+            raise ValueError(
+                f"SIDRConfig got topk={old} and max_active_dims={self.max_active_dims}: topk is the old name of "
+                "max_active_dims. Give max_active_dims only."
+            )
+        super().__post_init__(**kwargs)
+
     def validate_architecture(self):
         if self.max_active_dims < 1:
             raise ValueError(f"max_active_dims must be at least 1, got {self.max_active_dims}.")

@@ -116,42 +116,30 @@ def plot(stages: dict[str, list[dict]], results: dict, path: Path) -> None:
 
 PIPELINES = ("bag_of_tokens", "hybrid")
 # Each preset's defaults; flags given on the command line override them.
+# README command 1: sized for about half an hour on 2 CPU cores (the reader's forward passes take most of it).
+CPU = dict(
+    eval_samples=50,
+    dev_samples=30,
+    calibration_samples=16,
+    calibration_top_k=4,
+    offline_steps=40,
+    online_steps=4,
+    offline_epochs=None,
+    online_epochs=None,
+    batch_size=16,
+    rerank_top_m=10,
+    retrieval_top_k=3,
+    reader_batch_size=10,
+    evaluate_stage1=False,
+    full_parametric=False,
+    use_cpu=True,
+)
 PRESETS = {
-    # README command 1: sized for about half an hour on 2 CPU cores (the reader's forward passes take most of it).
-    "cpu": dict(
-        eval_samples=50,
-        dev_samples=30,
-        calibration_samples=20,
-        calibration_top_k=4,
-        offline_steps=50,
-        online_steps=5,
-        offline_epochs=None,
-        online_epochs=None,
-        batch_size=16,
-        rerank_top_m=10,
-        retrieval_top_k=3,
-        reader_batch_size=10,
-        evaluate_stage1=False,
-        full_parametric=False,
-        use_cpu=True,
-    ),
+    "cpu": CPU,
     # The 500 + 500-question run of the README and docs/benchmarks/demo.md: more dev, calibration and training.
-    "cpu-long": dict(
-        eval_samples=500,
-        dev_samples=100,
-        calibration_samples=32,
-        calibration_top_k=4,
-        offline_steps=60,
-        online_steps=8,
-        offline_epochs=None,
-        online_epochs=None,
-        batch_size=16,
-        rerank_top_m=10,
-        retrieval_top_k=4,
-        reader_batch_size=10,
-        evaluate_stage1=False,
-        full_parametric=False,
-        use_cpu=True,
+    "cpu-long": CPU
+    | dict(
+        eval_samples=500, dev_samples=100, calibration_samples=32, offline_steps=60, online_steps=8, retrieval_top_k=4
     ),
     # Sized by estimate for about 8 minutes on one H200-class GPU (never run here: no GPU was at hand).
     "gpu": dict(

@@ -8,7 +8,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModel, BertModel
 
 import r3hf
-from r3hf import SIDRModel
+from r3hf import SIDRConfig, SIDRModel
 from r3hf.assets import offline_model_path
 from tests.testing_utils import dense_document, dense_query, make_tiny_sidr
 
@@ -109,6 +109,12 @@ def test_a_config_saved_with_the_old_topk_name_loads(tiny_sidr, tmp_path):
     loaded = SIDRModel.from_pretrained(tmp_path)
     assert loaded.config.max_active_dims == tiny_sidr.config.max_active_dims
     torch.testing.assert_close(dense_query(loaded, QUERIES), dense_query(tiny_sidr, QUERIES))
+
+
+def test_a_config_that_gives_both_names_of_max_active_dims_is_refused():
+    with pytest.raises(ValueError, match="old name of max_active_dims"):
+        SIDRConfig(topk=5, max_active_dims=7)
+    assert SIDRConfig(topk=5, max_active_dims=5).max_active_dims == 5
 
 
 @pytest.mark.parametrize("name", ["all-minilm-l6-v2", "splade-tiny"])

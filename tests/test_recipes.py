@@ -363,6 +363,8 @@ def test_demo_gpu_preset_runs_its_code_path_on_cpu_with_tiny_counts(tiny_setup, 
     assert parsed.full_parametric and parsed.evaluate_stage1 and parsed.offline_epochs is None
     summary = demo.main(args)
     assert demo.parse_args(["--preset", "gpu"]).offline_epochs == 2.0  # the preset's own schedule
+    long = demo.parse_args(["--preset", "cpu-long", "--eval-samples", "100"])  # a flag overrides its preset only
+    assert (long.eval_samples, long.online_steps, long.dev_samples) == (100, 8, 100)
     for name in ("nq_test", "squad_test"):
         labels = set(summary["results"][name]["metrics"])
         for model in ("initial", "stage1", "r3", "r3_hybrid"):
