@@ -23,7 +23,7 @@ answer recall@k, and for the pairs that matter the paired bootstrap 95% interval
 in `--output-dir` was trained with the same settings is loaded instead of trained again, so a later run with more
 test questions reuses the training of an earlier one.
 
-    python recipes/demo.py                    # 50 + 50 test questions, about half an hour on 2 CPU cores
+    python recipes/demo.py                    # 50 + 50 test questions, about 36 min on 2 CPU cores
     python recipes/demo.py --preset cpu-long  # all 500 nq_test questions and 500 squad_test ones (about 2 hours)
     python recipes/demo.py --preset gpu       # the settings a CPU cannot afford (one GPU)
 """
@@ -116,7 +116,7 @@ def plot(stages: dict[str, list[dict]], results: dict, path: Path) -> None:
 
 PIPELINES = ("bag_of_tokens", "hybrid")
 # Each preset's defaults; flags given on the command line override them.
-# README command 1: sized for about half an hour on 2 CPU cores (the reader's forward passes take most of it).
+# README command 1: 36 min measured on 2 CPU cores, most of it the reader's and the retriever's forward passes.
 CPU = dict(
     eval_samples=50,
     dev_samples=30,
@@ -240,7 +240,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--preset",
         choices=sorted(PRESETS),
         default="cpu",
-        help="defaults: cpu (about 30 min), cpu-long (500 + 500 questions) or gpu",
+        help="defaults: cpu (about 36 min), cpu-long (500 + 500 questions) or gpu",
     )
     parser.add_argument("--output-dir", default="outputs/demo")
     parser.add_argument("--data", default=str(DATA), help="folder of the QA data and corpus")
