@@ -327,7 +327,6 @@ def test_dry_run_checks_the_configuration_and_counts_the_stages(tiny_setup):
         main(*make_parser().parse_args_and_config(common))
 
 
-@pytest.mark.slow
 def load_demo():
     """`recipes/demo.py` as a module (it is a script, not part of the package)."""
     import importlib.util
@@ -338,6 +337,7 @@ def load_demo():
     return demo
 
 
+@pytest.mark.slow
 def test_demo_gpu_preset_runs_its_code_path_on_cpu_with_tiny_counts(tiny_setup, tmp_path):
     """`recipes/demo.py --preset gpu` with tiny models and counts: both pipelines, both on-policy stages, stage 1 and
     full parametric evaluation, the fusion chosen on dev questions; a second run reuses every trained stage."""
