@@ -52,7 +52,8 @@ class SIDRConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         old = kwargs.get("topk")
-        if old is not None and self.max_active_dims not in (old, 768):
+        # A field left at its default cannot be told from one given equal to it; any other value contradicts topk.
+        if old is not None and self.max_active_dims not in (old, type(self).max_active_dims):
             raise ValueError(
                 f"SIDRConfig got topk={old} and max_active_dims={self.max_active_dims}: topk is the old name of "
                 "max_active_dims. Give max_active_dims only."
