@@ -62,6 +62,26 @@ def test_bm25_part_saves_loads_memory_mapped_and_searches_the_same(hybrid_index,
     assert not (tmp_path / "idx" / "bm25").exists() and BagOfTokensIndex.from_pretrained(tmp_path / "idx").bm25 is None
 
 
+@pytest.mark.parametrize("stopwords", ["en", None])
+def test_the_bm25_part_built_a_batch_at_a_time_equals_bm25s_built_on_the_whole_corpus(bert_tokenizer, stopwords):
+    import bm25s
+
+    from r3hf.index.bm25 import _tokenize_corpus
+
+    passages = MORE + [{"id": "empty", "title": "", "text": "the of"}]  # no tokens once stopwords are gone
+    index = BagOfTokensIndex.build(passages, bert_tokenizer, max_length=32)
+    whole = bm25s.tokenize([f"{p['title']} {p['text']}".strip() for p in passages], stopwords=stopwords)
+    batched = _tokenize_corpus(index.corpus, stopwords, batch_size=3)
+    assert batched.vocab == whole.vocab and list(batched.ids) == whole.ids
+    assert batched.ids[-1] == whole.ids[-1] and batched.ids[2] == whole.ids[2]
+    reference = bm25s.BM25()
+    reference.index(whole, show_progress=False)
+    built = index.add_bm25(stopwords=stopwords).bm25
+    assert built.vocab_dict == reference.vocab_dict
+    for key in ("data", "indices", "indptr"):
+        np.testing.assert_array_equal(built.scores[key], reference.scores[key])
+
+
 def test_a_damaged_bm25_file_is_refused_naming_it_and_nothing_on_disk_changes(hybrid_index, tmp_path, monkeypatch):
     monkeypatch.setenv("R3HF_CACHE", str(tmp_path / "cache"))
     hybrid_index.save_pretrained(tmp_path / "idx")

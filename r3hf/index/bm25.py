@@ -10,6 +10,7 @@ settings, or damaged on disk is refused with an error that names the file and th
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Sequence
@@ -43,11 +44,49 @@ def corpus_fingerprint(corpus: datasets.Dataset, batch_size: int = 65_536) -> st
     return digest.hexdigest()
 
 
-def _passage_texts(corpus: datasets.Dataset) -> list[str]:
-    return [
-        plain_passage_text(p)
-        for p in corpus.select_columns([c for c in ("title", "text") if c in corpus.column_names])
-    ]
+class _TokenIdLists(Sequence):
+    """Each passage's bm25s token ids, held as one flat `int32` array and offsets: a Python list of ints per
+    passage costs ~10x the memory, more than the index itself at 5M passages. A passage's list is made when asked
+    for, which is all `BM25.index` does with it."""
+
+    def __init__(self, flat: np.ndarray, offsets: np.ndarray):
+        self.flat, self.offsets = flat, offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> list[int]:
+        i = range(len(self))[i]  # negative rows count from the end, and out-of-range ones raise IndexError
+        return self.flat[self.offsets[i] : self.offsets[i + 1]].tolist()
+
+    def __iter__(self):
+        for start, end in zip(self.offsets[:-1].tolist(), self.offsets[1:].tolist()):
+            yield self.flat[start:end].tolist()
+
+
+def _tokenize_corpus(corpus: datasets.Dataset, stopwords: str | None, batch_size: int = 100_000):
+    """The corpus tokenized as `bm25s.tokenize(texts, stopwords=stopwords)` would (the same ids and vocabulary), a
+    batch of passages at a time, as a `bm25s.tokenization.Tokenized` for `BM25.index`."""
+    from bm25s.tokenization import Tokenized, Tokenizer
+
+    # allow_empty=False keeps bm25s.tokenize's ids: no "" token first, and an empty passage has no tokens.
+    tokenizer = Tokenizer(lower=True, stopwords=stopwords, stemmer=None)
+    texts = corpus.select_columns([c for c in ("title", "text") if c in corpus.column_names])
+    chunks, lengths = [], []
+    for batch in texts.iter(batch_size):
+        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        ids = tokenizer.tokenize(
+            [plain_passage_text(p) for p in rows],
+            update_vocab=True,
+            return_as="ids",
+            allow_empty=False,
+            show_progress=False,
+        )
+        lengths.append(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)))
+        chunks.append(np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(lengths[-1].sum())))
+    offsets = np.zeros(len(corpus) + 1, dtype=np.int64)
+    np.cumsum(np.concatenate(lengths), out=offsets[1:])
+    return Tokenized(ids=_TokenIdLists(np.concatenate(chunks), offsets), vocab=tokenizer.get_vocab_dict())
 
 
 class BM25Retriever:
@@ -80,9 +119,8 @@ class BM25Retriever:
             raise ValueError("A built bm25s index needs the settings it was built with: pass settings=.")
         if bm25 is None:
             settings = {"stopwords": stopwords, "lower": True, "stemmer": None, "fields": ["title", "text"]}
-            tokens = bm25s.tokenize(_passage_texts(index.corpus), stopwords=stopwords, show_progress=False)
             bm25 = bm25s.BM25()
-            bm25.index(tokens, show_progress=False)
+            bm25.index(_tokenize_corpus(index.corpus, stopwords), show_progress=False)
             fingerprint = None
         self.bm25 = bm25
         self.settings = dict(settings)
