@@ -290,7 +290,7 @@ def projection(rows: list[dict]) -> list[dict]:
         ("pss_one_mmap", "guess: pages a search touches grow with the posting lists"),
     ):
         if key in big:
-            value = big[key] / factor if key.startswith("qps") else big[key] * factor
+            value = big[key] / factor if "qps" in key else big[key] * factor
             out.append(
                 {"figure": key, "measured_at": big["passages"], "measured": big[key], "at_21M": value, "basis": how}
             )
