@@ -23,7 +23,7 @@ answer recall@k, and for the pairs that matter the paired bootstrap 95% interval
 in `--output-dir` was trained with the same settings is loaded instead of trained again, so a later run with more
 test questions reuses the training of an earlier one.
 
-    python recipes/demo.py                    # 50 + 50 test questions, about 36 min on 2 CPU cores
+    python recipes/demo.py                    # 50 + 50 test questions, 30-45 min on 2 CPU cores
     python recipes/demo.py --preset cpu-long  # all 500 nq_test questions and 500 squad_test ones (about 2 hours)
     python recipes/demo.py --preset gpu       # the settings a CPU cannot afford (one GPU)
 """
@@ -240,7 +240,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--preset",
         choices=sorted(PRESETS),
         default="cpu",
-        help="defaults: cpu (about 36 min), cpu-long (500 + 500 questions) or gpu",
+        help="defaults: cpu (30-45 min on 2 cores), cpu-long (500 + 500 questions) or gpu",
     )
     parser.add_argument("--output-dir", default="outputs/demo")
     parser.add_argument("--data", default=str(DATA), help="folder of the QA data and corpus")

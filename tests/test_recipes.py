@@ -406,3 +406,15 @@ def test_every_command_takes_kebab_and_snake_flags():
         ["--output-dir", "x", "--rerank-top-m", "9", "--retrieval_top_k", "4"]
     )
     assert training_args.rerank_top_m == 9 and training_args.retrieval_top_k == 4 and training_args.output_dir == "x"
+
+
+def test_results_are_stamped_with_the_commit_the_run_started_from(tmp_path, monkeypatch):
+    """A commit made while a long run works must not be stamped on its results."""
+    import json
+
+    from r3hf.scripts import utils
+
+    started = utils.provenance()["commit"]
+    monkeypatch.setattr(utils, "_git", lambda *args: "f" * 40 if args[0] == "rev-parse" else "")
+    path = utils.write_result(tmp_path / "results.json", {"x": 1})
+    assert json.loads(path.read_text())["provenance"]["commit"] == started != "f" * 40

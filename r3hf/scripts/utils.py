@@ -74,14 +74,23 @@ def _git(*args: str) -> str | None:
         return None
 
 
-def provenance() -> dict:
-    """Where and how a result was made: r3hf's version and commit (and whether the tree had changes), the machine,
-    the threads, the command line and the time."""
+def _code_state() -> tuple[str | None, bool | None]:
     status = _git("status", "--porcelain", "--untracked-files=no")
+    return _git("rev-parse", "HEAD") or None, bool(status) if status is not None else None
+
+
+# Read when a run starts (this module is imported then), not when it writes its results: a commit made during a
+# long run would otherwise be stamped on results made by the code before it.
+_COMMIT, _DIRTY = _code_state()
+
+
+def provenance() -> dict:
+    """Where and how a result was made: r3hf's version and commit when the run started (and whether the tree had
+    changes then), the machine, the threads, the command line and the time it finished."""
     return {
         "r3hf": __version__,
-        "commit": _git("rev-parse", "HEAD") or None,
-        "dirty": bool(status) if status is not None else None,
+        "commit": _COMMIT,
+        "dirty": _DIRTY,
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
