@@ -199,8 +199,6 @@ def bench_size(size: int, corpus: list[dict], model, queries: torch.Tensor, args
             flush=True,
         )
 
-    # After r3hf's searches: bm25s's build peaks at ~17 GB at 5M passages, and the searches timed after it ran
-    # slower (term-major 4.9 instead of 28.5 QPS at 5M).
     questions = args.questions[: args.queries]
     bm25 = tokens = None
     if size <= args.bm25s_max:  # the index's bm25s part: bm25s's own build, tokenization included
