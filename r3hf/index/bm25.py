@@ -20,7 +20,7 @@ import datasets
 import numpy as np
 import torch
 
-from ..utils import atomic_write_text, plain_passage_text, sha256_file, staging_dir
+from ..utils import atomic_write_text, iter_batches, plain_passage_text, sha256_file, staging_dir
 from .search_results import SearchResults
 from .serialization import remember_checksum, verify_files
 
@@ -73,7 +73,7 @@ def _tokenize_corpus(corpus: datasets.Dataset, stopwords: str | None, batch_size
     tokenizer = Tokenizer(lower=True, stopwords=stopwords, stemmer=None)
     texts = corpus.select_columns([c for c in ("title", "text") if c in corpus.column_names])
     chunks, lengths = [], []
-    for batch in texts.iter(batch_size):
+    for batch in iter_batches(texts, batch_size, desc="Tokenizing passages for bm25s"):
         rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
         ids = tokenizer.tokenize(
             [plain_passage_text(p) for p in rows],
