@@ -418,3 +418,18 @@ def test_results_are_stamped_with_the_commit_the_run_started_from(tmp_path, monk
     monkeypatch.setattr(utils, "_git", lambda *args: "f" * 40 if args[0] == "rev-parse" else "")
     path = utils.write_result(tmp_path / "results.json", {"x": 1})
     assert json.loads(path.read_text())["provenance"]["commit"] == started != "f" * 40
+
+
+def test_results_record_the_machines_matrix_product_speed(tmp_path, monkeypatch):
+    """Run times on a VM only compare at a stated speed: the stamp carries a timed float32 product's GFLOP/s."""
+    import json
+    import time
+
+    from r3hf.scripts import utils
+
+    ticks = iter([10.0, 12.0])
+    monkeypatch.setattr(time, "perf_counter", lambda: next(ticks))
+    assert utils.matmul_gflops(size=8, repeats=5) == 2 * 8**3 * 5 / 2.0 / 1e9
+    monkeypatch.undo()
+    path = utils.write_result(tmp_path / "results.json", {"x": 1})
+    assert json.loads(path.read_text())["provenance"]["matmul_gflops"] > 0

@@ -84,9 +84,24 @@ def _code_state() -> tuple[str | None, bool | None]:
 _COMMIT, _DIRTY = _code_state()
 
 
+def matmul_gflops(size: int = 1024, repeats: int = 10) -> float:
+    """This machine's float32 matrix-product speed right now (GFLOP/s of `size`² products, warm, on torch's threads).
+
+    Most of a CPU run is matrix products, so its minutes scale with this figure; a VM's can move by half between
+    days, and recording it beside a run's times is what makes them comparable."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(2):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
 def provenance() -> dict:
     """Where and how a result was made: r3hf's version and commit when the run started (and whether the tree had
-    changes then), the machine, the threads, the command line and the time it finished."""
+    changes then), the machine and its [`matmul_gflops`] when the run finished, the threads, the command line and
+    the time it finished."""
     return {
         "r3hf": __version__,
         "commit": _COMMIT,
@@ -95,6 +110,7 @@ def provenance() -> dict:
         "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "matmul_gflops": round(matmul_gflops(), 1),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "argv": sys.argv,
