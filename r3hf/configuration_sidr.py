@@ -42,7 +42,7 @@ class SIDRConfig(PreTrainedConfig):
 
     encoder_config: dict | PreTrainedConfig | None = None
     shared_encoder: bool = False
-    max_active_dims: int = 768
+    max_active_dims: int | None = None  # 768 when neither it nor the old `topk` is given
     activate_lexical: bool = False
     query_max_length: int = 128
     passage_max_length: int = 256
@@ -51,13 +51,15 @@ class SIDRConfig(PreTrainedConfig):
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
-        old = kwargs.get("topk")
-        # A field left at its default cannot be told from one given equal to it; any other value contradicts topk.
-        if old is not None and self.max_active_dims not in (old, type(self).max_active_dims):
+        old = kwargs.pop("topk", None)
+        # The field defaults to None so that one given explicitly, even as 768, can be told from one left out.
+        if old is not None and self.max_active_dims not in (None, old):
             raise ValueError(
                 f"SIDRConfig got topk={old} and max_active_dims={self.max_active_dims}: topk is the old name of "
                 "max_active_dims. Give max_active_dims only."
             )
+        if self.max_active_dims is None:
+            self.max_active_dims = 768 if old is None else old
         super().__post_init__(**kwargs)
 
     def validate_architecture(self):

@@ -114,6 +114,9 @@ def test_a_config_saved_with_the_old_topk_name_loads(tiny_sidr, tmp_path):
 def test_a_config_that_gives_both_names_of_max_active_dims_is_refused():
     with pytest.raises(ValueError, match="old name of max_active_dims"):
         SIDRConfig(topk=5, max_active_dims=7)
+    with pytest.raises(ValueError, match="old name of max_active_dims"):
+        SIDRConfig(topk=5, max_active_dims=768)  # 768 is the default, given explicitly
+    assert SIDRConfig().max_active_dims == 768 and SIDRConfig(topk=5).max_active_dims == 5
     assert SIDRConfig(topk=5, max_active_dims=5).max_active_dims == 5
 
 
