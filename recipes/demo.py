@@ -125,7 +125,7 @@ def plot(stages: dict[str, list[dict]], results: dict, path: Path) -> None:
 
 PIPELINES = ("bag_of_tokens", "hybrid")
 # Each preset's defaults; flags given on the command line override them.
-# README command 1: 43 min on 2 CPU cores at 62 GFLOP/s, most of it the reader's and the retriever's forward passes.
+# README command 1: 41.5 min on 2 CPU cores at 54-67 GFLOP/s, most of it the reader's and the retriever's forward passes.
 CPU = dict(
     eval_samples=50,
     dev_samples=25,

@@ -62,11 +62,20 @@ def test_bm25_part_saves_loads_memory_mapped_and_searches_the_same(hybrid_index,
     assert not (tmp_path / "idx" / "bm25").exists() and BagOfTokensIndex.from_pretrained(tmp_path / "idx").bm25 is None
 
 
-@pytest.mark.parametrize("stopwords", ["en", None])
-def test_the_bm25_part_built_a_batch_at_a_time_equals_bm25s_built_on_the_whole_corpus(bert_tokenizer, stopwords):
+@pytest.mark.parametrize("stopwords, compiled_csc", [("en", False), (None, False), ("en", True)])
+def test_the_bm25_part_built_a_batch_at_a_time_equals_bm25s_built_on_the_whole_corpus(
+    bert_tokenizer, stopwords, compiled_csc, monkeypatch
+):
+    """Also with bm25s's compiled CSC builder, which large corpora use: the same arrays as its NumPy argsort one."""
     import bm25s
 
+    from r3hf.index import bm25, postings
     from r3hf.index.bm25 import _tokenize_corpus
+
+    if compiled_csc:
+        if not postings.available():
+            pytest.skip("numba is not installed")
+        monkeypatch.setattr(bm25, "COMPILED_CSC_FROM", 0)
 
     passages = MORE + [{"id": "empty", "title": "", "text": "the of"}]  # no tokens once stopwords are gone
     index = BagOfTokensIndex.build(passages, bert_tokenizer, max_length=32)
@@ -77,6 +86,7 @@ def test_the_bm25_part_built_a_batch_at_a_time_equals_bm25s_built_on_the_whole_c
     reference = bm25s.BM25()
     reference.index(whole, show_progress=False)
     built = index.add_bm25(stopwords=stopwords).bm25
+    assert (built._np_csc is not bm25s.BM25._np_csc) == compiled_csc  # which builder made the arrays
     assert built.vocab_dict == reference.vocab_dict
     for key in ("data", "indices", "indptr"):
         np.testing.assert_array_equal(built.scores[key], reference.scores[key])

@@ -21,11 +21,16 @@ import numpy as np
 import torch
 
 from ..utils import atomic_write_text, iter_batches, plain_passage_text, sha256_file, staging_dir
+from . import postings
 from .search_results import SearchResults
 from .serialization import remember_checksum, verify_files
 
 BM25_CONFIG = "r3hf_bm25.json"
 BM25_FOLDER = "bm25"
+# From this many passages on, the build uses bm25s's compiled counting-sort CSC builder when numba is installed: the
+# same arrays, without the argsort's 8-byte-per-entry temporaries that set the build's peak memory at scale; below
+# it, compiling (seconds) costs more than it saves.
+COMPILED_CSC_FROM = 100_000
 
 
 def corpus_fingerprint(corpus: datasets.Dataset, batch_size: int = 65_536) -> str:
@@ -120,6 +125,8 @@ class BM25Retriever:
         if bm25 is None:
             settings = {"stopwords": stopwords, "lower": True, "stemmer": None, "fields": ["title", "text"]}
             bm25 = bm25s.BM25()
+            if len(index.corpus) >= COMPILED_CSC_FROM and postings.available() and hasattr(bm25, "activate_numba_csc"):
+                bm25.activate_numba_csc()
             bm25.index(_tokenize_corpus(index.corpus, stopwords), show_progress=False)
             fingerprint = None
         self.bm25 = bm25
