@@ -23,7 +23,7 @@ answer recall@k, and for the pairs that matter the paired bootstrap 95% interval
 in `--output-dir` was trained with the same settings is loaded instead of trained again, so a later run with more
 test questions reuses the training of an earlier one.
 
-    python recipes/demo.py                    # 50 + 50 test questions, 30-45 min on 2 CPU cores
+    python recipes/demo.py                    # 40 + 40 test questions, about 30 min on 2 CPU cores
     python recipes/demo.py --preset cpu-long  # all 500 nq_test questions and 500 squad_test ones (about 2 hours)
     python recipes/demo.py --preset gpu       # the settings a CPU cannot afford (one GPU)
 """
@@ -125,30 +125,40 @@ def plot(stages: dict[str, list[dict]], results: dict, path: Path) -> None:
 
 PIPELINES = ("bag_of_tokens", "hybrid")
 # Each preset's defaults; flags given on the command line override them.
-# README command 1: 41.5 min on 2 CPU cores at 54-67 GFLOP/s, most of it the reader's and the retriever's forward passes.
+# README command 1 is sized to stay within 35 min on 2 CPU cores at 54 GFLOP/s (the slowest float32 matrix products
+# seen on the 2-core VM); nearly all of it is the reader's and the retriever's forward passes.
 CPU = dict(
-    eval_samples=50,
-    dev_samples=25,
-    calibration_samples=12,
+    eval_samples=40,
+    dev_samples=20,
+    calibration_samples=10,
     calibration_top_k=4,
     offline_steps=40,
     online_steps=3,
     offline_epochs=None,
     online_epochs=None,
-    batch_size=16,
+    batch_size=12,
     rerank_top_m=10,
     retrieval_top_k=3,
     reader_batch_size=10,
+    generation_batch_size=40,
     evaluate_stage1=False,
     full_parametric=False,
     use_cpu=True,
 )
 PRESETS = {
     "cpu": CPU,
-    # The 500 + 500-question run of the README and docs/benchmarks/demo.md: more dev, calibration and training.
+    # The 500 + 500-question run of the README and docs/benchmarks/demo.md: more dev, calibration and training, at the
+    # batch sizes it was measured with, so that it repeats.
     "cpu-long": CPU
     | dict(
-        eval_samples=500, dev_samples=100, calibration_samples=32, offline_steps=60, online_steps=8, retrieval_top_k=4
+        eval_samples=500,
+        dev_samples=100,
+        calibration_samples=32,
+        offline_steps=60,
+        online_steps=8,
+        retrieval_top_k=4,
+        batch_size=16,
+        generation_batch_size=10,
     ),
     # Sized by estimate for about 8 minutes on one H200-class GPU (never run here: no GPU was at hand).
     "gpu": dict(
@@ -249,7 +259,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--preset",
         choices=sorted(PRESETS),
         default="cpu",
-        help="defaults: cpu (30-45 min on 2 cores), cpu-long (500 + 500 questions) or gpu",
+        help="defaults: cpu (about 30 min on 2 cores), cpu-long (500 + 500 questions) or gpu",
     )
     parser.add_argument("--output-dir", default="outputs/demo")
     parser.add_argument("--data", default=str(DATA), help="folder of the QA data and corpus")
@@ -268,7 +278,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--rerank-top-m", type=int, help="candidates per query from each first stage")
     parser.add_argument("--retrieval-top-k", type=int, help="passages scored by the reward per question")
-    parser.add_argument("--reader-batch-size", type=int)
+    parser.add_argument("--reader-batch-size", type=int, help="sequences per forward pass of the reward's scoring")
+    parser.add_argument("--generation-batch-size", type=int, help="sequences per batch of the reader's generation")
     parser.add_argument(
         "--max-new-tokens", type=int, default=48, help="reader's generation length (the paper: 100; 48 keeps most)"
     )
@@ -319,7 +330,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     tests, devs = first("test", args.eval_samples), first("dev", args.dev_samples)
     reward = AnswerProbabilityReward(
-        resolve_model_path(args.reader), batch_size=args.reader_batch_size, max_new_tokens=args.max_new_tokens
+        resolve_model_path(args.reader),
+        batch_size=args.reader_batch_size,
+        generation_batch_size=args.generation_batch_size,
+        max_new_tokens=args.max_new_tokens,
     )
     logger.info(f"Set-up: {time.time() - start:.0f}s; {len(index)} passages, {len(train)} training questions")
     stage_seconds = {"set-up": time.time() - start}  # wall-clock seconds of each part of the run

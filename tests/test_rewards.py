@@ -255,6 +255,35 @@ def test_generate_is_greedy_and_batch_invariant(reward):
     assert reward.generate(queries, passages, max_new_tokens=5) == batched
 
 
+def test_generation_has_its_own_batch_size(tiny_lm, bert_tokenizer, monkeypatch):
+    reward = AnswerProbabilityReward(tiny_lm, tokenizer=bert_tokenizer, device="cpu", batch_size=2)
+    assert reward.generation_batch_size == 2  # unset, it follows batch_size
+    reward.batch_size = 3
+    assert reward.generation_batch_size == 3
+    queries, passages = [QUERY, "who", "what", "when", "where"], [[PASSAGE], ["x"], ["y z"], ["w"], ["v"]]
+    answers = [["shakespeare"]] * 5
+    shapes = []
+    forward = type(tiny_lm).forward
+
+    def record(self, input_ids=None, **kwargs):
+        shapes.append(input_ids.shape[0])
+        return forward(self, input_ids=input_ids, **kwargs)
+
+    reward.generation_batch_size = 5
+    monkeypatch.setattr(type(tiny_lm), "forward", record)
+    texts = reward.generate(queries, passages, max_new_tokens=2)
+    assert shapes == [5, 5]  # one batch of 5, two greedy steps
+    shapes.clear()
+    reward.score(queries, [p[0] for p in passages], answers)
+    assert shapes == [3, 2]  # scoring keeps batch_size
+    reward.generation_batch_size = 1
+    assert reward.generate(queries, passages, max_new_tokens=2) == texts
+    with pytest.raises(ValueError, match="generation_batch_size must be at least 1"):
+        reward.generation_batch_size = 0
+    with pytest.raises(ValueError, match="generation_batch_size must be at least 1"):
+        AnswerProbabilityReward(tiny_lm, tokenizer=bert_tokenizer, device="cpu", generation_batch_size=0)
+
+
 def test_closed_set_choices(reward):
     probs = reward.score([QUERY] * 2, [PASSAGE] * 2, [["true"], ["false"]])
     gold = 0 if probs[0] > probs[1] else 1

@@ -34,8 +34,8 @@ class AnswerProbabilityReward:
     Args:
         model: A [`Reader`], a causal LM, or the Hub id / local folder of one (a PEFT adapter folder works too); the
             reader arguments below build the [`Reader`] and are ignored when one is passed.
-        tokenizer, prompt_template, use_chat_template, batch_size, max_length, max_new_tokens, device, dtype: The
-            reader's (see [`Reader`]).
+        tokenizer, prompt_template, use_chat_template, batch_size, generation_batch_size, max_length, max_new_tokens,
+            device, dtype: The reader's (see [`Reader`]).
         threshold: A global probability threshold (reward 1 if the score reaches it), or `"calibrated"` for the
             per-query thresholds of `calibration` (see [`Calibration.label`]).
         length_normalize: Score with the geometric mean of the answer tokens' probabilities instead of their product.
@@ -50,6 +50,7 @@ class AnswerProbabilityReward:
     prompt_template = _reader_attribute("prompt_template")
     use_chat_template = _reader_attribute("use_chat_template")
     batch_size = _reader_attribute("batch_size")
+    generation_batch_size = _reader_attribute("generation_batch_size")
     max_length = _reader_attribute("max_length")
     max_new_tokens = _reader_attribute("max_new_tokens")
 
@@ -62,6 +63,7 @@ class AnswerProbabilityReward:
         threshold: float | str = 0.65,
         length_normalize: bool = False,
         batch_size: int = 8,
+        generation_batch_size: int | None = None,
         max_length: int = 1024,
         max_new_tokens: int = 100,
         device: str | torch.device | None = None,
@@ -82,6 +84,7 @@ class AnswerProbabilityReward:
                 prompt_template=prompt_template,
                 use_chat_template=use_chat_template,
                 batch_size=batch_size,
+                generation_batch_size=generation_batch_size,
                 max_length=max_length,
                 max_new_tokens=max_new_tokens,
                 device=device,

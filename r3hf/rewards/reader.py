@@ -30,6 +30,10 @@ class Reader:
         use_chat_template: Wrap the prompt with the tokenizer's chat template; defaults to whether it has one.
         batch_size: Sequences per forward pass. After an out-of-memory error a call is retried with smaller batches,
             and the size that fits is kept.
+        generation_batch_size: Sequences per batch of `generate`; unset, it follows `batch_size`. Decoding reads
+            every weight once per new token for the whole batch, so it gains from larger batches than scoring does,
+            whose padding grows with the batch. Greedy outputs can differ between batch sizes only where two tokens
+            nearly tie (float rounding), so keep one size for runs that must repeat.
         max_length: Longest prompt + answer, in tokens; the passages are cut to fit, never the question or the answer.
         max_new_tokens: Length of greedy generations unless a call says otherwise: 100, the paper's setting for
             free-form answers. A chatty small reader often states its answer after a sentence of preamble, so much
@@ -45,6 +49,7 @@ class Reader:
         prompt_template: str | None = None,
         use_chat_template: bool | None = None,
         batch_size: int = 8,
+        generation_batch_size: int | None = None,
         max_length: int = 1024,
         max_new_tokens: int = 100,
         device: str | torch.device | None = None,
@@ -71,9 +76,23 @@ class Reader:
             tokenizer.chat_template is not None if use_chat_template is None else use_chat_template
         )
         self.prompt_template = prompt_template or (CHAT_PROMPT if self.use_chat_template else OPENQA_PROMPT)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
         self.batch_size = batch_size
+        self.generation_batch_size = generation_batch_size
         self.max_length = max_length
         self.max_new_tokens = max_new_tokens
+
+    @property
+    def generation_batch_size(self) -> int:
+        """Sequences per batch of `generate`: `batch_size` unless set."""
+        return self.batch_size if self._generation_batch_size is None else self._generation_batch_size
+
+    @generation_batch_size.setter
+    def generation_batch_size(self, value: int | None) -> None:
+        if value is not None and value < 1:
+            raise ValueError(f"generation_batch_size must be at least 1 (or None to follow batch_size), got {value}.")
+        self._generation_batch_size = value
 
     def build_prompt(self, query: str, passages: Sequence) -> str:
         """The prompt text for a query with its passages in context, chat template applied when in use."""
@@ -111,18 +130,18 @@ class Reader:
 
     # ------------------------------------------------------------------ log-probabilities
 
-    def _with_batch_size(self, run: Callable[[int], T]) -> T:
-        """`run(batch_size)`, retried with smaller batches after an out-of-memory error (accelerate's
-        `find_executable_batch_size`), so a long run slows down instead of crashing; the size that fits is kept."""
+    def _with_batch_size(self, run: Callable[[int], T], attribute: str = "batch_size") -> T:
+        """`run(batch_size)` with the batch size held in `attribute`, retried with smaller batches after an
+        out-of-memory error (accelerate's `find_executable_batch_size`), so a long run slows down instead of
+        crashing; the size that fits is kept."""
+        start = getattr(self, attribute)
 
-        @find_executable_batch_size(starting_batch_size=self.batch_size)
+        @find_executable_batch_size(starting_batch_size=start)
         def attempt(batch_size: int) -> T:
             result = run(batch_size)
-            if batch_size < self.batch_size:
-                logger.warning(
-                    f"Out of memory with {self.batch_size} sequences per pass: the reward now uses {batch_size}."
-                )
-                self.batch_size = batch_size
+            if batch_size < start:
+                logger.warning(f"Out of memory with {attribute}={start}: the reader now uses {batch_size}.")
+                setattr(self, attribute, batch_size)
             return result
 
         return attempt()
@@ -239,4 +258,7 @@ class Reader:
                     outputs[i] = self.tokenizer.decode(generated[row, width:], skip_special_tokens=True)
             return outputs
 
-        return self._with_batch_size(run)
+        # An unset generation batch size follows batch_size, so an out-of-memory error shrinks batch_size itself.
+        return self._with_batch_size(
+            run, "batch_size" if self._generation_batch_size is None else "generation_batch_size"
+        )
