@@ -61,6 +61,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1_000_000, help="recombined passages")
     parser.add_argument("--out", default="benchmarks/results/bm25_build.json")
     args = parser.parse_args()
+    if args.size < 1:
+        parser.error(f"--size must be at least 1 passage, got {args.size}.")
 
     work = Path(tempfile.mkdtemp(prefix="r3hf-bm25-build-"))
     parquet = work / f"recombined-{args.size}.parquet"
