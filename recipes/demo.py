@@ -125,8 +125,8 @@ def plot(stages: dict[str, list[dict]], results: dict, path: Path) -> None:
 
 PIPELINES = ("bag_of_tokens", "hybrid")
 # Each preset's defaults; flags given on the command line override them.
-# README command 1 is sized to stay within 35 min on 2 CPU cores at 54 GFLOP/s (the slowest float32 matrix products
-# seen on the 2-core VM); nearly all of it is the reader's and the retriever's forward passes.
+# README command 1: 29.8 min on 2 CPU cores where a float32 matrix product ran at 55-57 GFLOP/s, the slowest speed
+# seen on the 2-core VM (target: 35); nearly all of it is the reader's and the retriever's forward passes.
 CPU = dict(
     eval_samples=40,
     dev_samples=15,
