@@ -359,8 +359,10 @@ def test_demo_gpu_preset_runs_its_code_path_on_cpu_with_tiny_counts(tiny_setup, 
     args += ["--reader", str(t / "lm"), "--eval-samples", "3", "--dev-samples", "2", "--calibration-samples", "2"]
     args += ["--calibration-top-k", "2", "--offline-steps", "1", "--online-steps", "1", "--batch-size", "2"]
     args += ["--rerank-top-m", "4", "--retrieval-top-k", "2", "--max-new-tokens", "3", "--reader-batch-size", "4"]
+    args += ["--generation-batch-size", "3"]
     parsed = demo.parse_args(args)
     assert parsed.full_parametric and parsed.evaluate_stage1 and parsed.offline_epochs is None
+    assert (parsed.reader_batch_size, parsed.generation_batch_size) == (4, 3)
     summary = demo.main(args)
     assert demo.parse_args(["--preset", "gpu"]).offline_epochs == 2.0  # the preset's own schedule
     long = demo.parse_args(["--preset", "cpu-long", "--eval-samples", "100"])  # a flag overrides its preset only

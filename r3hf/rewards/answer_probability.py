@@ -34,8 +34,9 @@ class AnswerProbabilityReward:
     Args:
         model: A [`Reader`], a causal LM, or the Hub id / local folder of one (a PEFT adapter folder works too); the
             reader arguments below build the [`Reader`] and are ignored when one is passed.
-        tokenizer, prompt_template, use_chat_template, batch_size, generation_batch_size, max_length, max_new_tokens,
-            device, dtype: The reader's (see [`Reader`]).
+        tokenizer, prompt_template, use_chat_template, batch_size, generation_batch_size: The reader's (see
+            [`Reader`]).
+        max_length, max_new_tokens, device, dtype: The reader's too.
         threshold: A global probability threshold (reward 1 if the score reaches it), or `"calibrated"` for the
             per-query thresholds of `calibration` (see [`Calibration.label`]).
         length_normalize: Score with the geometric mean of the answer tokens' probabilities instead of their product.
