@@ -207,6 +207,50 @@ def reader_conversion(records: list[dict]) -> dict[str, float]:
     }
 
 
+def training_questions(data: Path) -> datasets.Dataset:
+    """nq_train and squad_train, shuffled together."""
+    columns = ["id", "question", "answers", "positive_ids"]
+    return datasets.concatenate_datasets(
+        [load_qa_dataset(str(data / f"{n}_train.jsonl.gz")).select_columns(columns) for n in ("nq", "squad")]
+    ).shuffle(seed=0)
+
+
+def question_sets(data: Path, split: str, n: int) -> dict[str, datasets.Dataset]:
+    """The first `n` shuffled questions (0: all) of nq's and squad's `split`, by name (`"nq_test"`, ...)."""
+    sets = {
+        f"{k}_{split}": load_qa_dataset(str(data / f"{k}_{split}.jsonl.gz")).shuffle(seed=0) for k in ("nq", "squad")
+    }
+    return {k: v.select(range(min(n, len(v)))) if n else v for k, v in sets.items()}
+
+
+def calibrate(model, index, train, reward, args, out: Path) -> tuple[datasets.Dataset, list[int]]:
+    """The offline labels: the initial retriever's top-k in the paper's pipeline for the first
+    `args.calibration_samples` training questions, labelled by real greedy generation; they also set the reward's
+    global threshold. Returns the calibrated questions and the pairs' labels."""
+    subset = train.select(range(args.calibration_samples))
+    k = args.calibration_top_k
+    candidates = index.get_passages(
+        model.retrieve(subset["question"], index, k=k, rerank_top_m=max(k, args.rerank_top_m)).rows
+    )
+    calibration = reward.calibrate(
+        subset["question"], subset["answers"], candidates, save_path=out / "calibration.jsonl"
+    )
+    labels = calibration.records["label"]
+    if any(labels):
+        reward.threshold = calibration.global_threshold()
+    else:
+        logger.warning(f"No calibrated pair was answered correctly: the reward keeps its threshold {reward.threshold}")
+    return subset, labels
+
+
+def unseen_questions(train: datasets.Dataset, subset: datasets.Dataset, seen: int) -> datasets.Dataset:
+    """Stage 2's questions: the calibrated ones (whose pools serve as fallbacks), then those after the first `seen`,
+    which stage 1 trained on."""
+    if seen >= len(train):
+        return train
+    return datasets.concatenate_datasets([subset, train.select(range(seen, len(train)))])
+
+
 def steps(epochs: float | None, fixed: int | None, questions: int, batch_size: int) -> int:
     return math.ceil(epochs * questions / batch_size) if epochs is not None else int(fixed)
 
@@ -253,6 +297,27 @@ def train_stage(
     history = trainer.state.log_history
     (folder / "demo_stage.json").write_text(json.dumps({"record": record, "log_history": history}))
     return trainer.model, history
+
+
+def print_tables(results: dict) -> None:
+    """Print each test set's metrics and paired differences as Markdown tables."""
+    print("| test set | retriever @ pipeline | RAG accuracy@1 | answer recall@1 | @5 |")
+    print("|---|---|---|---|---|")
+    for name, result in results.items():
+        for label, m in result["metrics"].items():
+            print(
+                f"| {name} | {label} | {100 * m['rag_accuracy@1']:.1f} | {100 * m['answer_recall@1']:.1f} | "
+                f"{100 * m['answer_recall@5']:.1f} |"
+            )
+    print("\n| test set | difference | RAG accuracy@1 (points, 95% CI) | answer recall@1 (points, 95% CI) |")
+    print("|---|---|---|---|")
+    for name, result in results.items():
+        for pair, d in result["paired_differences"].items():
+            acc, rec = d["correct@1"], d["recall@1"]
+            print(
+                f"| {name} | {pair} | {100 * acc['difference']:+.1f} [{100 * acc['low']:+.1f}, {100 * acc['high']:+.1f}] "
+                f"| {100 * rec['difference']:+.1f} [{100 * rec['low']:+.1f}, {100 * rec['high']:+.1f}] |"
+            )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -318,19 +383,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     model = demo_retriever(args.retriever)
     index = demo_index(model, data, bm25=True)
-    columns = ["id", "question", "answers", "positive_ids"]
-    train = datasets.concatenate_datasets(
-        [load_qa_dataset(str(data / f"{n}_train.jsonl.gz")).select_columns(columns) for n in ("nq", "squad")]
-    ).shuffle(seed=0)
+    train = training_questions(data)
 
-    def first(split: str, n: int) -> dict[str, datasets.Dataset]:
-        sets = {
-            f"{k}_{split}": load_qa_dataset(str(data / f"{k}_{split}.jsonl.gz")).shuffle(seed=0)
-            for k in ("nq", "squad")
-        }
-        return {k: v.select(range(min(n, len(v)))) if n else v for k, v in sets.items()}
-
-    tests, devs = first("test", args.eval_samples), first("dev", args.dev_samples)
+    tests, devs = question_sets(data, "test", args.eval_samples), question_sets(data, "dev", args.dev_samples)
     reward = AnswerProbabilityReward(
         resolve_model_path(args.reader),
         batch_size=args.reader_batch_size,
@@ -340,20 +395,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     logger.info(f"Set-up: {time.time() - start:.0f}s; {len(index)} passages, {len(train)} training questions")
     stage_seconds = {"set-up": time.time() - start}  # wall-clock seconds of each part of the run
 
-    # Offline labels: the initial retriever's top-k in the paper's pipeline, labelled by real greedy generation.
-    subset = train.select(range(args.calibration_samples))
-    k = args.calibration_top_k
-    candidates = index.get_passages(
-        model.retrieve(subset["question"], index, k=k, rerank_top_m=max(k, args.rerank_top_m)).rows
-    )
-    calibration = reward.calibrate(
-        subset["question"], subset["answers"], candidates, save_path=out / "calibration.jsonl"
-    )
-    labels = calibration.records["label"]
-    if any(labels):
-        reward.threshold = calibration.global_threshold()
-    else:
-        logger.warning(f"No calibrated pair was answered correctly: the reward keeps its threshold {reward.threshold}")
+    subset, labels = calibrate(model, index, train, reward, args, out)
     stage_seconds["calibration"] = time.time() - start - stage_seconds["set-up"]
     logger.info(
         f"Calibration: {sum(labels)} of {len(labels)} pairs answered correctly by generation; global threshold "
@@ -426,11 +468,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     stages = {"stage 1 (offline)": stage1_history}
     if args.evaluate_stage1:
         evaluate("stage1", model)
-    # Stage 2 starts on questions stage 1 has not seen (after the calibrated ones, whose pools serve as fallbacks).
-    seen = min(len(train), offline_steps * args.batch_size)
-    online_train = (
-        datasets.concatenate_datasets([subset, train.select(range(seen, len(train)))]) if seen < len(train) else train
-    )
+    online_train = unseen_questions(train, subset, offline_steps * args.batch_size)
     for name, pipeline in (("r3", {"first_stage": "bag_of_tokens"}), ("r3_hybrid", hybrid)):
         began = time.time()
         start_model = SIDRModel.from_pretrained(out / "stage1")
@@ -468,23 +506,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(f"Hybrid pipeline in training: {hybrid}, chosen on {fusion['n']} dev questions.")
     chosen = {label: {k: f[k] for k in ("fusion", "fusion_weight")} for label, f in fusions.items()}
     print(f"Hybrid fusion of each retriever in evaluation, chosen on the same dev questions: {chosen}\n")
-    print("| test set | retriever @ pipeline | RAG accuracy@1 | answer recall@1 | @5 |")
-    print("|---|---|---|---|---|")
-    for name, result in results.items():
-        for label, m in result["metrics"].items():
-            print(
-                f"| {name} | {label} | {100 * m['rag_accuracy@1']:.1f} | {100 * m['answer_recall@1']:.1f} | "
-                f"{100 * m['answer_recall@5']:.1f} |"
-            )
-    print("\n| test set | difference | RAG accuracy@1 (points, 95% CI) | answer recall@1 (points, 95% CI) |")
-    print("|---|---|---|---|")
-    for name, result in results.items():
-        for pair, d in result["paired_differences"].items():
-            acc, rec = d["correct@1"], d["recall@1"]
-            print(
-                f"| {name} | {pair} | {100 * acc['difference']:+.1f} [{100 * acc['low']:+.1f}, {100 * acc['high']:+.1f}] "
-                f"| {100 * rec['difference']:+.1f} [{100 * rec['low']:+.1f}, {100 * rec['high']:+.1f}] |"
-            )
+    print_tables(results)
     summary = {
         "results": results,
         "training": stages,

@@ -282,6 +282,9 @@ def test_generation_has_its_own_batch_size(tiny_lm, bert_tokenizer, monkeypatch)
         reward.generation_batch_size = 0
     with pytest.raises(ValueError, match="generation_batch_size must be at least 1"):
         AnswerProbabilityReward(tiny_lm, tokenizer=bert_tokenizer, device="cpu", generation_batch_size=0)
+    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
+        reward.batch_size = 0
+    assert reward.batch_size == 3
 
 
 def test_closed_set_choices(reward):

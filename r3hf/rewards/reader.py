@@ -76,12 +76,21 @@ class Reader:
             tokenizer.chat_template is not None if use_chat_template is None else use_chat_template
         )
         self.prompt_template = prompt_template or (CHAT_PROMPT if self.use_chat_template else OPENQA_PROMPT)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
         self.batch_size = batch_size
         self.generation_batch_size = generation_batch_size
         self.max_length = max_length
         self.max_new_tokens = max_new_tokens
+
+    @property
+    def batch_size(self) -> int:
+        """Sequences per forward pass of scoring (and of `generate`, unless `generation_batch_size` is set)."""
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        if value < 1:
+            raise ValueError(f"batch_size must be at least 1, got {value}.")
+        self._batch_size = value
 
     @property
     def generation_batch_size(self) -> int:

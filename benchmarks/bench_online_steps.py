@@ -1,0 +1,230 @@
+"""A longer on-policy stage in the hybrid pipeline: does it lift RAG accuracy over the initial retriever?
+
+The demo's cpu-long run trains `r3_hybrid` on-policy for 8 steps of 16 questions, 128 questions in all, and its
+R3 (hybrid) − initial (hybrid) RAG accuracy@1 stays within about a point of 0. This repeats that run's calibration and
+stage 1 (the cpu-long settings), then trains one on-policy stage in the hybrid pipeline for `--online-steps` steps,
+saving the retriever every `--eval-every` steps (checkpoints of one run: the learning rate decays over all of its
+steps), and evaluates the initial retriever and every checkpoint in the hybrid pipeline on the demo's 500 + 500 test
+questions, each with its own fusion chosen on the dev questions, as the demo does. Writes `--out` (JSON) and, beside
+it, a plot of the training and of the paired differences (`.png`).
+
+The reader generates greedily, so an answer depends only on the question and the passage: `--reuse-generations`
+seeds the generation cache from an earlier demo run's per-question results (its `predictions` folder) and first
+regenerates `--check-reused` of the seeded pairs, refusing to go on if any comes out different.
+
+    .venv/bin/python benchmarks/bench_online_steps.py --online-steps 32 --eval-every 16 \\
+        --reuse-generations benchmarks/results/demo_500/predictions --out benchmarks/results/online_steps.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import random
+import time
+from pathlib import Path
+
+from r3hf import AnswerProbabilityReward, RAGEvaluator, SIDRModel, compare_predictions
+from r3hf.evaluation import select_fusion
+from r3hf.models import resolve_model_path
+from r3hf.retrieval import cached_passage_embeddings
+from r3hf.scripts.utils import ROOT, demo_index, demo_retriever, read_jsonl, write_result
+from r3hf.utils import ArgumentParser, enable_logging
+
+logger = logging.getLogger("r3hf.bench_online_steps")
+
+
+def load_demo():
+    spec = importlib.util.spec_from_file_location("demo", ROOT / "recipes" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    return demo
+
+
+def seeded_generations(folder: Path, tests: dict, index) -> dict[str, dict]:
+    """Generation caches keyed as `RAGEvaluator` keys them, `(question row, (passage row,))`, from every
+    `*/<test set>_predictions.jsonl` under `folder`."""
+    passage_row = {pid: row for row, pid in enumerate(index.corpus["id"])}
+    caches = {}
+    for name, ds in tests.items():
+        question_row = {qid: i for i, qid in enumerate(ds["id"])}
+        cache = caches[name] = {}
+        for path in sorted(folder.glob(f"*/{name}_predictions.jsonl")):
+            for record in read_jsonl(path):
+                if record["id"] in question_row and "generation@1" in record:
+                    key = (question_row[record["id"]], (passage_row[record["retrieved_ids"][0]],))
+                    cache[key] = record["generation@1"]
+        logger.info(f"{name}: {len(cache)} generations reused from {folder}")
+    return caches
+
+
+def check_reused(reader, caches: dict, tests: dict, index, n: int) -> int:
+    """Regenerate `n` seeded pairs (spread over the test sets); raises if any differs. Returns how many were
+    checked."""
+    rng = random.Random(0)
+    pairs = [(name, key) for name, cache in caches.items() for key in cache]
+    sample = rng.sample(pairs, min(n, len(pairs)))
+    if not sample:
+        return 0
+    questions = [tests[name][key[0]]["question"] for name, key in sample]
+    passages = [index.get_passages(list(key[1])) for _, key in sample]
+    fresh = reader.generate(questions, passages, show_progress_bar=True)
+    differ = [(name, key) for (name, key), g in zip(sample, fresh) if g != caches[name][key]]
+    if differ:
+        raise RuntimeError(
+            f"{len(differ)} of {len(sample)} reused generations differ from the reader's answer now (e.g. {differ[0]}):"
+            " the earlier run used another reader or prompt. Run without --reuse-generations."
+        )
+    return len(sample)
+
+
+def main() -> None:
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--online-steps", type=int, default=32)
+    parser.add_argument("--eval-every", type=int, default=16, help="steps between evaluated checkpoints")
+    parser.add_argument("--eval-samples", type=int, default=500, help="questions per test set")
+    parser.add_argument("--output-dir", default="outputs/online_steps")
+    parser.add_argument("--reuse-generations", type=Path, help="an earlier demo run's predictions folder")
+    parser.add_argument("--check-reused", type=int, default=16)
+    parser.add_argument(
+        "--compare", type=Path, help="an earlier demo run's predictions folder: its r3_hybrid@hybrid is compared too"
+    )
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/online_steps.json"))
+    ours = parser.parse_args()
+    if ours.online_steps < 1 or ours.eval_every < 1:
+        parser.error("--online-steps and --eval-every must be at least 1")
+    demo = load_demo()
+    args = demo.parse_args(
+        ["--preset", "cpu-long", "--eval-samples", str(ours.eval_samples), "--output-dir", ours.output_dir]
+    )
+    enable_logging()
+    out, data = Path(args.output_dir), Path(args.data)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+
+    model = demo_retriever(args.retriever)
+    index = demo_index(model, data, bm25=True)
+    train = demo.training_questions(data)
+    tests = demo.question_sets(data, "test", args.eval_samples)
+    devs = demo.question_sets(data, "dev", args.dev_samples)
+    dev_questions = [q for d in devs.values() for q in d["question"]]
+    dev_answers = [a for d in devs.values() for a in d["answers"]]
+    reward = AnswerProbabilityReward(
+        resolve_model_path(args.reader),
+        batch_size=args.reader_batch_size,
+        generation_batch_size=args.generation_batch_size,
+        max_new_tokens=args.max_new_tokens,
+    )
+    caches = {name: {} for name in tests}
+    checked = 0
+    if ours.reuse_generations:
+        caches = seeded_generations(ours.reuse_generations, tests, index)
+        checked = check_reused(reward.reader, caches, tests, index, ours.check_reused)
+    evaluators = {
+        name: RAGEvaluator.from_dataset(
+            ds,
+            index,
+            reader=reward.reader,
+            recall_at=[1, 5],
+            rerank_top_m=args.rerank_top_m,
+            name=name,
+            generation_cache=caches[name],
+            first_stage="hybrid",
+        )
+        for name, ds in tests.items()
+    }
+    predictions: dict[str, dict[str, list[dict]]] = {name: {} for name in tests}
+    fusions, seconds = {}, {}
+
+    def evaluate(label: str, retriever) -> None:
+        began = time.time()
+        with cached_passage_embeddings(retriever):
+            fusions[label] = select_fusion(retriever, index, dev_questions, dev_answers, args.rerank_top_m)
+            for name, evaluator in evaluators.items():
+                evaluator.fusion, evaluator.fusion_weight = fusions[label]["fusion"], fusions[label]["fusion_weight"]
+                predictions[name][label] = records = evaluator.predict(retriever)
+                evaluator.save(records, {}, out / "predictions" / label)
+                logger.info(f"{label} on {name}: {evaluator.compute_metrics(records)} ({time.time() - start:.0f}s)")
+        seconds[f"evaluation: {label}"] = time.time() - began
+
+    evaluate("initial @ hybrid", model)
+    fusion = fusions["initial @ hybrid"]
+    hybrid = {"first_stage": "hybrid", "fusion": fusion["fusion"], "fusion_weight": fusion["fusion_weight"]}
+
+    began = time.time()
+    subset, labels = demo.calibrate(model, index, train, reward, args, out)
+    seconds["calibration"] = time.time() - began
+    offline_steps = demo.steps(args.offline_epochs, args.offline_steps, len(train), args.batch_size)
+    began = time.time()
+    model, stage1_history = demo.train_stage(model, reward, index, train, args, out, "stage1", offline_steps)
+    seconds["training: stage1"] = time.time() - began
+    online_train = demo.unseen_questions(train, subset, offline_steps * args.batch_size)
+    began = time.time()
+    checkpoints = dict(save_strategy="steps", save_steps=ours.eval_every, save_only_model=True)
+    _, history = demo.train_stage(
+        SIDRModel.from_pretrained(out / "stage1"),
+        reward,
+        index,
+        online_train,
+        args,
+        out,
+        "r3_hybrid_long",
+        ours.online_steps,
+        **hybrid,
+        **checkpoints,
+    )
+    seconds["training: r3_hybrid_long"] = time.time() - began
+    steps = sorted({*range(ours.eval_every, ours.online_steps + 1, ours.eval_every), ours.online_steps})
+    for step in steps:
+        folder = out / "r3_hybrid_long" / f"checkpoint-{step}"
+        evaluate(f"r3_hybrid step {step} @ hybrid", SIDRModel.from_pretrained(folder))
+
+    if ours.compare:
+        for name, ds in tests.items():
+            earlier = read_jsonl(ours.compare / "r3_hybrid@hybrid" / f"{name}_predictions.jsonl")
+            wanted = set(ds["id"])
+            predictions[name]["r3_hybrid 8 steps (earlier run) @ hybrid"] = [r for r in earlier if r["id"] in wanted]
+
+    results = {}
+    for name, by_label in predictions.items():
+        evaluator = evaluators[name]
+        metrics = {
+            label: {k.removeprefix(f"{name}_"): v for k, v in evaluator.compute_metrics(records).items()}
+            for label, records in by_label.items()
+        }
+        pairs = {
+            f"{label} - initial @ hybrid": {
+                m: compare_predictions(records, by_label["initial @ hybrid"], m) for m in ("correct@1", "recall@1")
+            }
+            for label, records in by_label.items()
+            if label != "initial @ hybrid"
+        }
+        results[name] = {"metrics": metrics, "paired_differences": pairs}
+
+    print()
+    demo.print_tables(results)
+    keys = ("step", "loss", "reward", "reward/top1", "frac_online_positive")
+    log = [{k: h[k] for k in keys if k in h} for h in history if "reward" in h]
+    write_result(
+        ours.out,
+        {
+            "results": results,
+            "hybrid_pipeline": hybrid,
+            "evaluation_fusion": fusions,
+            "calibration": {"pairs": len(labels), "positives": sum(labels), "threshold": reward.threshold},
+            "online_training": {"steps": ours.online_steps, "questions": ours.online_steps * args.batch_size},
+            "online_log": log,
+            "reused_generations": {name: len(c) for name, c in caches.items()} | {"checked": checked},
+            "demo_args": vars(args),
+            "bench_args": {k: str(v) for k, v in vars(ours).items()},
+            "seconds": seconds | {"total": time.time() - start},
+        },
+    )
+    stages = {"stage 1 (offline)": stage1_history, f"stage 2, on-policy, hybrid ({ours.online_steps} steps)": history}
+    demo.plot(stages, results, ours.out.with_suffix(".png"))
+    print(f"\nWrote {ours.out} and {ours.out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
