@@ -6,7 +6,9 @@ stage 1 (the cpu-long settings), then trains one on-policy stage in the hybrid p
 saving the retriever every `--eval-every` steps (checkpoints of one run: the learning rate decays over all of its
 steps), and evaluates the initial retriever and every checkpoint in the hybrid pipeline on the demo's 500 + 500 test
 questions, each with its own fusion chosen on the dev questions, as the demo does. Writes `--out` (JSON) and, beside
-it, a plot of the training and of the paired differences (`.png`).
+it, a plot of the training and of the paired differences (`.png`). `--reward generation` trains on-policy with the
+reader's own answers ([`GenerationReward`]) instead of the answer-probability proxy, `--online-learning-rate` with
+another learning rate.
 
 The reader generates greedily, so an answer depends only on the question and the passage: `--reuse-generations`
 seeds the generation cache from an earlier demo run's per-question results (its `predictions` folder) and first
@@ -25,9 +27,8 @@ import random
 import time
 from pathlib import Path
 
-from r3hf import AnswerProbabilityReward, RAGEvaluator, SIDRModel, compare_predictions
+from r3hf import RAGEvaluator, SIDRModel, compare_predictions
 from r3hf.evaluation import select_fusion
-from r3hf.models import resolve_model_path
 from r3hf.retrieval import cached_passage_embeddings
 from r3hf.scripts.utils import ROOT, demo_index, demo_retriever, read_jsonl, write_result
 from r3hf.utils import ArgumentParser, enable_logging
@@ -90,13 +91,22 @@ def main() -> None:
     parser.add_argument(
         "--compare", type=Path, help="an earlier demo run's predictions folder: its r3_hybrid@hybrid is compared too"
     )
+    parser.add_argument(
+        "--online-learning-rate", type=float, help="the on-policy stage's learning rate (default: the preset's)"
+    )
+    parser.add_argument(
+        "--reward", choices=["answer_probability", "generation"], default="answer_probability", help="on-policy reward"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/online_steps.json"))
     ours = parser.parse_args()
     if ours.online_steps < 1 or ours.eval_every < 1:
         parser.error("--online-steps and --eval-every must be at least 1")
+    if ours.online_learning_rate is not None and ours.online_learning_rate <= 0:
+        parser.error(f"--online-learning-rate must be above 0, got {ours.online_learning_rate}")
     demo = load_demo()
     args = demo.parse_args(
         ["--preset", "cpu-long", "--eval-samples", str(ours.eval_samples), "--output-dir", ours.output_dir]
+        + ["--reward", ours.reward]
     )
     enable_logging()
     out, data = Path(args.output_dir), Path(args.data)
@@ -110,12 +120,7 @@ def main() -> None:
     devs = demo.question_sets(data, "dev", args.dev_samples)
     dev_questions = [q for d in devs.values() for q in d["question"]]
     dev_answers = [a for d in devs.values() for a in d["answers"]]
-    reward = AnswerProbabilityReward(
-        resolve_model_path(args.reader),
-        batch_size=args.reader_batch_size,
-        generation_batch_size=args.generation_batch_size,
-        max_new_tokens=args.max_new_tokens,
-    )
+    reward = demo.build_reward(args)
     caches = {name: {} for name in tests}
     checked = 0
     if ours.reuse_generations:
@@ -162,12 +167,15 @@ def main() -> None:
     online_train = demo.unseen_questions(train, subset, offline_steps * args.batch_size)
     began = time.time()
     checkpoints = dict(save_strategy="steps", save_steps=ours.eval_every, save_only_model=True)
+    online_args = argparse.Namespace(**vars(args))
+    if ours.online_learning_rate is not None:
+        online_args.learning_rate = ours.online_learning_rate
     _, history = demo.train_stage(
         SIDRModel.from_pretrained(out / "stage1"),
         reward,
         index,
         online_train,
-        args,
+        online_args,
         out,
         "r3_hybrid_long",
         ours.online_steps,
@@ -213,7 +221,11 @@ def main() -> None:
             "hybrid_pipeline": hybrid,
             "evaluation_fusion": fusions,
             "calibration": {"pairs": len(labels), "positives": sum(labels), "threshold": reward.threshold},
-            "online_training": {"steps": ours.online_steps, "questions": ours.online_steps * args.batch_size},
+            "online_training": {
+                "steps": ours.online_steps,
+                "questions": ours.online_steps * args.batch_size,
+                "learning_rate": online_args.learning_rate,
+            },
             "online_log": log,
             "reused_generations": {name: len(c) for name, c in caches.items()} | {"checked": checked},
             "demo_args": vars(args),

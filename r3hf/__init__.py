@@ -13,7 +13,7 @@ from .protocols import ReaderLike, RetrieverLike
 from .r3_config import R3Config
 from .r3_trainer import R3Trainer
 from .retrieval import retrieve
-from .rewards import AnswerProbabilityReward, Calibration, Reader, RewardCache
+from .rewards import AnswerProbabilityReward, Calibration, GenerationReward, Reader, RewardCache
 from .version import __version__
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "BagOfTokensIndex",
     "CSRIndex",
     "Calibration",
+    "GenerationReward",
     "R3Config",
     "R3Trainer",
     "RAGEvaluator",

@@ -44,6 +44,7 @@ import torch
 
 from r3hf import (
     AnswerProbabilityReward,
+    GenerationReward,
     R3Trainer,
     RAGEvaluator,
     SIDRModel,
@@ -223,6 +224,18 @@ def question_sets(data: Path, split: str, n: int) -> dict[str, datasets.Dataset]
     return {k: v.select(range(min(n, len(v)))) if n else v for k, v in sets.items()}
 
 
+def build_reward(args) -> AnswerProbabilityReward:
+    """The reward LLM (also the reader): the paper's answer-probability proxy, or with `--reward generation` the
+    reader's own greedy answer checked against the gold ones."""
+    cls = GenerationReward if args.reward == "generation" else AnswerProbabilityReward
+    return cls(
+        resolve_model_path(args.reader),
+        batch_size=args.reader_batch_size,
+        generation_batch_size=args.generation_batch_size,
+        max_new_tokens=args.max_new_tokens,
+    )
+
+
 def calibrate(model, index, train, reward, args, out: Path) -> tuple[datasets.Dataset, list[int]]:
     """The offline labels: the initial retriever's top-k in the paper's pipeline for the first
     `args.calibration_samples` training questions, labelled by real greedy generation; they also set the reward's
@@ -281,6 +294,7 @@ def train_stage(
         "train_questions": len(train),
         "calibration": args.calibration_samples,
         "max_new_tokens": args.max_new_tokens,
+        **({"reward": args.reward} if online else {}),
     }
     folder = out / name
     done = folder / "demo_stage.json"
@@ -343,6 +357,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float, default=2e-5)
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument(
+        "--reward",
+        choices=["answer_probability", "generation"],
+        default="answer_probability",
+        help="on-policy reward: P(gold answer) thresholded (the paper's proxy) or the reader's own greedy answer",
+    )
     parser.add_argument("--rerank-top-m", type=int, help="candidates per query from each first stage")
     parser.add_argument("--retrieval-top-k", type=int, help="passages scored by the reward per question")
     parser.add_argument("--reader-batch-size", type=int, help="sequences per forward pass of the reward's scoring")
@@ -386,12 +406,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     train = training_questions(data)
 
     tests, devs = question_sets(data, "test", args.eval_samples), question_sets(data, "dev", args.dev_samples)
-    reward = AnswerProbabilityReward(
-        resolve_model_path(args.reader),
-        batch_size=args.reader_batch_size,
-        generation_batch_size=args.generation_batch_size,
-        max_new_tokens=args.max_new_tokens,
-    )
+    reward = build_reward(args)
     logger.info(f"Set-up: {time.time() - start:.0f}s; {len(index)} passages, {len(train)} training questions")
     stage_seconds = {"set-up": time.time() - start}  # wall-clock seconds of each part of the run
 

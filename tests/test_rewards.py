@@ -5,7 +5,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaForCausalLM
 
 from r3hf.assets import offline_model_path
-from r3hf.rewards import AnswerProbabilityReward, Calibration
+from r3hf.evaluation import has_answer
+from r3hf.rewards import AnswerProbabilityReward, Calibration, GenerationReward
 from tests.testing_utils import make_tiny_causal_lm
 
 QUERY = "who wrote hamlet"
@@ -376,3 +377,42 @@ def test_closed_set_input_errors_name_the_problem(reward):
         reward.choice_margins([QUERY], [PASSAGE], [["true"]], [0])
     with pytest.raises(ValueError, match="gold choice index 2"):
         reward.choice_margins([QUERY], [PASSAGE], [["true", "false"]], [2])
+
+
+def test_generation_reward_is_the_readers_own_answer_checked_like_rag_accuracy(tiny_lm, bert_tokenizer, monkeypatch):
+    reward = GenerationReward(tiny_lm, tokenizer=bert_tokenizer, device="cpu", max_new_tokens=4)
+    assert reward.__name__ == "generation"
+    # The reward of a pair is has_answer of the reader's generation for it, whatever the generation is.
+    real = reward([QUERY, "another question"], [PASSAGE, "other"], [["shakespeare"], ["nothing"]])
+    generations = reward.generate([QUERY, "another question"], [[PASSAGE], ["other"]])
+    assert real == [float(has_answer(g, a)) for g, a in zip(generations, [["shakespeare"], ["nothing"]])]
+    said = {"who wrote hamlet": "It was William Shakespeare.", "who painted it": "Nobody knows"}
+    calls = []
+
+    def fake_generate(queries, passages, **kwargs):
+        calls.append(list(queries))
+        return [said[q] for q in queries]
+
+    monkeypatch.setattr(reward.reader, "generate", fake_generate)
+    queries, answers = ["who wrote hamlet", "who painted it"], [["William Shakespeare"], ["Leonardo"]]
+    assert reward(queries=queries, passages=[PASSAGE, PASSAGE], answers=answers) == [1.0, 0.0]
+    # Cached: a pair that comes back is not generated again; a new generation length is a new answer.
+    assert reward(queries=queries, passages=[PASSAGE, PASSAGE], answers=answers) == [1.0, 0.0]
+    assert calls == [queries]
+    reward.max_new_tokens = 8
+    reward(queries=queries[:1], passages=[PASSAGE], answers=answers[:1])
+    assert calls == [queries, queries[:1]]
+    # Its keys are its own: the answer-probability score of the same pair is still computed, and is a probability.
+    assert 0.0 < reward.score(queries[:1], [PASSAGE], answers[:1])[0] < 1.0
+    with pytest.raises(ValueError, match="differ in length: 2, 1, 2"):
+        reward(queries=queries, passages=[PASSAGE], answers=answers)
+    with pytest.raises(ValueError, match="queries=, passages= and answers="):
+        reward(queries=queries)
+
+
+def test_generation_reward_keeps_the_closed_set_rule(reward, tiny_lm, bert_tokenizer):
+    exact = GenerationReward(tiny_lm, tokenizer=bert_tokenizer, device="cpu", batch_size=4)
+    choices = [["true", "false"]] * 2
+    assert exact([QUERY] * 2, [PASSAGE] * 2, [0, 1], choices=choices) == reward(
+        [QUERY] * 2, [PASSAGE] * 2, [0, 1], choices=choices
+    )
