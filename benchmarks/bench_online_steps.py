@@ -8,7 +8,8 @@ steps), and evaluates the initial retriever and every checkpoint in the hybrid p
 questions, each with its own fusion chosen on the dev questions, as the demo does. Writes `--out` (JSON) and, beside
 it, a plot of the training and of the paired differences (`.png`). `--reward generation` trains on-policy with the
 reader's own answers ([`GenerationReward`]) instead of the answer-probability proxy, `--online-learning-rate` with
-another learning rate.
+another learning rate, `--online-retrieval-top-k` with the reward scoring more of each question's hybrid candidates
+than the demo's 4, and `--positive-fallback skip` with only the questions the reward found a positive for.
 
 The reader generates greedily, so an answer depends only on the question and the passage: `--reuse-generations`
 seeds the generation cache from an earlier demo run's per-question results (its `predictions` folder) and first
@@ -97,6 +98,15 @@ def main() -> None:
     parser.add_argument(
         "--reward", choices=["answer_probability", "generation"], default="answer_probability", help="on-policy reward"
     )
+    parser.add_argument(
+        "--online-retrieval-top-k", type=int, help="passages the reward scores per on-policy question (default: 4)"
+    )
+    parser.add_argument(
+        "--positive-fallback",
+        choices=["offline", "gold", "skip"],
+        default="offline",
+        help="on-policy questions with no rewarded passage: an offline or gold positive, or skipped",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/online_steps.json"))
     ours = parser.parse_args()
     if ours.online_steps < 1 or ours.eval_every < 1:
@@ -108,6 +118,11 @@ def main() -> None:
         ["--preset", "cpu-long", "--eval-samples", str(ours.eval_samples), "--output-dir", ours.output_dir]
         + ["--reward", ours.reward]
     )
+    if ours.online_retrieval_top_k is not None and not 1 <= ours.online_retrieval_top_k <= args.rerank_top_m:
+        parser.error(
+            f"--online-retrieval-top-k must be from 1 to the {args.rerank_top_m} candidates per first stage, got "
+            f"{ours.online_retrieval_top_k}"
+        )
     enable_logging()
     out, data = Path(args.output_dir), Path(args.data)
     out.mkdir(parents=True, exist_ok=True)
@@ -170,6 +185,9 @@ def main() -> None:
     online_args = argparse.Namespace(**vars(args))
     if ours.online_learning_rate is not None:
         online_args.learning_rate = ours.online_learning_rate
+    if ours.online_retrieval_top_k is not None:
+        online_args.retrieval_top_k = ours.online_retrieval_top_k
+    online_args.positive_fallback = ours.positive_fallback
     _, history = demo.train_stage(
         SIDRModel.from_pretrained(out / "stage1"),
         reward,
@@ -225,6 +243,8 @@ def main() -> None:
                 "steps": ours.online_steps,
                 "questions": ours.online_steps * args.batch_size,
                 "learning_rate": online_args.learning_rate,
+                "retrieval_top_k": online_args.retrieval_top_k,
+                "positive_fallback": online_args.positive_fallback,
             },
             "online_log": log,
             "reused_generations": {name: len(c) for name, c in caches.items()} | {"checked": checked},

@@ -282,7 +282,7 @@ def train_stage(
         temperature=args.temperature,
         rerank_top_m=args.rerank_top_m,
         retrieval_top_k=args.retrieval_top_k,
-        positive_fallback="offline",
+        positive_fallback=args.positive_fallback if online else "offline",  # stage 1 never uses it
         seed=0,
         warmup_steps=0.1,
         **pipeline,
@@ -365,6 +365,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--rerank-top-m", type=int, help="candidates per query from each first stage")
     parser.add_argument("--retrieval-top-k", type=int, help="passages scored by the reward per question")
+    parser.add_argument(
+        "--positive-fallback",
+        choices=["offline", "gold", "skip"],
+        default="offline",
+        help="on-policy questions with no rewarded passage: train on an offline or gold positive, or skip them",
+    )
     parser.add_argument("--reader-batch-size", type=int, help="sequences per forward pass of the reward's scoring")
     parser.add_argument("--generation-batch-size", type=int, help="sequences per batch of the reader's generation")
     parser.add_argument(

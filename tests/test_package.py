@@ -2,6 +2,8 @@
 
 import ast
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -143,3 +145,20 @@ def test_the_library_has_one_logging_style():
         if m != "r3hf.utils" and any(line.startswith("logger = ") for line in lines):
             styles[m] = "logger = logging.get_logger(__name__)" in lines and "import logging" not in lines
     assert styles and all(styles.values()), [m for m, ok in styles.items() if not ok]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_atomic_writes_give_files_the_permissions_open_would(tmp_path):
+    from r3hf.utils import atomic_write_text
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "result.json", "{}")
+        (tmp_path / "plain.json").write_text("{}")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "result.json").read_text() == "{}"
+    assert stat.S_IMODE((tmp_path / "result.json").stat().st_mode) == stat.S_IMODE(
+        (tmp_path / "plain.json").stat().st_mode
+    )
+    assert stat.S_IMODE((tmp_path / "result.json").stat().st_mode) == 0o644

@@ -381,11 +381,19 @@ def test_demo_gpu_preset_runs_its_code_path_on_cpu_with_tiny_counts(tiny_setup, 
     ).exists()
     again = demo.main(args)  # every stage loaded, not retrained: the same training logs
     assert again["training"] == summary["training"]
-    exact = demo.main(args + ["--reward", "generation"])  # only the on-policy stages train again, with that reward
+    # Only the on-policy stages train again, with that reward and without fallback positives.
+    exact = demo.main(args + ["--reward", "generation", "--positive-fallback", "skip"])
     assert exact["training"]["stage 1 (offline)"] == summary["training"]["stage 1 (offline)"]
     online = [stage for stage in exact["training"] if stage.startswith("stage 2")]
     assert len(online) == 2 and exact["training"] != summary["training"]
     assert all(any("profiling/reward/generation_s" in h for h in exact["training"][stage]) for stage in online)
+    skipped = [h for stage in online for h in exact["training"][stage] if "frac_online_positive" in h]
+    assert skipped and all(h["frac_skipped"] >= 1 - h["frac_online_positive"] - 1e-6 for h in skipped)
+    stage = {
+        n: json.loads((tmp_path / "demo" / n / "demo_stage.json").read_text())["record"] for n in ("stage1", "r3")
+    }
+    fallbacks = {n: record["settings"]["positive_fallback"] for n, record in stage.items()}
+    assert fallbacks == {"stage1": "offline", "r3": "skip"}
 
 
 def test_train_and_eval_datasets_take_their_own_row_limits_even_from_one_dataset(tmp_path):
