@@ -30,6 +30,7 @@ from pathlib import Path
 
 from r3hf import RAGEvaluator, SIDRModel, compare_predictions
 from r3hf.evaluation import select_fusion
+from r3hf.r3_config import POSITIVE_FALLBACKS
 from r3hf.retrieval import cached_passage_embeddings
 from r3hf.scripts.utils import ROOT, demo_index, demo_retriever, read_jsonl, write_result
 from r3hf.utils import ArgumentParser, enable_logging
@@ -103,7 +104,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--positive-fallback",
-        choices=["offline", "gold", "skip"],
+        choices=POSITIVE_FALLBACKS,
         default="offline",
         help="on-policy questions with no rewarded passage: an offline or gold positive, or skipped",
     )

@@ -54,6 +54,7 @@ from r3hf import (
 from r3hf.data import load_qa_dataset
 from r3hf.evaluation import select_fusion
 from r3hf.models import resolve_model_path
+from r3hf.r3_config import POSITIVE_FALLBACKS
 from r3hf.retrieval import cached_passage_embeddings
 from r3hf.scripts.utils import (
     DATA,
@@ -367,7 +368,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--retrieval-top-k", type=int, help="passages scored by the reward per question")
     parser.add_argument(
         "--positive-fallback",
-        choices=["offline", "gold", "skip"],
+        choices=POSITIVE_FALLBACKS,
         default="offline",
         help="on-policy questions with no rewarded passage: train on an offline or gold positive, or skip them",
     )
