@@ -10,9 +10,12 @@ it, a plot of the training and of the paired differences (`.png`). `--reward gen
 reader's own answers ([`GenerationReward`]) instead of the answer-probability proxy, `--online-learning-rate` with
 another learning rate, `--online-retrieval-top-k` with the reward scoring more of each question's hybrid candidates
 than the demo's 4, and `--positive-fallback skip` with only the questions the reward found a positive for.
+`--calibration-samples`, `--calibration-top-k` and `--calibration-first-stage hybrid` give stage 1 larger offline
+pools, labelled by generation over the initial retriever's hybrid candidates; `--evaluate-stage1` evaluates stage 1
+too.
 
 The reader generates greedily, so an answer depends only on the question and the passage: `--reuse-generations`
-seeds the generation cache from an earlier demo run's per-question results (its `predictions` folder) and first
+(repeatable) seeds the generation cache from earlier runs' per-question results (their `predictions` folders) and first
 regenerates `--check-reused` of the seeded pairs, refusing to go on if any comes out different.
 
     .venv/bin/python benchmarks/bench_online_steps.py --online-steps 32 --eval-every 16 \\
@@ -30,7 +33,6 @@ from pathlib import Path
 
 from r3hf import RAGEvaluator, SIDRModel, compare_predictions
 from r3hf.evaluation import select_fusion
-from r3hf.r3_config import POSITIVE_FALLBACKS
 from r3hf.retrieval import cached_passage_embeddings
 from r3hf.scripts.utils import ROOT, demo_index, demo_retriever, read_jsonl, write_result
 from r3hf.utils import ArgumentParser, enable_logging
@@ -45,20 +47,20 @@ def load_demo():
     return demo
 
 
-def seeded_generations(folder: Path, tests: dict, index) -> dict[str, dict]:
+def seeded_generations(folders: list[Path], tests: dict, index) -> dict[str, dict]:
     """Generation caches keyed as `RAGEvaluator` keys them, `(question row, (passage row,))`, from every
-    `*/<test set>_predictions.jsonl` under `folder`."""
+    `*/<test set>_predictions.jsonl` under each of `folders`."""
     passage_row = {pid: row for row, pid in enumerate(index.corpus["id"])}
     caches = {}
     for name, ds in tests.items():
         question_row = {qid: i for i, qid in enumerate(ds["id"])}
         cache = caches[name] = {}
-        for path in sorted(folder.glob(f"*/{name}_predictions.jsonl")):
+        for path in sorted(p for folder in folders for p in folder.glob(f"*/{name}_predictions.jsonl")):
             for record in read_jsonl(path):
                 if record["id"] in question_row and "generation@1" in record:
                     key = (question_row[record["id"]], (passage_row[record["retrieved_ids"][0]],))
                     cache[key] = record["generation@1"]
-        logger.info(f"{name}: {len(cache)} generations reused from {folder}")
+        logger.info(f"{name}: {len(cache)} generations reused from {', '.join(map(str, folders))}")
     return caches
 
 
@@ -83,12 +85,18 @@ def check_reused(reader, caches: dict, tests: dict, index, n: int) -> int:
 
 
 def main() -> None:
+    demo = load_demo()
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--online-steps", type=int, default=32)
     parser.add_argument("--eval-every", type=int, default=16, help="steps between evaluated checkpoints")
     parser.add_argument("--eval-samples", type=int, default=500, help="questions per test set")
     parser.add_argument("--output-dir", default="outputs/online_steps")
-    parser.add_argument("--reuse-generations", type=Path, help="an earlier demo run's predictions folder")
+    parser.add_argument(
+        "--reuse-generations",
+        type=Path,
+        action="append",
+        help="an earlier demo or bench run's predictions folder (repeat the flag for several)",
+    )
     parser.add_argument("--check-reused", type=int, default=16)
     parser.add_argument(
         "--compare", type=Path, help="an earlier demo run's predictions folder: its r3_hybrid@hybrid is compared too"
@@ -97,16 +105,11 @@ def main() -> None:
         "--online-learning-rate", type=float, help="the on-policy stage's learning rate (default: the preset's)"
     )
     parser.add_argument(
-        "--reward", choices=["answer_probability", "generation"], default="answer_probability", help="on-policy reward"
-    )
-    parser.add_argument(
         "--online-retrieval-top-k", type=int, help="passages the reward scores per on-policy question (default: 4)"
     )
+    demo.add_labelling_flags(parser)  # defaults: the cpu-long preset's
     parser.add_argument(
-        "--positive-fallback",
-        choices=POSITIVE_FALLBACKS,
-        default="offline",
-        help="on-policy questions with no rewarded passage: an offline or gold positive, or skipped",
+        "--evaluate-stage1", action="store_true", help="also evaluate the stage-1 retriever in the hybrid pipeline"
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/online_steps.json"))
     ours = parser.parse_args()
@@ -114,16 +117,12 @@ def main() -> None:
         parser.error("--online-steps and --eval-every must be at least 1")
     if ours.online_learning_rate is not None and ours.online_learning_rate <= 0:
         parser.error(f"--online-learning-rate must be above 0, got {ours.online_learning_rate}")
-    demo = load_demo()
+    passed = {flag: getattr(ours, flag) for flag in demo.LABELLING_FLAGS}
+    passed["retrieval_top_k"] = ours.online_retrieval_top_k  # only the on-policy stage uses it
     args = demo.parse_args(
         ["--preset", "cpu-long", "--eval-samples", str(ours.eval_samples), "--output-dir", ours.output_dir]
-        + ["--reward", ours.reward]
+        + [arg for flag, value in passed.items() if value is not None for arg in (f"--{flag}", str(value))]
     )
-    if ours.online_retrieval_top_k is not None and not 1 <= ours.online_retrieval_top_k <= args.rerank_top_m:
-        parser.error(
-            f"--online-retrieval-top-k must be from 1 to the {args.rerank_top_m} candidates per first stage, got "
-            f"{ours.online_retrieval_top_k}"
-        )
     enable_logging()
     out, data = Path(args.output_dir), Path(args.data)
     out.mkdir(parents=True, exist_ok=True)
@@ -174,21 +173,22 @@ def main() -> None:
     hybrid = {"first_stage": "hybrid", "fusion": fusion["fusion"], "fusion_weight": fusion["fusion_weight"]}
 
     began = time.time()
-    subset, labels = demo.calibrate(model, index, train, reward, args, out)
+    subset, labels = demo.calibrate(
+        model, index, train, reward, args, out, **(hybrid if args.calibration_first_stage == "hybrid" else {})
+    )
     seconds["calibration"] = time.time() - began
     offline_steps = demo.steps(args.offline_epochs, args.offline_steps, len(train), args.batch_size)
     began = time.time()
     model, stage1_history = demo.train_stage(model, reward, index, train, args, out, "stage1", offline_steps)
     seconds["training: stage1"] = time.time() - began
+    if ours.evaluate_stage1:
+        evaluate("stage1 @ hybrid", model)
     online_train = demo.unseen_questions(train, subset, offline_steps * args.batch_size)
     began = time.time()
     checkpoints = dict(save_strategy="steps", save_steps=ours.eval_every, save_only_model=True)
     online_args = argparse.Namespace(**vars(args))
     if ours.online_learning_rate is not None:
         online_args.learning_rate = ours.online_learning_rate
-    if ours.online_retrieval_top_k is not None:
-        online_args.retrieval_top_k = ours.online_retrieval_top_k
-    online_args.positive_fallback = ours.positive_fallback
     _, history = demo.train_stage(
         SIDRModel.from_pretrained(out / "stage1"),
         reward,
@@ -239,7 +239,14 @@ def main() -> None:
             "results": results,
             "hybrid_pipeline": hybrid,
             "evaluation_fusion": fusions,
-            "calibration": {"pairs": len(labels), "positives": sum(labels), "threshold": reward.threshold},
+            "calibration": {
+                "questions": len(subset),
+                "top_k": args.calibration_top_k,
+                "first_stage": args.calibration_first_stage,
+                "pairs": len(labels),
+                "positives": sum(labels),
+                "threshold": reward.threshold,
+            },
             "online_training": {
                 "steps": ours.online_steps,
                 "questions": ours.online_steps * args.batch_size,

@@ -9,8 +9,9 @@ reward LLM. Two pipelines hand passages to the reader:
   the fusion chosen on nq_dev + squad_dev questions (never on a test set): with the initial retriever for
   `r3_hybrid`'s training, and for each retriever's evaluation with that retriever.
 
-1. Offline labels: the initial retriever's top passages for some training questions, labelled by real greedy
-   generation (the calibration pools), which also fix the reward threshold.
+1. Offline labels: the initial retriever's top passages for some training questions (in the paper's pipeline, or
+   with `--calibration-first-stage hybrid` in the hybrid one), labelled by real greedy generation (the calibration
+   pools), which also fix the reward threshold.
 2. Stage 1, offline: reinforced contrastive learning on the calibration pools and the gold passages, with
    bag-of-tokens hard negatives (the paper's first 40 epochs).
 3. Stage 2, on-policy R3, twice from the stage-1 weights: `r3` retrieves in the paper's pipeline, `r3_hybrid` in the
@@ -237,14 +238,15 @@ def build_reward(args) -> AnswerProbabilityReward:
     )
 
 
-def calibrate(model, index, train, reward, args, out: Path) -> tuple[datasets.Dataset, list[int]]:
-    """The offline labels: the initial retriever's top-k in the paper's pipeline for the first
-    `args.calibration_samples` training questions, labelled by real greedy generation; they also set the reward's
-    global threshold. Returns the calibrated questions and the pairs' labels."""
+def calibrate(model, index, train, reward, args, out: Path, **pipeline) -> tuple[datasets.Dataset, list[int]]:
+    """The offline labels: the initial retriever's top-k for the first `args.calibration_samples` training questions,
+    labelled by real greedy generation; they also set the reward's global threshold. The candidates come from the
+    paper's pipeline, or from the one `pipeline` gives (`first_stage`, `fusion`, `fusion_weight`). Returns the
+    calibrated questions and the pairs' labels."""
     subset = train.select(range(args.calibration_samples))
     k = args.calibration_top_k
     candidates = index.get_passages(
-        model.retrieve(subset["question"], index, k=k, rerank_top_m=max(k, args.rerank_top_m)).rows
+        model.retrieve(subset["question"], index, k=k, rerank_top_m=max(k, args.rerank_top_m), **pipeline).rows
     )
     calibration = reward.calibrate(
         subset["question"], subset["answers"], candidates, save_path=out / "calibration.jsonl"
@@ -293,7 +295,11 @@ def train_stage(
         "online": online,
         "settings": settings,
         "train_questions": len(train),
-        "calibration": args.calibration_samples,
+        "calibration": {
+            "samples": args.calibration_samples,
+            "top_k": args.calibration_top_k,
+            "first_stage": args.calibration_first_stage,
+        },
         "max_new_tokens": args.max_new_tokens,
         **({"reward": args.reward} if online else {}),
     }
@@ -335,6 +341,40 @@ def print_tables(results: dict) -> None:
             )
 
 
+# The flags that benchmarks/bench_online_steps.py takes too and hands on to `parse_args`.
+LABELLING_FLAGS = (
+    "calibration_samples",
+    "calibration_top_k",
+    "calibration_first_stage",
+    "reward",
+    "positive_fallback",
+)
+
+
+def add_labelling_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of what labels the training pairs: the calibration's pools and the on-policy reward."""
+    parser.add_argument("--calibration-samples", type=int, help="training questions labelled by generation")
+    parser.add_argument("--calibration-top-k", type=int, help="passages per calibrated question")
+    parser.add_argument(
+        "--calibration-first-stage",
+        choices=PIPELINES,
+        default="bag_of_tokens",
+        help="the pipeline whose top passages the initial retriever hands the calibration (hybrid: its dev fusion)",
+    )
+    parser.add_argument(
+        "--reward",
+        choices=["answer_probability", "generation"],
+        default="answer_probability",
+        help="on-policy reward: P(gold answer) thresholded (the paper's proxy) or the reader's own greedy answer",
+    )
+    parser.add_argument(
+        "--positive-fallback",
+        choices=POSITIVE_FALLBACKS,
+        default="offline",
+        help="on-policy questions with no rewarded passage: train on an offline or gold positive, or skip them",
+    )
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -349,8 +389,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reader", default=DEMO_READER, help="reader and reward LLM")
     parser.add_argument("--eval-samples", type=int, help="questions per test set (0: all)")
     parser.add_argument("--dev-samples", type=int, help="dev questions per set that choose the hybrid fusion")
-    parser.add_argument("--calibration-samples", type=int, help="training questions labelled by generation")
-    parser.add_argument("--calibration-top-k", type=int, help="passages per calibrated question")
+    add_labelling_flags(parser)
     parser.add_argument("--offline-steps", type=int)
     parser.add_argument("--online-steps", type=int, help="steps of each on-policy stage")
     parser.add_argument("--offline-epochs", type=float, help="instead of --offline-steps")
@@ -358,20 +397,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float, default=2e-5)
     parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument(
-        "--reward",
-        choices=["answer_probability", "generation"],
-        default="answer_probability",
-        help="on-policy reward: P(gold answer) thresholded (the paper's proxy) or the reader's own greedy answer",
-    )
     parser.add_argument("--rerank-top-m", type=int, help="candidates per query from each first stage")
     parser.add_argument("--retrieval-top-k", type=int, help="passages scored by the reward per question")
-    parser.add_argument(
-        "--positive-fallback",
-        choices=POSITIVE_FALLBACKS,
-        default="offline",
-        help="on-policy questions with no rewarded passage: train on an offline or gold positive, or skip them",
-    )
     parser.add_argument("--reader-batch-size", type=int, help="sequences per forward pass of the reward's scoring")
     parser.add_argument("--generation-batch-size", type=int, help="sequences per batch of the reader's generation")
     parser.add_argument(
@@ -397,6 +424,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         for unit in ("steps", "epochs"):
             if getattr(args, f"{stage}_{unit}") is False:
                 setattr(args, f"{stage}_{unit}", None)
+    # Checked here, not only by R3Config, so that a bad value fails before calibration and the first evaluations.
+    if not 1 <= args.retrieval_top_k <= args.rerank_top_m:
+        parser.error(
+            f"the reward scores {args.retrieval_top_k} passages per on-policy question, but there are "
+            f"{args.rerank_top_m} candidates per first stage (--rerank-top-m): pick a top-k from 1 to "
+            f"{args.rerank_top_m}, or raise --rerank-top-m"
+        )
     return args
 
 
@@ -416,13 +450,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
     reward = build_reward(args)
     logger.info(f"Set-up: {time.time() - start:.0f}s; {len(index)} passages, {len(train)} training questions")
     stage_seconds = {"set-up": time.time() - start}  # wall-clock seconds of each part of the run
-
-    subset, labels = calibrate(model, index, train, reward, args, out)
-    stage_seconds["calibration"] = time.time() - start - stage_seconds["set-up"]
-    logger.info(
-        f"Calibration: {sum(labels)} of {len(labels)} pairs answered correctly by generation; global threshold "
-        f"{reward.threshold:.3g} ({time.time() - start:.0f}s)"
-    )
 
     dev_questions = [q for d in devs.values() for q in d["question"]]
     dev_answers = [a for d in devs.values() for a in d["answers"]]
@@ -482,6 +509,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     # The initial retriever's fusion is the hybrid pipeline that r3_hybrid trains in.
     fusion = fusions["initial"]
     hybrid = {"first_stage": "hybrid", "fusion": fusion["fusion"], "fusion_weight": fusion["fusion_weight"]}
+    began = time.time()
+    calibration_pipeline = hybrid if args.calibration_first_stage == "hybrid" else {}
+    subset, labels = calibrate(model, index, train, reward, args, out, **calibration_pipeline)
+    stage_seconds["calibration"] = time.time() - began
+    logger.info(
+        f"Calibration: {sum(labels)} of {len(labels)} pairs answered correctly by generation; global threshold "
+        f"{reward.threshold:.3g} ({time.time() - start:.0f}s)"
+    )
     offline_steps = steps(args.offline_epochs, args.offline_steps, len(train), args.batch_size)
     online_steps = steps(args.online_epochs, args.online_steps, len(train), args.batch_size)
     began = time.time()

@@ -394,6 +394,20 @@ def test_demo_gpu_preset_runs_its_code_path_on_cpu_with_tiny_counts(tiny_setup, 
     }
     fallbacks = {n: record["settings"]["positive_fallback"] for n, record in stage.items()}
     assert fallbacks == {"stage1": "offline", "r3": "skip"}
+    # Calibration pools from the hybrid pipeline: the initial retriever's top-k there, and stage 1 trains again.
+    pooled = demo.main(args + ["--calibration-first-stage", "hybrid"])
+    record = json.loads((tmp_path / "demo" / "stage1" / "demo_stage.json").read_text())["record"]
+    assert record["calibration"] == {"samples": 2, "top_k": 2, "first_stage": "hybrid"}
+    initial = demo.demo_retriever(str(t / "sidr"))
+    index = demo.demo_index(initial, data, bm25=True)
+    questions = demo.training_questions(data)["question"][:2]
+
+    def top2(**pipeline) -> list[str]:
+        rows = initial.retrieve(questions, index, k=2, rerank_top_m=4, **pipeline).rows
+        return [str(i) for i in index.corpus.select(rows.flatten().tolist())["id"]]
+
+    calibrated = [json.loads(line)["passage_id"] for line in (tmp_path / "demo" / "calibration.jsonl").open()]
+    assert calibrated == top2(**pooled["hybrid_pipeline"]) != top2()  # the pipelines differ on these questions
 
 
 def test_train_and_eval_datasets_take_their_own_row_limits_even_from_one_dataset(tmp_path):
@@ -406,6 +420,15 @@ def test_train_and_eval_datasets_take_their_own_row_limits_even_from_one_dataset
     )
     assert len(load_task_dataset(args, args.dataset_name, "train", args.max_train_samples)) == 4
     assert len(load_task_dataset(args, args.eval_dataset_name, "train", args.max_eval_samples)) == 2
+
+
+def test_demo_refuses_a_reward_top_k_above_the_candidates_before_it_starts(capsys):
+    demo = load_demo()
+    assert demo.parse_args(["--retrieval-top-k", "10"]).rerank_top_m == 10  # the cpu preset's m
+    for flags in (["--retrieval-top-k", "11"], ["--retrieval-top-k", "0"], ["--rerank-top-m", "2"]):
+        with pytest.raises(SystemExit):
+            demo.parse_args(flags)
+        assert "--rerank-top-m" in capsys.readouterr().err
 
 
 def test_every_command_takes_kebab_and_snake_flags():
