@@ -117,6 +117,9 @@ def main() -> None:
         parser.error("--online-steps and --eval-every must be at least 1")
     if ours.online_learning_rate is not None and ours.online_learning_rate <= 0:
         parser.error(f"--online-learning-rate must be above 0, got {ours.online_learning_rate}")
+    missing = [str(folder) for folder in ours.reuse_generations or [] if not folder.is_dir()]
+    if missing:
+        parser.error(f"--reuse-generations: no folder {', '.join(missing)}; give an earlier run's predictions folder")
     passed = {flag: getattr(ours, flag) for flag in demo.LABELLING_FLAGS}
     passed["retrieval_top_k"] = ours.online_retrieval_top_k  # only the on-policy stage uses it
     args = demo.parse_args(
@@ -173,9 +176,7 @@ def main() -> None:
     hybrid = {"first_stage": "hybrid", "fusion": fusion["fusion"], "fusion_weight": fusion["fusion_weight"]}
 
     began = time.time()
-    subset, labels = demo.calibrate(
-        model, index, train, reward, args, out, **(hybrid if args.calibration_first_stage == "hybrid" else {})
-    )
+    subset, labels = demo.calibrate(model, index, train, reward, args, out, hybrid)
     seconds["calibration"] = time.time() - began
     offline_steps = demo.steps(args.offline_epochs, args.offline_steps, len(train), args.batch_size)
     began = time.time()

@@ -238,13 +238,14 @@ def build_reward(args) -> AnswerProbabilityReward:
     )
 
 
-def calibrate(model, index, train, reward, args, out: Path, **pipeline) -> tuple[datasets.Dataset, list[int]]:
+def calibrate(model, index, train, reward, args, out: Path, hybrid: dict) -> tuple[datasets.Dataset, list[int]]:
     """The offline labels: the initial retriever's top-k for the first `args.calibration_samples` training questions,
     labelled by real greedy generation; they also set the reward's global threshold. The candidates come from the
-    paper's pipeline, or from the one `pipeline` gives (`first_stage`, `fusion`, `fusion_weight`). Returns the
-    calibrated questions and the pairs' labels."""
+    paper's pipeline, or with `args.calibration_first_stage == "hybrid"` from the `hybrid` one (`first_stage`,
+    `fusion`, `fusion_weight`). Returns the calibrated questions and the pairs' labels."""
     subset = train.select(range(args.calibration_samples))
     k = args.calibration_top_k
+    pipeline = hybrid if args.calibration_first_stage == "hybrid" else {}
     candidates = index.get_passages(
         model.retrieve(subset["question"], index, k=k, rerank_top_m=max(k, args.rerank_top_m), **pipeline).rows
     )
@@ -510,8 +511,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     fusion = fusions["initial"]
     hybrid = {"first_stage": "hybrid", "fusion": fusion["fusion"], "fusion_weight": fusion["fusion_weight"]}
     began = time.time()
-    calibration_pipeline = hybrid if args.calibration_first_stage == "hybrid" else {}
-    subset, labels = calibrate(model, index, train, reward, args, out, **calibration_pipeline)
+    subset, labels = calibrate(model, index, train, reward, args, out, hybrid)
     stage_seconds["calibration"] = time.time() - began
     logger.info(
         f"Calibration: {sum(labels)} of {len(labels)} pairs answered correctly by generation; global threshold "
