@@ -31,7 +31,7 @@ import random
 import time
 from pathlib import Path
 
-from r3hf import RAGEvaluator, SIDRModel, compare_predictions
+from r3hf import SIDRModel, compare_predictions
 from r3hf.evaluation import select_fusion
 from r3hf.retrieval import cached_passage_embeddings
 from r3hf.scripts.utils import ROOT, demo_index, demo_retriever, read_jsonl, write_result
@@ -120,6 +120,9 @@ def main() -> None:
     missing = [str(folder) for folder in ours.reuse_generations or [] if not folder.is_dir()]
     if missing:
         parser.error(f"--reuse-generations: no folder {', '.join(missing)}; give an earlier run's predictions folder")
+    if ours.online_retrieval_top_k is not None:
+        top_m = demo.PRESETS["cpu-long"]["rerank_top_m"]
+        demo.check_retrieval_top_k(parser, ours.online_retrieval_top_k, top_m, "--online-retrieval-top-k", remedy="")
     passed = {flag: getattr(ours, flag) for flag in demo.LABELLING_FLAGS}
     passed["retrieval_top_k"] = ours.online_retrieval_top_k  # only the on-policy stage uses it
     args = demo.parse_args(
@@ -133,7 +136,7 @@ def main() -> None:
 
     model = demo_retriever(args.retriever)
     index = demo_index(model, data, bm25=True)
-    train = demo.training_questions(data)
+    train = demo.training_questions(data, args.calibration_samples)
     tests = demo.question_sets(data, "test", args.eval_samples)
     devs = demo.question_sets(data, "dev", args.dev_samples)
     dev_questions = [q for d in devs.values() for q in d["question"]]
@@ -145,17 +148,10 @@ def main() -> None:
         caches = seeded_generations(ours.reuse_generations, tests, index)
         checked = check_reused(reward.reader, caches, tests, index, ours.check_reused)
     evaluators = {
-        name: RAGEvaluator.from_dataset(
-            ds,
-            index,
-            reader=reward.reader,
-            recall_at=[1, 5],
-            rerank_top_m=args.rerank_top_m,
-            name=name,
-            generation_cache=caches[name],
-            first_stage="hybrid",
-        )
-        for name, ds in tests.items()
+        name: evaluator
+        for (name, _), evaluator in demo.rag_evaluators(
+            tests, index, reward.reader, args.rerank_top_m, caches, pipelines=("hybrid",)
+        ).items()
     }
     predictions: dict[str, dict[str, list[dict]]] = {name: {} for name in tests}
     fusions, seconds = {}, {}
@@ -176,7 +172,7 @@ def main() -> None:
     hybrid = {"first_stage": "hybrid", "fusion": fusion["fusion"], "fusion_weight": fusion["fusion_weight"]}
 
     began = time.time()
-    subset, labels = demo.calibrate(model, index, train, reward, args, out, hybrid)
+    subset, calibration = demo.calibrate(model, index, train, reward, args, out, hybrid)
     seconds["calibration"] = time.time() - began
     offline_steps = demo.steps(args.offline_epochs, args.offline_steps, len(train), args.batch_size)
     began = time.time()
@@ -240,14 +236,7 @@ def main() -> None:
             "results": results,
             "hybrid_pipeline": hybrid,
             "evaluation_fusion": fusions,
-            "calibration": {
-                "questions": len(subset),
-                "top_k": args.calibration_top_k,
-                "first_stage": args.calibration_first_stage,
-                "pairs": len(labels),
-                "positives": sum(labels),
-                "threshold": reward.threshold,
-            },
+            "calibration": calibration,
             "online_training": {
                 "steps": ours.online_steps,
                 "questions": ours.online_steps * args.batch_size,

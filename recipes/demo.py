@@ -210,12 +210,19 @@ def reader_conversion(records: list[dict]) -> dict[str, float]:
     }
 
 
-def training_questions(data: Path) -> datasets.Dataset:
-    """nq_train and squad_train, shuffled together."""
+def training_questions(data: Path, calibration_samples: int = 0) -> datasets.Dataset:
+    """nq_train and squad_train, shuffled together; refuses a calibration of more questions than they hold, before
+    anything slow runs."""
     columns = ["id", "question", "answers", "positive_ids"]
-    return datasets.concatenate_datasets(
+    train = datasets.concatenate_datasets(
         [load_qa_dataset(str(data / f"{n}_train.jsonl.gz")).select_columns(columns) for n in ("nq", "squad")]
     ).shuffle(seed=0)
+    if calibration_samples > len(train):
+        raise ValueError(
+            f"--calibration-samples {calibration_samples} asks for more training questions than the {len(train)} in "
+            f"{data / 'nq_train.jsonl.gz'} and {data / 'squad_train.jsonl.gz'}: pass at most {len(train)}"
+        )
+    return train
 
 
 def question_sets(data: Path, split: str, n: int) -> dict[str, datasets.Dataset]:
@@ -224,6 +231,32 @@ def question_sets(data: Path, split: str, n: int) -> dict[str, datasets.Dataset]
         f"{k}_{split}": load_qa_dataset(str(data / f"{k}_{split}.jsonl.gz")).shuffle(seed=0) for k in ("nq", "squad")
     }
     return {k: v.select(range(min(n, len(v)))) if n else v for k, v in sets.items()}
+
+
+def rag_evaluators(
+    tests: dict[str, datasets.Dataset],
+    index,
+    reader,
+    rerank_top_m: int,
+    generation_caches: dict[str, dict],
+    pipelines: Sequence[str] = PIPELINES,
+) -> dict[tuple[str, str], RAGEvaluator]:
+    """One [`RAGEvaluator`] per test set and pipeline, keyed `(set name, pipeline)`; the pipelines of a set share
+    its generation cache, so a (question, passage) pair that two retrievers rank first is generated once."""
+    return {
+        (name, pipeline): RAGEvaluator.from_dataset(
+            ds,
+            index,
+            reader=reader,
+            recall_at=[1, 5],
+            rerank_top_m=rerank_top_m,
+            name=name,
+            generation_cache=generation_caches[name],
+            first_stage=pipeline,
+        )
+        for name, ds in tests.items()
+        for pipeline in pipelines
+    }
 
 
 def build_reward(args) -> AnswerProbabilityReward:
@@ -242,7 +275,9 @@ def calibrate(model, index, train, reward, args, out: Path, hybrid: dict) -> tup
     """The offline labels: the initial retriever's top-k for the first `args.calibration_samples` training questions,
     labelled by real greedy generation; they also set the reward's global threshold. The candidates come from the
     paper's pipeline, or with `args.calibration_first_stage == "hybrid"` from the `hybrid` one (`first_stage`,
-    `fusion`, `fusion_weight`). Returns the calibrated questions and the pairs' labels."""
+    `fusion`, `fusion_weight`). Returns the calibrated questions and a summary of the labels: the number of
+    questions, pairs and positives, the global threshold, and for each k up to the top-k the share of questions
+    answered correctly from at least one of their first k passages (what a perfect re-ranker of them would reach)."""
     subset = train.select(range(args.calibration_samples))
     k = args.calibration_top_k
     pipeline = hybrid if args.calibration_first_stage == "hybrid" else {}
@@ -257,7 +292,16 @@ def calibrate(model, index, train, reward, args, out: Path, hybrid: dict) -> tup
         reward.threshold = calibration.global_threshold()
     else:
         logger.warning(f"No calibrated pair was answered correctly: the reward keeps its threshold {reward.threshold}")
-    return subset, labels
+    summary = {
+        "questions": len(subset),
+        "top_k": k,
+        "first_stage": args.calibration_first_stage,
+        "pairs": len(labels),
+        "positives": sum(labels),
+        "threshold": reward.threshold,
+        "answered_within": {j: calibration.answered_within(j) for j in range(1, k + 1)},
+    }
+    return subset, summary
 
 
 def unseen_questions(train: datasets.Dataset, subset: datasets.Dataset, seen: int) -> datasets.Dataset:
@@ -425,14 +469,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         for unit in ("steps", "epochs"):
             if getattr(args, f"{stage}_{unit}") is False:
                 setattr(args, f"{stage}_{unit}", None)
-    # Checked here, not only by R3Config, so that a bad value fails before calibration and the first evaluations.
-    if not 1 <= args.retrieval_top_k <= args.rerank_top_m:
-        parser.error(
-            f"the reward scores {args.retrieval_top_k} passages per on-policy question, but there are "
-            f"{args.rerank_top_m} candidates per first stage (--rerank-top-m): pick a top-k from 1 to "
-            f"{args.rerank_top_m}, or raise --rerank-top-m"
-        )
+    # Checked here, not only by R3Config and the calibration, so that a bad value fails before anything slow runs.
+    check_retrieval_top_k(parser, args.retrieval_top_k, args.rerank_top_m)
+    for flag in ("calibration_samples", "calibration_top_k"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     return args
+
+
+def check_retrieval_top_k(
+    parser: argparse.ArgumentParser,
+    top_k: int,
+    top_m: int,
+    flag: str = "--retrieval-top-k",
+    remedy: str = ", or raise --rerank-top-m",
+) -> None:
+    """A parser error unless the reward's `top_k` passages per on-policy question fit in the `top_m` candidates of
+    each first stage; `remedy` is appended to the fix (the demo's: raise `--rerank-top-m`)."""
+    if not 1 <= top_k <= top_m:
+        parser.error(
+            f"{flag} {top_k}: the reward scores that many passages per on-policy question, but each first stage "
+            f"gives {top_m} candidates; pick a top-k from 1 to {top_m}{remedy}"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -445,7 +503,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     model = demo_retriever(args.retriever)
     index = demo_index(model, data, bm25=True)
-    train = training_questions(data)
+    train = training_questions(data, args.calibration_samples)
 
     tests, devs = question_sets(data, "test", args.eval_samples), question_sets(data, "dev", args.dev_samples)
     reward = build_reward(args)
@@ -456,20 +514,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     dev_answers = [a for d in devs.values() for a in d["answers"]]
 
     generations = {name: {} for name in tests}  # one generation cache per test set, shared by every pipeline
-    evaluators = {
-        (name, pipeline): RAGEvaluator.from_dataset(
-            ds,
-            index,
-            reader=reward.reader,
-            recall_at=[1, 5],
-            rerank_top_m=args.rerank_top_m,
-            name=name,
-            generation_cache=generations[name],
-            first_stage=pipeline,
-        )
-        for name, ds in tests.items()
-        for pipeline in PIPELINES
-    }
+    evaluators = rag_evaluators(tests, index, reward.reader, args.rerank_top_m, generations)
     predictions: dict[str, dict[str, list[dict]]] = {name: {} for name in tests}
 
     # Each retriever's own final ranking in the hybrid pipeline, chosen on the dev questions pooled over both sets.
@@ -511,11 +556,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     fusion = fusions["initial"]
     hybrid = {"first_stage": "hybrid", "fusion": fusion["fusion"], "fusion_weight": fusion["fusion_weight"]}
     began = time.time()
-    subset, labels = calibrate(model, index, train, reward, args, out, hybrid)
+    subset, calibration = calibrate(model, index, train, reward, args, out, hybrid)
     stage_seconds["calibration"] = time.time() - began
     logger.info(
-        f"Calibration: {sum(labels)} of {len(labels)} pairs answered correctly by generation; global threshold "
-        f"{reward.threshold:.3g} ({time.time() - start:.0f}s)"
+        f"Calibration: {calibration['positives']} of {calibration['pairs']} pairs answered correctly by generation; "
+        f"global threshold {reward.threshold:.3g}; questions answered from one of their top {args.calibration_top_k}: "
+        f"{calibration['answered_within'][args.calibration_top_k]:.1%} ({time.time() - start:.0f}s)"
     )
     offline_steps = steps(args.offline_epochs, args.offline_steps, len(train), args.batch_size)
     online_steps = steps(args.online_epochs, args.online_steps, len(train), args.batch_size)
@@ -562,13 +608,19 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     print(f"Hybrid pipeline in training: {hybrid}, chosen on {fusion['n']} dev questions.")
     chosen = {label: {k: f[k] for k in ("fusion", "fusion_weight")} for label, f in fusions.items()}
-    print(f"Hybrid fusion of each retriever in evaluation, chosen on the same dev questions: {chosen}\n")
+    print(f"Hybrid fusion of each retriever in evaluation, chosen on the same dev questions: {chosen}")
+    k, within = calibration["top_k"], calibration["answered_within"]
+    print(
+        f"The reader answered {within[1]:.1%} of the {calibration['questions']} calibrated training questions from "
+        f"the initial retriever's top passage, and {within[k]:.1%} from one of its top {k}: no re-ranking of those "
+        "candidates can beat the latter.\n"
+    )
     print_tables(results)
     summary = {
         "results": results,
         "training": stages,
         "threshold": reward.threshold,
-        "calibration": {"pairs": len(labels), "positives": sum(labels)},
+        "calibration": calibration,
         "hybrid_pipeline": hybrid,
         "fusion_selection": fusion,
         "evaluation_fusion": fusions,

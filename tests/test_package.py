@@ -162,3 +162,19 @@ def test_atomic_writes_give_files_the_permissions_open_would(tmp_path):
         (tmp_path / "plain.json").stat().st_mode
     )
     assert stat.S_IMODE((tmp_path / "result.json").stat().st_mode) == 0o644
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="Linux reports the umask in /proc")
+def test_the_umask_is_read_without_changing_it(monkeypatch, tmp_path):
+    from r3hf.utils import atomic_write_text, current_umask
+
+    umask = os.umask(0o027)
+    try:
+        # Setting the umask, even for a moment, would race with other threads creating files.
+        monkeypatch.setattr(os, "umask", lambda mask: pytest.fail("the umask was changed to read it"))
+        assert current_umask() == 0o027
+        atomic_write_text(tmp_path / "result.json", "{}")
+    finally:
+        monkeypatch.undo()
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "result.json").stat().st_mode) == 0o640

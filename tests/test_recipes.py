@@ -406,8 +406,12 @@ def test_demo_gpu_preset_runs_its_code_path_on_cpu_with_tiny_counts(tiny_setup, 
         rows = initial.retrieve(questions, index, k=2, rerank_top_m=4, **pipeline).rows
         return [str(i) for i in index.corpus.select(rows.flatten().tolist())["id"]]
 
-    calibrated = [json.loads(line)["passage_id"] for line in (tmp_path / "demo" / "calibration.jsonl").open()]
-    assert calibrated == top2(**pooled["hybrid_pipeline"]) != top2()  # the pipelines differ on these questions
+    rows = [json.loads(line) for line in (tmp_path / "demo" / "calibration.jsonl").open()]
+    assert [r["passage_id"] for r in rows] == top2(**pooled["hybrid_pipeline"]) != top2()  # the pipelines differ
+    within = pooled["calibration"]["answered_within"]
+    assert set(within) == {1, 2} and within[1] == sum(r["label"] for r in rows[::2]) / 2
+    assert within[2] == sum(max(a["label"], b["label"]) for a, b in zip(rows[::2], rows[1::2])) / 2
+    assert pooled["calibration"]["pairs"] == 4 and pooled["calibration"]["first_stage"] == "hybrid"
 
 
 def test_train_and_eval_datasets_take_their_own_row_limits_even_from_one_dataset(tmp_path):
@@ -429,6 +433,31 @@ def test_demo_refuses_a_reward_top_k_above_the_candidates_before_it_starts(capsy
         with pytest.raises(SystemExit):
             demo.parse_args(flags)
         assert "--rerank-top-m" in capsys.readouterr().err
+
+
+def test_demo_refuses_a_calibration_it_cannot_label_before_it_starts(capsys):
+    demo = load_demo()
+    for flag in ("--calibration-samples", "--calibration-top-k"):
+        with pytest.raises(SystemExit):
+            demo.parse_args([flag, "0"])
+        assert f"{flag} must be at least 1" in capsys.readouterr().err
+    assert len(demo.training_questions(ROOT / "data", 8487)) == 8487  # nq_train and squad_train: 1,955 + 6,532
+    with pytest.raises(ValueError, match=r"--calibration-samples 8488 .* pass at most 8487"):
+        demo.training_questions(ROOT / "data", 8488)
+
+
+def test_bench_online_steps_names_its_own_flag_for_a_bad_reward_top_k(monkeypatch, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "benchmarks" / "bench_online_steps.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(sys, "argv", ["bench_online_steps.py", "--online-retrieval-top-k", "11"])
+    with pytest.raises(SystemExit):
+        bench.main()
+    err = capsys.readouterr().err
+    assert "--online-retrieval-top-k 11" in err and "from 1 to 10" in err
+    assert "--rerank-top-m" not in err and err.startswith("usage: bench_online_steps.py")
 
 
 def test_every_command_takes_kebab_and_snake_flags():

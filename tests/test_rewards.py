@@ -192,6 +192,22 @@ def test_calibration_rule_on_hand_made_scores(tmp_path):
     assert Calibration.load(tmp_path / "cal.jsonl").thresholds == cal.thresholds
 
 
+def test_answered_within_k_counts_questions_with_a_correct_answer_among_their_first_k_passages():
+    rows = {"q1": [0, 0, 1], "q2": [1, 0, 0], "q3": [0, 0, 0], "q4": [0, 1, 1]}  # labels in the retriever's order
+    cal = Calibration.from_records(
+        [
+            {"query": q, "passage_id": f"{q}-{i}", "score": 0.5, "label": y, "generation": ""}
+            for q, labels in rows.items()
+            for i, y in enumerate(labels)
+        ]
+    )
+    assert [cal.answered_within(k) for k in (1, 2, 3, 4)] == [0.25, 0.5, 0.75, 0.75]
+    with pytest.raises(ValueError, match="at least 1"):
+        cal.answered_within(0)
+    with pytest.raises(ValueError, match="no records"):
+        Calibration.from_records([]).answered_within(1)
+
+
 def test_global_threshold_maximises_f1_against_generation_labels():
     scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.2, 0.1]
     labels = [1, 0, 1, 1, 0, 0, 1]

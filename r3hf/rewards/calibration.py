@@ -88,6 +88,22 @@ class Calibration:
         best = f1.max()
         return candidates[(f1 == best).nonzero().max()].item()
 
+    def answered_within(self, k: int) -> float:
+        """The share of calibrated queries that the reader answered correctly from at least one of their first `k`
+        passages (in record order: the retriever's). With the reader's top-1 accuracy, this bounds what re-ranking
+        those candidates can give: a re-ranker that always put such a passage first would reach it.
+
+        Args:
+            k: Passages per query, from its first (`1`: the reader's accuracy with the retriever's top passage).
+        """
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}.")
+        if len(self.records) == 0:
+            raise ValueError("The calibration has no records: calibrate some queries first.")
+        table = self.records.select_columns(["query", "label"]).to_pandas()
+        within = table.groupby("query", sort=False).cumcount() < k
+        return float(table["label"].ne(0).where(within, False).groupby(table["query"], sort=False).any().mean())
+
     def positives(self, query: str) -> list[str]:
         """Passage ids of the query's offline positive pool."""
         table = self.records.select_columns(["query", "label", "passage_id"]).with_format("arrow")[:]
