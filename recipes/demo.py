@@ -271,7 +271,7 @@ def build_reward(args) -> AnswerProbabilityReward:
     )
 
 
-def calibrate(model, index, train, reward, args, out: Path, hybrid: dict) -> tuple[datasets.Dataset, list[int]]:
+def calibrate(model, index, train, reward, args, out: Path, hybrid: dict) -> tuple[datasets.Dataset, dict]:
     """The offline labels: the initial retriever's top-k for the first `args.calibration_samples` training questions,
     labelled by real greedy generation; they also set the reward's global threshold. The candidates come from the
     paper's pipeline, or with `args.calibration_first_stage == "hybrid"` from the `hybrid` one (`first_stage`,

@@ -4,6 +4,7 @@ thresholds, the offline pools of the first stage, and a calibration split across
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -100,9 +101,15 @@ class Calibration:
             raise ValueError(f"k must be at least 1, got {k}.")
         if len(self.records) == 0:
             raise ValueError("The calibration has no records: calibrate some queries first.")
+        return float((self._first_answered_rank < k).mean())
+
+    @functools.cached_property
+    def _first_answered_rank(self) -> np.ndarray:
+        """Per query, the position among its records of its first correctly answered passage (inf if none), so that
+        `answered_within` for every k reads the records once."""
         table = self.records.select_columns(["query", "label"]).to_pandas()
-        within = table.groupby("query", sort=False).cumcount() < k
-        return float(table["label"].ne(0).where(within, False).groupby(table["query"], sort=False).any().mean())
+        rank = table.groupby("query", sort=False).cumcount().astype(float).where(table["label"].ne(0), np.inf)
+        return rank.groupby(table["query"], sort=False).min().to_numpy()
 
     def positives(self, query: str) -> list[str]:
         """Passage ids of the query's offline positive pool."""
