@@ -11,8 +11,10 @@ reader's own answers ([`GenerationReward`]) instead of the answer-probability pr
 another learning rate, `--online-retrieval-top-k` with the reward scoring more of each question's hybrid candidates
 than the demo's 4, and `--positive-fallback skip` with only the questions the reward found a positive for.
 `--calibration-samples`, `--calibration-top-k` and `--calibration-first-stage hybrid` give stage 1 larger offline
-pools, labelled by generation over the initial retriever's hybrid candidates; `--evaluate-stage1` evaluates stage 1
-too.
+pools, labelled by generation over the initial retriever's hybrid candidates; `--stage1-questions` trains stage 1 on
+the calibrated questions alone (`pooled`: those with both a right and a wrong answer, as the paper), for
+`--offline-steps` steps; `--evaluate-stage1` evaluates stage 1 too. Labels that an earlier run wrote to `--output-dir`
+for the same questions and candidates are read back, not generated again.
 
 The reader generates greedily, so an answer depends only on the question and the passage: `--reuse-generations`
 (repeatable) seeds the generation cache from earlier runs' per-question results (their `predictions` folders) and first
@@ -109,12 +111,17 @@ def main() -> None:
     )
     demo.add_labelling_flags(parser)  # defaults: the cpu-long preset's
     parser.add_argument(
+        "--offline-steps", type=int, help="stage 1's steps (default: the cpu-long preset's 60, of 16 questions each)"
+    )
+    parser.add_argument(
         "--evaluate-stage1", action="store_true", help="also evaluate the stage-1 retriever in the hybrid pipeline"
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/online_steps.json"))
     ours = parser.parse_args()
     if ours.online_steps < 1 or ours.eval_every < 1:
         parser.error("--online-steps and --eval-every must be at least 1")
+    if ours.offline_steps is not None and ours.offline_steps < 1:
+        parser.error(f"--offline-steps must be at least 1, got {ours.offline_steps}")
     if ours.online_learning_rate is not None and ours.online_learning_rate <= 0:
         parser.error(f"--online-learning-rate must be above 0, got {ours.online_learning_rate}")
     missing = [str(folder) for folder in ours.reuse_generations or [] if not folder.is_dir()]
@@ -125,6 +132,7 @@ def main() -> None:
         demo.check_retrieval_top_k(parser, ours.online_retrieval_top_k, top_m, "--online-retrieval-top-k", remedy="")
     passed = {flag: getattr(ours, flag) for flag in demo.LABELLING_FLAGS}
     passed["retrieval_top_k"] = ours.online_retrieval_top_k  # only the on-policy stage uses it
+    passed["offline_steps"] = ours.offline_steps
     args = demo.parse_args(
         ["--preset", "cpu-long", "--eval-samples", str(ours.eval_samples), "--output-dir", ours.output_dir]
         + [arg for flag, value in passed.items() if value is not None for arg in (f"--{flag}", str(value))]
@@ -174,13 +182,14 @@ def main() -> None:
     began = time.time()
     subset, calibration = demo.calibrate(model, index, train, reward, args, out, hybrid)
     seconds["calibration"] = time.time() - began
-    offline_steps = demo.steps(args.offline_epochs, args.offline_steps, len(train), args.batch_size)
+    stage1_train = demo.stage1_questions(train, subset, reward.calibration, args.stage1_questions)
+    offline_steps = demo.steps(args.offline_epochs, args.offline_steps, len(stage1_train), args.batch_size)
     began = time.time()
-    model, stage1_history = demo.train_stage(model, reward, index, train, args, out, "stage1", offline_steps)
+    model, stage1_history = demo.train_stage(model, reward, index, stage1_train, args, out, "stage1", offline_steps)
     seconds["training: stage1"] = time.time() - began
     if ours.evaluate_stage1:
         evaluate("stage1 @ hybrid", model)
-    online_train = demo.unseen_questions(train, subset, offline_steps * args.batch_size)
+    online_train = demo.unseen_questions(train, subset, offline_steps * args.batch_size, args.stage1_questions)
     began = time.time()
     checkpoints = dict(save_strategy="steps", save_steps=ours.eval_every, save_only_model=True)
     online_args = argparse.Namespace(**vars(args))

@@ -45,6 +45,7 @@ import torch
 
 from r3hf import (
     AnswerProbabilityReward,
+    Calibration,
     GenerationReward,
     R3Trainer,
     RAGEvaluator,
@@ -67,7 +68,7 @@ from r3hf.scripts.utils import (
     matmul_gflops,
     write_result,
 )
-from r3hf.utils import ArgumentParser, enable_logging
+from r3hf.utils import ArgumentParser, atomic_path, enable_logging
 
 logger = logging.getLogger("r3hf.demo")
 
@@ -275,18 +276,32 @@ def calibrate(model, index, train, reward, args, out: Path, hybrid: dict) -> tup
     """The offline labels: the initial retriever's top-k for the first `args.calibration_samples` training questions,
     labelled by real greedy generation; they also set the reward's global threshold. The candidates come from the
     paper's pipeline, or with `args.calibration_first_stage == "hybrid"` from the `hybrid` one (`first_stage`,
-    `fusion`, `fusion_weight`). Returns the calibrated questions and a summary of the labels: the number of
-    questions, pairs and positives, the global threshold, and for each k up to the top-k the share of questions
-    answered correctly from at least one of their first k passages (what a perfect re-ranker of them would reach)."""
+    `fusion`, `fusion_weight`). Labels that an earlier run wrote to `out` for the same reader, generation length,
+    questions and candidates are read back instead of generated again. Returns the calibrated questions and a summary
+    of the labels: the number of questions, pairs and positives, the global threshold, and for each k up to the top-k
+    the share of questions answered correctly from at least one of their first k passages (what a perfect re-ranker
+    of them would reach)."""
     subset = train.select(range(args.calibration_samples))
     k = args.calibration_top_k
     pipeline = hybrid if args.calibration_first_stage == "hybrid" else {}
     candidates = index.get_passages(
         model.retrieve(subset["question"], index, k=k, rerank_top_m=max(k, args.rerank_top_m), **pipeline).rows
     )
-    calibration = reward.calibrate(
-        subset["question"], subset["answers"], candidates, save_path=out / "calibration.jsonl"
-    )
+    path, settings_path = out / "calibration.jsonl", out / "calibration_settings.json"
+    settings = {"reader": args.reader, "max_new_tokens": args.max_new_tokens}
+    pairs = [[q, str(p["id"])] for q, ps in zip(subset["question"], candidates) for p in ps]
+    earlier = Calibration.load(path) if path.exists() and settings_path.exists() else None
+    if (
+        earlier is not None
+        and json.loads(settings_path.read_text()) == settings
+        and [list(pair) for pair in zip(earlier.records["query"], earlier.records["passage_id"])] == pairs
+    ):
+        logger.info(f"Calibration: reading the labels an earlier run wrote for the same pairs ({path})")
+        reward.calibration = calibration = earlier
+    else:
+        calibration = reward.calibrate(subset["question"], subset["answers"], candidates, save_path=path)
+        with atomic_path(settings_path) as tmp:
+            tmp.write_text(json.dumps(settings))
     labels = calibration.records["label"]
     if any(labels):
         reward.threshold = calibration.global_threshold()
@@ -304,10 +319,35 @@ def calibrate(model, index, train, reward, args, out: Path, hybrid: dict) -> tup
     return subset, summary
 
 
-def unseen_questions(train: datasets.Dataset, subset: datasets.Dataset, seen: int) -> datasets.Dataset:
-    """Stage 2's questions: the calibrated ones (whose pools serve as fallbacks), then those after the first `seen`,
-    which stage 1 trained on."""
-    if seen >= len(train):
+STAGE1_QUESTIONS = ("all", "calibrated", "pooled")
+
+
+def stage1_questions(train: datasets.Dataset, subset: datasets.Dataset, calibration: Calibration, which: str):
+    """Stage 1's training questions: `"all"` of them (the calibrated ones train on their pools, the rest on their
+    gold passages and mined negatives), only the `"calibrated"` ones, or, as the paper, only the `"pooled"` ones: those
+    the reader answered correctly from at least one of their candidates and wrongly from another (a question with an
+    empty pool is discarded)."""
+    if which == "all":
+        return train
+    if which == "calibrated":
+        return subset
+    pooled = set(calibration.thresholds)
+    kept = subset.filter(lambda row: row["question"] in pooled)
+    if len(kept) == 0:
+        raise ValueError(
+            "--stage1-questions pooled: no calibrated question has both a correct and a wrong answer among its "
+            "candidates; calibrate more questions (--calibration-samples) or passages (--calibration-top-k)"
+        )
+    return kept
+
+
+def unseen_questions(
+    train: datasets.Dataset, subset: datasets.Dataset, seen: int, stage1: str = "all"
+) -> datasets.Dataset:
+    """Stage 2's questions: the calibrated ones (whose pools serve as fallbacks), then those after the first `seen`;
+    every training question when stage 1 trained on calibrated ones alone (`stage1`, as [`stage1_questions`]). Stage
+    1's trainer draws its `seen` questions at random from all of them, so the cut does not keep out the ones it saw."""
+    if stage1 != "all" or seen >= len(train):
         return train
     return datasets.concatenate_datasets([subset, train.select(range(seen, len(train)))])
 
@@ -340,6 +380,7 @@ def train_stage(
         "online": online,
         "settings": settings,
         "train_questions": len(train),
+        **({} if online else {"stage1_questions": args.stage1_questions}),
         "calibration": {
             "samples": args.calibration_samples,
             "top_k": args.calibration_top_k,
@@ -391,6 +432,7 @@ LABELLING_FLAGS = (
     "calibration_samples",
     "calibration_top_k",
     "calibration_first_stage",
+    "stage1_questions",
     "reward",
     "positive_fallback",
 )
@@ -411,6 +453,12 @@ def add_labelling_flags(parser: argparse.ArgumentParser) -> None:
         choices=["answer_probability", "generation"],
         default="answer_probability",
         help="on-policy reward: P(gold answer) thresholded (the paper's proxy) or the reader's own greedy answer",
+    )
+    parser.add_argument(
+        "--stage1-questions",
+        choices=STAGE1_QUESTIONS,
+        default="all",
+        help="stage 1 trains on all training questions, the calibrated ones, or (the paper) those with both pools",
     )
     parser.add_argument(
         "--positive-fallback",
@@ -563,15 +611,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
         f"global threshold {reward.threshold:.3g}; questions answered from one of their top {args.calibration_top_k}: "
         f"{calibration['answered_within'][args.calibration_top_k]:.1%} ({time.time() - start:.0f}s)"
     )
-    offline_steps = steps(args.offline_epochs, args.offline_steps, len(train), args.batch_size)
+    stage1_train = stage1_questions(train, subset, reward.calibration, args.stage1_questions)
+    offline_steps = steps(args.offline_epochs, args.offline_steps, len(stage1_train), args.batch_size)
     online_steps = steps(args.online_epochs, args.online_steps, len(train), args.batch_size)
     began = time.time()
-    model, stage1_history = train_stage(model, reward, index, train, args, out, "stage1", offline_steps)
+    model, stage1_history = train_stage(model, reward, index, stage1_train, args, out, "stage1", offline_steps)
     stage_seconds["training: stage1"] = time.time() - began
     stages = {"stage 1 (offline)": stage1_history}
     if args.evaluate_stage1:
         evaluate("stage1", model)
-    online_train = unseen_questions(train, subset, offline_steps * args.batch_size)
+    online_train = unseen_questions(train, subset, offline_steps * args.batch_size, args.stage1_questions)
     for name, pipeline in (("r3", {"first_stage": "bag_of_tokens"}), ("r3_hybrid", hybrid)):
         began = time.time()
         start_model = SIDRModel.from_pretrained(out / "stage1")

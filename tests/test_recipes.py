@@ -379,8 +379,11 @@ def test_demo_gpu_preset_runs_its_code_path_on_cpu_with_tiny_counts(tiny_setup, 
     assert (tmp_path / "demo" / "demo.png").exists() and (
         tmp_path / "demo" / "r3_hybrid" / "model.safetensors"
     ).exists()
+    labels_written = (tmp_path / "demo" / "calibration.jsonl").stat().st_mtime_ns
     again = demo.main(args)  # every stage loaded, not retrained: the same training logs
     assert again["training"] == summary["training"]
+    assert (tmp_path / "demo" / "calibration.jsonl").stat().st_mtime_ns == labels_written  # read back, not relabelled
+    assert again["calibration"] == summary["calibration"]
     # Only the on-policy stages train again, with that reward and without fallback positives.
     exact = demo.main(args + ["--reward", "generation", "--positive-fallback", "skip"])
     assert exact["training"]["stage 1 (offline)"] == summary["training"]["stage 1 (offline)"]
@@ -398,6 +401,7 @@ def test_demo_gpu_preset_runs_its_code_path_on_cpu_with_tiny_counts(tiny_setup, 
     pooled = demo.main(args + ["--calibration-first-stage", "hybrid"])
     record = json.loads((tmp_path / "demo" / "stage1" / "demo_stage.json").read_text())["record"]
     assert record["calibration"] == {"samples": 2, "top_k": 2, "first_stage": "hybrid"}
+    assert record["stage1_questions"] == "all" and record["train_questions"] == 16
     initial = demo.demo_retriever(str(t / "sidr"))
     index = demo.demo_index(initial, data, bm25=True)
     questions = demo.training_questions(data)["question"][:2]
@@ -412,6 +416,31 @@ def test_demo_gpu_preset_runs_its_code_path_on_cpu_with_tiny_counts(tiny_setup, 
     assert set(within) == {1, 2} and within[1] == sum(r["label"] for r in rows[::2]) / 2
     assert within[2] == sum(max(a["label"], b["label"]) for a, b in zip(rows[::2], rows[1::2])) / 2
     assert pooled["calibration"]["pairs"] == 4 and pooled["calibration"]["first_stage"] == "hybrid"
+
+
+def test_stage1_trains_on_all_the_calibrated_or_the_pooled_questions():
+    """`--stage1-questions`: every training question, the calibrated ones, or (the paper) those whose candidates the
+    reader answered both rightly and wrongly from; the on-policy stage then sees every training question."""
+    import datasets
+
+    from r3hf import Calibration
+
+    demo = load_demo()
+    train = datasets.Dataset.from_dict({"question": [f"q{i}" for i in range(6)]})
+    subset = train.select(range(3))
+    calibration = Calibration.from_records(
+        [
+            {"query": q, "passage_id": p, "score": 0.1, "label": label, "generation": ""}
+            for q, p, label in [("q0", "a", 1), ("q0", "b", 0), ("q1", "a", 0), ("q1", "b", 0), ("q2", "a", 1)]
+        ]
+    )
+    chosen = {w: demo.stage1_questions(train, subset, calibration, w)["question"] for w in demo.STAGE1_QUESTIONS}
+    assert chosen == {"all": train["question"], "calibrated": ["q0", "q1", "q2"], "pooled": ["q0"]}
+    assert demo.unseen_questions(train, subset, 4, "pooled")["question"] == train["question"]
+    assert demo.unseen_questions(train, subset, 4)["question"] == ["q0", "q1", "q2", "q4", "q5"]
+    unanswered = Calibration.from_records([{"query": "q1", "passage_id": "a", "score": 0.1, "label": 0}])
+    with pytest.raises(ValueError, match="--stage1-questions pooled: no calibrated question"):
+        demo.stage1_questions(train, subset, unanswered, "pooled")
 
 
 def test_train_and_eval_datasets_take_their_own_row_limits_even_from_one_dataset(tmp_path):
@@ -458,6 +487,10 @@ def test_bench_online_steps_names_its_own_flag_for_a_bad_reward_top_k(monkeypatc
     err = capsys.readouterr().err
     assert "--online-retrieval-top-k 11" in err and "from 1 to 10" in err
     assert "--rerank-top-m" not in err and err.startswith("usage: bench_online_steps.py")
+    monkeypatch.setattr(sys, "argv", ["bench_online_steps.py", "--offline-steps", "0"])
+    with pytest.raises(SystemExit):
+        bench.main()
+    assert "--offline-steps must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_every_command_takes_kebab_and_snake_flags():
