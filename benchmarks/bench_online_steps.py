@@ -120,8 +120,6 @@ def main() -> None:
     ours = parser.parse_args()
     if ours.online_steps < 1 or ours.eval_every < 1:
         parser.error("--online-steps and --eval-every must be at least 1")
-    if ours.offline_steps is not None and ours.offline_steps < 1:
-        parser.error(f"--offline-steps must be at least 1, got {ours.offline_steps}")
     if ours.online_learning_rate is not None and ours.online_learning_rate <= 0:
         parser.error(f"--online-learning-rate must be above 0, got {ours.online_learning_rate}")
     missing = [str(folder) for folder in ours.reuse_generations or [] if not folder.is_dir()]

@@ -289,13 +289,10 @@ def calibrate(model, index, train, reward, args, out: Path, hybrid: dict) -> tup
     )
     path, settings_path = out / "calibration.jsonl", out / "calibration_settings.json"
     settings = {"reader": args.reader, "max_new_tokens": args.max_new_tokens}
-    pairs = [[q, str(p["id"])] for q, ps in zip(subset["question"], candidates) for p in ps]
-    earlier = Calibration.load(path) if path.exists() and settings_path.exists() else None
-    if (
-        earlier is not None
-        and json.loads(settings_path.read_text()) == settings
-        and [list(pair) for pair in zip(earlier.records["query"], earlier.records["passage_id"])] == pairs
-    ):
+    pairs = [(q, str(p["id"])) for q, ps in zip(subset["question"], candidates) for p in ps]
+    same_settings = path.exists() and settings_path.exists() and json.loads(settings_path.read_text()) == settings
+    earlier = Calibration.load(path) if same_settings else None
+    if earlier is not None and list(zip(earlier.records["query"], earlier.records["passage_id"])) == pairs:
         logger.info(f"Calibration: reading the labels an earlier run wrote for the same pairs ({path})")
         reward.calibration = calibration = earlier
     else:
@@ -522,6 +519,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for flag in ("calibration_samples", "calibration_top_k"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    for stage in ("offline", "online"):
+        fixed, epochs = getattr(args, f"{stage}_steps"), getattr(args, f"{stage}_epochs")
+        if fixed is not None and fixed < 1:
+            parser.error(f"--{stage}-steps must be at least 1, got {fixed}")
+        if epochs is not None and epochs <= 0:
+            parser.error(f"--{stage}-epochs must be above 0, got {epochs}")
     return args
 
 

@@ -475,6 +475,15 @@ def test_demo_refuses_a_calibration_it_cannot_label_before_it_starts(capsys):
         demo.training_questions(ROOT / "data", 8488)
 
 
+def test_demo_refuses_a_stage_with_no_steps_before_it_starts(capsys):
+    demo = load_demo()
+    for stage in ("offline", "online"):
+        for unit, bound in (("steps", "at least 1"), ("epochs", "above 0")):
+            with pytest.raises(SystemExit):
+                demo.parse_args(["--preset", "gpu", f"--{stage}-{unit}", "0"])
+            assert f"--{stage}-{unit} must be {bound}, got 0" in capsys.readouterr().err
+
+
 def test_bench_online_steps_names_its_own_flag_for_a_bad_reward_top_k(monkeypatch, capsys):
     import importlib.util
 
