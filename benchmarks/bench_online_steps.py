@@ -13,8 +13,9 @@ than the demo's 4, and `--positive-fallback skip` with only the questions the re
 `--calibration-samples`, `--calibration-top-k` and `--calibration-first-stage hybrid` give stage 1 larger offline
 pools, labelled by generation over the initial retriever's hybrid candidates; `--stage1-questions` trains stage 1 on
 the calibrated questions alone (`pooled`: those with both a right and a wrong answer, as the paper), for
-`--offline-steps` steps; `--evaluate-stage1` evaluates stage 1 too. Labels that an earlier run wrote to `--output-dir`
-for the same questions and candidates are read back, not generated again.
+`--offline-steps` steps, and `--stage1-first-stage bm25` mines stage 1's hard negatives from bm25s; `--evaluate-stage1`
+evaluates stage 1 too. Labels that an earlier run wrote to `--output-dir` for the same questions and candidates are
+read back, not generated again.
 
 The reader generates greedily, so an answer depends only on the question and the passage: `--reuse-generations`
 (repeatable) seeds the generation cache from earlier runs' per-question results (their `predictions` folders) and first
@@ -34,9 +35,7 @@ import time
 from pathlib import Path
 
 from r3hf import SIDRModel, compare_predictions
-from r3hf.evaluation import select_fusion
-from r3hf.retrieval import cached_passage_embeddings
-from r3hf.scripts.utils import ROOT, demo_index, demo_retriever, read_jsonl, write_result
+from r3hf.scripts.utils import ROOT, read_jsonl, write_result
 from r3hf.utils import ArgumentParser, enable_logging
 
 logger = logging.getLogger("r3hf.bench_online_steps")
@@ -136,17 +135,11 @@ def main() -> None:
         + [arg for flag, value in passed.items() if value is not None for arg in (f"--{flag}", str(value))]
     )
     enable_logging()
-    out, data = Path(args.output_dir), Path(args.data)
+    out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
 
-    model = demo_retriever(args.retriever)
-    index = demo_index(model, data, bm25=True)
-    train = demo.training_questions(data, args.calibration_samples)
-    tests = demo.question_sets(data, "test", args.eval_samples)
-    devs = demo.question_sets(data, "dev", args.dev_samples)
-    dev_questions = [q for d in devs.values() for q in d["question"]]
-    dev_answers = [a for d in devs.values() for a in d["answers"]]
+    model, index, train, tests, dev_questions, dev_answers = demo.load_run(args)
     reward = demo.build_reward(args)
     caches = {name: {} for name in tests}
     checked = 0
@@ -164,13 +157,13 @@ def main() -> None:
 
     def evaluate(label: str, retriever) -> None:
         began = time.time()
-        with cached_passage_embeddings(retriever):
-            fusions[label] = select_fusion(retriever, index, dev_questions, dev_answers, args.rerank_top_m)
-            for name, evaluator in evaluators.items():
-                evaluator.fusion, evaluator.fusion_weight = fusions[label]["fusion"], fusions[label]["fusion_weight"]
-                predictions[name][label] = records = evaluator.predict(retriever)
-                evaluator.save(records, {}, out / "predictions" / label)
-                logger.info(f"{label} on {name}: {evaluator.compute_metrics(records)} ({time.time() - start:.0f}s)")
+        fusions[label], by_set = demo.predict_with_own_fusion(
+            retriever, index, dev_questions, dev_answers, args.rerank_top_m, evaluators
+        )
+        for name, records in by_set.items():
+            predictions[name][label] = records
+            evaluators[name].save(records, {}, out / "predictions" / label)
+            logger.info(f"{label} on {name}: {evaluators[name].compute_metrics(records)} ({time.time() - start:.0f}s)")
         seconds[f"evaluation: {label}"] = time.time() - began
 
     evaluate("initial @ hybrid", model)

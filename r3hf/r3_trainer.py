@@ -102,7 +102,7 @@ class R3Trainer(Trainer):
             raise ValueError("R3Trainer needs index=BagOfTokensIndex.build(corpus, model.tokenizer).")
         if vocabulary_fingerprint(index.tokenizer) != vocabulary_fingerprint(model.tokenizer):
             raise ValueError("The index was built with a different tokenizer from the model's: rebuild the index.")
-        if args.first_stage != "bag_of_tokens":
+        if {args.first_stage, args.negative_first_stage} & {"bm25", "hybrid"}:
             index.require_bm25()
         if (reward_funcs is None or reward_funcs == []) and not args.offline_only:
             raise ValueError(
@@ -245,11 +245,12 @@ class R3Trainer(Trainer):
 
     def _sample_offline(self, sidr: SIDRModel, examples: list[dict], query_embeds: torch.Tensor):
         """Warm-up pairs: a random offline (or gold) positive, and an offline negative or, as DPR mines them, the best
-        first-stage match (bag-of-tokens, bm25s or their union, as `first_stage` says) that is neither a positive nor
-        contains a gold answer."""
+        first-stage match (bag-of-tokens, bm25s or their union, as `negative_first_stage`, else `first_stage`, says)
+        that is neither a positive nor contains a gold answer."""
         positives, negatives = [], []
         questions = [ex["question"] for ex in examples]
-        rows, _ = first_stage_candidates(self.index, questions, query_embeds, 8, self.args.first_stage)
+        first_stage = self.args.negative_first_stage or self.args.first_stage
+        rows, _ = first_stage_candidates(self.index, questions, query_embeds, 8, first_stage)
         candidates = [[r for r in row if r >= 0] for row in rows.tolist()]
         for ex, cand in zip(examples, candidates):
             pos_pool = self._pool(ex["question"], ex, 1)
@@ -465,6 +466,7 @@ class R3Trainer(Trainer):
             "max_steps",
             "warmup_epochs_offline",
             "first_stage",
+            "negative_first_stage",
             "fusion",
             "fusion_weight",
             "rerank_top_m",

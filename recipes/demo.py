@@ -13,7 +13,7 @@ reward LLM. Two pipelines hand passages to the reader:
    with `--calibration-first-stage hybrid` in the hybrid one), labelled by real greedy generation (the calibration
    pools), which also fix the reward threshold.
 2. Stage 1, offline: reinforced contrastive learning on the calibration pools and the gold passages, with
-   bag-of-tokens hard negatives (the paper's first 40 epochs).
+   bag-of-tokens hard negatives (the paper's first 40 epochs; `--stage1-first-stage bm25` mines them from bm25s).
 3. Stage 2, on-policy R3, twice from the stage-1 weights: `r3` retrieves in the paper's pipeline, `r3_hybrid` in the
    hybrid one, so that its reward scores the passages the deployed pipeline would hand the LLM. Both share one
    reward-score store.
@@ -57,7 +57,7 @@ from r3hf.data import load_qa_dataset
 from r3hf.evaluation import select_fusion
 from r3hf.models import resolve_model_path
 from r3hf.r3_config import POSITIVE_FALLBACKS
-from r3hf.retrieval import cached_passage_embeddings
+from r3hf.retrieval import FIRST_STAGES, cached_passage_embeddings
 from r3hf.scripts.utils import (
     DATA,
     DEMO_READER,
@@ -234,6 +234,23 @@ def question_sets(data: Path, split: str, n: int) -> dict[str, datasets.Dataset]
     return {k: v.select(range(min(n, len(v)))) if n else v for k, v in sets.items()}
 
 
+def load_run(args: argparse.Namespace):
+    """What every run of the demo (and the benches built on it) starts from: the initial retriever, the index with its
+    bm25s part, the training questions, the test sets, and the dev questions and answers of both sets pooled.
+
+    Returns:
+        `(model, index, train, tests, dev_questions, dev_answers)`.
+    """
+    data = Path(args.data)
+    model = demo_retriever(args.retriever)
+    index = demo_index(model, data, bm25=True)
+    train = training_questions(data, args.calibration_samples)
+    tests, devs = question_sets(data, "test", args.eval_samples), question_sets(data, "dev", args.dev_samples)
+    dev_questions = [q for d in devs.values() for q in d["question"]]
+    dev_answers = [a for d in devs.values() for a in d["answers"]]
+    return model, index, train, tests, dev_questions, dev_answers
+
+
 def rag_evaluators(
     tests: dict[str, datasets.Dataset],
     index,
@@ -258,6 +275,32 @@ def rag_evaluators(
         for name, ds in tests.items()
         for pipeline in pipelines
     }
+
+
+def fit_hybrid_fusion(retriever, index, dev_questions, dev_answers, rerank_top_m: int, evaluators) -> dict:
+    """Choose `retriever`'s final ranking in the hybrid pipeline on the dev questions ([`select_fusion`]) and set it
+    on every hybrid one of `evaluators`; the test sets never choose it.
+
+    Returns:
+        What [`select_fusion`] returns.
+    """
+    fusion = select_fusion(retriever, index, dev_questions, dev_answers, rerank_top_m)
+    for evaluator in evaluators:
+        if evaluator.first_stage == "hybrid":
+            evaluator.fusion, evaluator.fusion_weight = fusion["fusion"], fusion["fusion_weight"]
+    return fusion
+
+
+def predict_with_own_fusion(retriever, index, dev_questions, dev_answers, rerank_top_m: int, evaluators: dict):
+    """Every evaluator's predictions for `retriever`, the hybrid ones with its own dev-chosen fusion
+    ([`fit_hybrid_fusion`]); each passage is embedded once for all of them.
+
+    Returns:
+        `(fusion, {key: records})`, keyed as `evaluators`.
+    """
+    with cached_passage_embeddings(retriever):
+        fusion = fit_hybrid_fusion(retriever, index, dev_questions, dev_answers, rerank_top_m, evaluators.values())
+        return fusion, {key: evaluator.predict(retriever) for key, evaluator in evaluators.items()}
 
 
 def build_reward(args) -> AnswerProbabilityReward:
@@ -370,7 +413,7 @@ def train_stage(
         positive_fallback=args.positive_fallback if online else "offline",  # stage 1 never uses it
         seed=0,
         warmup_steps=0.1,
-        **pipeline,
+        **(pipeline or {"first_stage": args.stage1_first_stage}),  # offline, it is where hard negatives are mined
     )
     record = {
         "stage": name,
@@ -430,6 +473,7 @@ LABELLING_FLAGS = (
     "calibration_top_k",
     "calibration_first_stage",
     "stage1_questions",
+    "stage1_first_stage",
     "reward",
     "positive_fallback",
 )
@@ -456,6 +500,13 @@ def add_labelling_flags(parser: argparse.ArgumentParser) -> None:
         choices=STAGE1_QUESTIONS,
         default="all",
         help="stage 1 trains on all training questions, the calibrated ones, or (the paper) those with both pools",
+    )
+    parser.add_argument(
+        "--stage1-first-stage",
+        choices=FIRST_STAGES,
+        default="bag_of_tokens",
+        help="the first stage whose best passage without a gold answer is stage 1's hard negative, where a question "
+        "has no offline one (bm25: bm25s's own mistakes, which the hybrid fusion inherits)",
     )
     parser.add_argument(
         "--positive-fallback",
@@ -547,22 +598,15 @@ def check_retrieval_top_k(
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     enable_logging()
-    out, data = Path(args.output_dir), Path(args.data)
+    out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     speed_at_start = matmul_gflops()
     start = time.time()
 
-    model = demo_retriever(args.retriever)
-    index = demo_index(model, data, bm25=True)
-    train = training_questions(data, args.calibration_samples)
-
-    tests, devs = question_sets(data, "test", args.eval_samples), question_sets(data, "dev", args.dev_samples)
+    model, index, train, tests, dev_questions, dev_answers = load_run(args)
     reward = build_reward(args)
     logger.info(f"Set-up: {time.time() - start:.0f}s; {len(index)} passages, {len(train)} training questions")
     stage_seconds = {"set-up": time.time() - start}  # wall-clock seconds of each part of the run
-
-    dev_questions = [q for d in devs.values() for q in d["question"]]
-    dev_answers = [a for d in devs.values() for a in d["answers"]]
 
     generations = {name: {} for name in tests}  # one generation cache per test set, shared by every pipeline
     evaluators = rag_evaluators(tests, index, reward.reader, args.rerank_top_m, generations)
@@ -575,14 +619,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
         began = time.time()
         with cached_passage_embeddings(retriever) if hasattr(retriever, "encode_document") else _nothing():
             if "hybrid" in pipelines:
-                fusions[label] = select_fusion(retriever, index, dev_questions, dev_answers, args.rerank_top_m)
+                fusions[label] = fit_hybrid_fusion(
+                    retriever, index, dev_questions, dev_answers, args.rerank_top_m, evaluators.values()
+                )
                 logger.info(f"{label}: hybrid fusion on dev {fusions[label]} ({time.time() - start:.0f}s)")
             for pipeline in pipelines:
                 for name in tests:
                     evaluator = evaluators[(name, pipeline)]
-                    if pipeline == "hybrid":
-                        evaluator.fusion = fusions[label]["fusion"]
-                        evaluator.fusion_weight = fusions[label]["fusion_weight"]
                     full = label if label == "bm25s" else f"{label} @ {pipeline}"
                     predictions[name][full] = records = evaluator.predict(retriever)
                     evaluator.save(records, {}, out / "predictions" / full.replace(" @ ", "@"))

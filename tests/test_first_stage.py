@@ -247,6 +247,36 @@ def test_the_trainer_retrieves_and_mines_inside_the_chosen_pipeline(tiny_sidr, h
         R3Trainer(tiny_sidr, reward, config, train, index=BagOfTokensIndex.build(MORE, hybrid_index.tokenizer))
 
 
+def test_negative_first_stage_mines_offline_negatives_from_bm25s_alone(tiny_sidr, hybrid_index, tmp_path):
+    """`negative_first_stage="bm25"`: with the bag-of-tokens pipeline on-policy, the offline step's mined negatives
+    are bm25s's best candidates without a gold answer."""
+    import datasets
+
+    questions = ["who wrote hamlet", "highest mountain on earth", "capital of france", "longest river in africa"]
+    answers = [["Shakespeare"], ["Everest"], ["Paris"], ["Nile"]]
+    train = datasets.Dataset.from_dict({"question": questions, "answers": answers})
+
+    def config(**kwargs) -> R3Config:
+        return R3Config(output_dir=str(tmp_path), offline_only=True, use_cpu=True, report_to="none", **kwargs)
+
+    trainer = R3Trainer(tiny_sidr, None, config(negative_first_stage="bm25"), train, index=hybrid_index)
+    examples = [{"question": q, "answers": a} for q, a in zip(questions, answers)]
+    embeds = tiny_sidr.encode_query(questions, convert_to_sparse_tensor=False)
+    _, negatives = trainer._sample_offline(tiny_sidr, examples, embeds)
+    bm25, _ = hybrid_index.bm25.search(questions, 8)
+    for negative, candidates, ans in zip(negatives, bm25.tolist(), answers):
+        texts = [hybrid_index.corpus[r]["text"] for r in candidates]
+        wrong = [r for r, t in zip(candidates, texts) if not any(a.lower() in t.lower() for a in ans)]
+        assert negative == (wrong[0] if wrong else None)
+    default = R3Trainer(tiny_sidr, None, config(), train, index=hybrid_index)
+    assert default._sample_offline(tiny_sidr, examples, embeds)[1] != negatives  # the bag of tokens mines others
+    with pytest.raises(ValueError, match="first_stage must be one of"):
+        config(negative_first_stage="dense")
+    with pytest.raises(ValueError, match="has no bm25s part"):
+        plain = BagOfTokensIndex.build(MORE, hybrid_index.tokenizer)
+        R3Trainer(tiny_sidr, None, config(negative_first_stage="bm25"), train, index=plain)
+
+
 def test_load_index_picks_the_saved_class(hybrid_index, tiny_sidr, tmp_path):
     from r3hf import SparseEmbeddingIndex, load_index
 

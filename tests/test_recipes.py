@@ -337,16 +337,10 @@ def load_demo():
     return demo
 
 
-@pytest.mark.slow
-def test_demo_gpu_preset_runs_its_code_path_on_cpu_with_tiny_counts(tiny_setup, tmp_path):
-    """`recipes/demo.py --preset gpu` with tiny models and counts: both pipelines, both on-policy stages, stage 1 and
-    full parametric evaluation, the fusion chosen on dev questions; a second run reuses every trained stage."""
+def tiny_demo_data(data: Path) -> Path:
+    """The vendored data files, cut to a few rows each, so that every stage of the demo stays fast."""
     import gzip
 
-    demo = load_demo()
-
-    t = tiny_setup
-    data = tmp_path / "data"  # the vendored files, cut to a few rows each, so that every stage stays fast
     data.mkdir()
     for name, rows in {"corpus": 300, "nq_train": 8, "squad_train": 8, "nq_dev": 4, "squad_dev": 4}.items():
         lines = gzip.open(ROOT / "data" / f"{name}.jsonl.gz", "rt").read().splitlines()[:rows]
@@ -354,12 +348,27 @@ def test_demo_gpu_preset_runs_its_code_path_on_cpu_with_tiny_counts(tiny_setup, 
             f.write("\n".join(lines) + "\n")
     for name in ("nq_test", "squad_test"):
         shutil.copy(data / f"{name.replace('test', 'dev')}.jsonl.gz", data / f"{name}.jsonl.gz")
-    args = ["--preset", "gpu", "--output-dir", str(tmp_path / "demo"), "--retriever", str(t / "sidr")]
-    args += ["--data", str(data)]
-    args += ["--reader", str(t / "lm"), "--eval-samples", "3", "--dev-samples", "2", "--calibration-samples", "2"]
+    return data
+
+
+def tiny_demo_flags(models: Path, data: Path) -> list[str]:
+    """Demo flags for the tiny models and data, with every count cut to a few."""
+    args = ["--retriever", str(models / "sidr"), "--data", str(data), "--reader", str(models / "lm")]
+    args += ["--eval-samples", "3", "--dev-samples", "2", "--calibration-samples", "2"]
     args += ["--calibration-top-k", "2", "--offline-steps", "1", "--online-steps", "1", "--batch-size", "2"]
     args += ["--rerank-top-m", "4", "--retrieval-top-k", "2", "--max-new-tokens", "3", "--reader-batch-size", "4"]
-    args += ["--generation-batch-size", "3"]
+    return args + ["--generation-batch-size", "3"]
+
+
+@pytest.mark.slow
+def test_demo_gpu_preset_runs_its_code_path_on_cpu_with_tiny_counts(tiny_setup, tmp_path):
+    """`recipes/demo.py --preset gpu` with tiny models and counts: both pipelines, both on-policy stages, stage 1 and
+    full parametric evaluation, the fusion chosen on dev questions; a second run reuses every trained stage."""
+    demo = load_demo()
+
+    t = tiny_setup
+    data = tiny_demo_data(tmp_path / "data")
+    args = ["--preset", "gpu", "--output-dir", str(tmp_path / "demo"), *tiny_demo_flags(t, data)]
     parsed = demo.parse_args(args)
     assert parsed.full_parametric and parsed.evaluate_stage1 and parsed.offline_epochs is None
     assert (parsed.reader_batch_size, parsed.generation_batch_size) == (4, 3)
@@ -484,6 +493,35 @@ def test_demo_refuses_a_stage_with_no_steps_before_it_starts(capsys):
             assert f"--{stage}-{unit} must be {bound}, got 0" in capsys.readouterr().err
 
 
+def test_stage1_mines_its_hard_negatives_in_the_first_stage_the_flag_names(tmp_path, monkeypatch, capsys):
+    """`--stage1-first-stage`: stage 1's trainer mines in that first stage; the on-policy stages keep their own."""
+    demo = load_demo()
+    configs = []
+
+    class Captured(Exception):
+        pass
+
+    def trainer(model, reward, config, train, index):
+        configs.append(config)
+        raise Captured
+
+    monkeypatch.setattr(demo, "R3Trainer", trainer)
+    assert demo.parse_args([]).stage1_first_stage == "bag_of_tokens"  # the paper's
+    args = demo.parse_args(["--stage1-first-stage", "bm25", "--output-dir", str(tmp_path)])
+    hybrid = {"first_stage": "hybrid", "fusion": "rrf", "fusion_weight": 0.5}
+    for name, pipeline in (("stage1", {}), ("r3", {"first_stage": "bag_of_tokens"}), ("r3_hybrid", hybrid)):
+        with pytest.raises(Captured):
+            demo.train_stage(None, None, None, [], args, tmp_path, name, 1, **pipeline)
+    assert [(c.offline_only, c.first_stage, c.fusion) for c in configs] == [
+        (True, "bm25", "none"),
+        (False, "bag_of_tokens", "none"),
+        (False, "hybrid", "rrf"),
+    ]
+    with pytest.raises(SystemExit):
+        demo.parse_args(["--stage1-first-stage", "dense"])
+    assert "invalid choice: 'dense' (choose from 'bag_of_tokens', 'bm25', 'hybrid')" in capsys.readouterr().err
+
+
 def test_bench_online_steps_names_its_own_flag_for_a_bad_reward_top_k(monkeypatch, capsys):
     import importlib.util
 
@@ -500,6 +538,35 @@ def test_bench_online_steps_names_its_own_flag_for_a_bad_reward_top_k(monkeypatc
     with pytest.raises(SystemExit):
         bench.main()
     assert "--offline-steps must be at least 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_stage1_negatives_trains_one_stage1_per_first_stage_and_pairs_them(tiny_setup, tmp_path, monkeypatch):
+    """`benchmarks/bench_stage1_negatives.py` with tiny models and counts (the demo's flags passed through): one stage 1
+    per first stage, each mining there, evaluated in both pipelines and paired with the initial and the demo's."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_stage1_negatives as bench
+
+    data = tiny_demo_data(tmp_path / "data")
+    out = tmp_path / "negatives.json"
+    ours = ["--first-stages", "bag_of_tokens", "bm25", "--output-dir", str(tmp_path / "run"), "--out", str(out)]
+    summary = bench.main(ours + tiny_demo_flags(tiny_setup, data))
+    retrievers = ("initial", "stage1 (bag_of_tokens negatives)", "stage1 (bm25 negatives)")
+    for name in ("nq_test", "squad_test"):
+        assert set(summary["results"][name]["metrics"]) == {
+            f"{r} @ {p}" for r in retrievers for p in ("bag_of_tokens", "hybrid")
+        }
+        pairs = summary["results"][name]["paired_differences"]
+        bm25, reference = "stage1 (bm25 negatives) @ hybrid", "stage1 (bag_of_tokens negatives) @ hybrid"
+        assert {f"{bm25} - initial @ hybrid", f"{bm25} - {reference}", f"{reference} - initial @ hybrid"} <= set(pairs)
+        assert all(v["recall@1"]["n"] == 3 for v in pairs.values())
+    assert summary["demo_args"]["eval_samples"] == 3 and set(summary["evaluation_fusion"]) == set(retrievers)
+    for first_stage in ("bag_of_tokens", "bm25"):
+        record = json.loads((tmp_path / "run" / f"stage1_{first_stage}" / "demo_stage.json").read_text())["record"]
+        assert record["settings"]["first_stage"] == first_stage
+    assert json.loads(out.read_text())["results"] == summary["results"] and out.with_suffix(".png").exists()
+    with pytest.raises(SystemExit):
+        bench.main(["--first-stages", "bm25"])
 
 
 def test_every_command_takes_kebab_and_snake_flags():
