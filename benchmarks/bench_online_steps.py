@@ -141,6 +141,7 @@ def main() -> None:
 
     model, index, train, tests, dev_questions, dev_answers = demo.load_run(args)
     reward = demo.build_reward(args)
+    choose = demo.fusion_chooser(args, index, dev_questions, dev_answers, reward.reader)
     caches = {name: {} for name in tests}
     checked = 0
     if ours.reuse_generations:
@@ -157,9 +158,7 @@ def main() -> None:
 
     def evaluate(label: str, retriever) -> None:
         began = time.time()
-        fusions[label], by_set = demo.predict_with_own_fusion(
-            retriever, index, dev_questions, dev_answers, args.rerank_top_m, evaluators
-        )
+        fusions[label], by_set = demo.predict_with_own_fusion(retriever, choose, evaluators)
         for name, records in by_set.items():
             predictions[name][label] = records
             evaluators[name].save(records, {}, out / "predictions" / label)

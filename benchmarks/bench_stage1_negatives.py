@@ -80,15 +80,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     start = time.time()
 
     model, index, train, tests, dev_questions, dev_answers = demo.load_run(args)
+    reward = demo.build_reward(args)
+    choose = demo.fusion_chooser(args, index, dev_questions, dev_answers, reward.reader)
     evaluators = demo.rag_evaluators(tests, index, None, args.rerank_top_m, {name: {} for name in tests})
     predictions: dict[str, dict[str, list[dict]]] = {name: {} for name in tests}
     fusions, seconds = {}, {}
 
     def evaluate(label: str, retriever) -> None:
         began = time.time()
-        fusions[label], by_key = demo.predict_with_own_fusion(
-            retriever, index, dev_questions, dev_answers, args.rerank_top_m, evaluators
-        )
+        fusions[label], by_key = demo.predict_with_own_fusion(retriever, choose, evaluators)
         for (name, pipeline), records in by_key.items():
             predictions[name][f"{label} @ {pipeline}"] = records
         seconds[f"evaluation: {label}"] = time.time() - began
@@ -97,7 +97,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
     evaluate("initial", model)
     fusion = fusions["initial"]
     hybrid = {"first_stage": "hybrid", "fusion": fusion["fusion"], "fusion_weight": fusion["fusion_weight"]}
-    reward = demo.build_reward(args)
     began = time.time()
     subset, calibration = demo.calibrate(model, index, train, reward, args, out, hybrid)
     seconds["calibration"] = time.time() - began

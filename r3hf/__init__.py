@@ -3,7 +3,7 @@
 from .configuration_sidr import SIDRConfig
 from .convert_sidr import convert_sidr_checkpoint
 from .data import load_qa_dataset, load_table
-from .evaluation import RAGEvaluator, compare_predictions, paired_bootstrap, select_fusion
+from .evaluation import RAGEvaluator, compare_predictions, paired_bootstrap, select_fusion, select_fusion_by_reader
 from .index import BagOfTokensIndex, BM25Retriever, CSRIndex, SearchResults, SparseEmbeddingIndex, load_index
 from .losses import rcl_loss
 from .model_card import SIDRModelCardData
@@ -48,4 +48,5 @@ __all__ = [
     "rcl_loss",
     "retrieve",
     "select_fusion",
+    "select_fusion_by_reader",
 ]

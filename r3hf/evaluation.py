@@ -288,6 +288,9 @@ class RAGEvaluator:
         return predictions
 
 
+FUSION_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
 def select_fusion(
     model,
     index,
@@ -295,7 +298,7 @@ def select_fusion(
     answers: Sequence[Sequence[str]],
     rerank_top_m: int,
     first_stage: str = "hybrid",
-    weights: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+    weights: Sequence[float] = FUSION_WEIGHTS,
     batch_size: int = 32,
 ) -> dict:
     """Choose the final ranking of a bm25 or hybrid first stage on **dev** questions: answer-recall@1 of E(q)·E(d)
@@ -318,15 +321,54 @@ def select_fusion(
         for row in candidates
         if row >= 0
     }
-    options = [("none", 0.5), ("rrf", 0.5)] + [("weighted", float(w)) for w in weights]
     recall, best = {}, None
-    for fusion, weight in options:
+    for name, fusion, weight in fusion_options(weights):
         top = rows.gather(1, fuse(dense, bm25_ranks, fusion, weight).argmax(dim=1, keepdim=True)).squeeze(1)
-        name = f"weighted:{weight:g}" if fusion == "weighted" else fusion
         recall[name] = sum(contains[(int(r), q)] for q, r in enumerate(top.tolist())) / len(questions)
         if best is None or recall[name] > recall[best[0]]:
             best = (name, fusion, weight)
     return {"fusion": best[1], "fusion_weight": best[2], "recall@1": recall, "n": len(questions)}
+
+
+def fusion_options(weights: Sequence[float] = FUSION_WEIGHTS) -> list[tuple[str, str, float]]:
+    """The final rankings a fusion selection compares, as `(name, fusion, fusion_weight)`: E(q)·E(d) alone, RRF, then
+    each weighted fusion in `weights` order."""
+    return [("none", "none", 0.5), ("rrf", "rrf", 0.5)] + [(f"weighted:{w:g}", "weighted", float(w)) for w in weights]
+
+
+def select_fusion_by_reader(model, evaluator: RAGEvaluator, weights: Sequence[float] = FUSION_WEIGHTS) -> dict:
+    """Choose the final ranking of `evaluator`'s bm25 or hybrid first stage by what its reader answers: RAG
+    accuracy@1 on the evaluator's (**dev**) questions for each of [`fusion_options`], ties broken by answer recall@1,
+    then by the earlier option. [`select_fusion`] needs no reader but ranks by whether the top passage holds an answer,
+    which is not whether this reader answers from it. The evaluator's generation cache keeps every answer, so a
+    passage that several options or retrievers rank first is read once; the evaluator is left set to the choice.
+
+    Returns:
+        `{"fusion", "fusion_weight", "rag_accuracy@1": {option: value}, "recall@1": {option: value}, "n"}`.
+    """
+    if evaluator.reader is None or 1 not in evaluator.rag_contexts:
+        raise ValueError("select_fusion_by_reader needs an evaluator with a reader and rag_contexts including 1.")
+    if evaluator.first_stage == "bag_of_tokens":
+        raise ValueError(
+            "The bag-of-tokens first stage has no bm25s ranking to fuse with: build the evaluator with "
+            "first_stage='hybrid' or 'bm25'."
+        )
+    accuracy, recall, best = {}, {}, None
+    for name, fusion, weight in fusion_options(weights):
+        evaluator.fusion, evaluator.fusion_weight = fusion, weight
+        records = evaluator.predict(model)
+        accuracy[name] = sum(r["correct@1"] for r in records) / len(records)
+        recall[name] = sum(r["first_answer_rank"] == 0 for r in records) / len(records)
+        if best is None or (accuracy[name], recall[name]) > (accuracy[best[0]], recall[best[0]]):
+            best = (name, fusion, weight)
+    evaluator.fusion, evaluator.fusion_weight = best[1], best[2]
+    return {
+        "fusion": best[1],
+        "fusion_weight": best[2],
+        "rag_accuracy@1": accuracy,
+        "recall@1": recall,
+        "n": len(evaluator.questions),
+    }
 
 
 def paired_bootstrap(

@@ -7,7 +7,8 @@ reward LLM. Two pipelines hand passages to the reader:
 - `bag_of_tokens` (the paper's): the top m by E(q)·T(d), re-ranked by E(q)·E(d);
 - `hybrid`: the union of the bag-of-tokens and bm25s top-m lists, re-ranked by E(q)·E(d) fused with bm25s's ranking,
   the fusion chosen on nq_dev + squad_dev questions (never on a test set): with the initial retriever for
-  `r3_hybrid`'s training, and for each retriever's evaluation with that retriever.
+  `r3_hybrid`'s training, and for each retriever's evaluation with that retriever. It is chosen by answer recall@1,
+  or with `--fusion-selection rag_accuracy` by what the reader answers on those questions.
 
 1. Offline labels: the initial retriever's top passages for some training questions (in the paper's pipeline, or
    with `--calibration-first-stage hybrid` in the hybrid one), labelled by real greedy generation (the calibration
@@ -36,7 +37,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext as _nothing
 from pathlib import Path
 
@@ -54,7 +55,7 @@ from r3hf import (
     compare_predictions,
 )
 from r3hf.data import load_qa_dataset
-from r3hf.evaluation import select_fusion
+from r3hf.evaluation import select_fusion, select_fusion_by_reader
 from r3hf.models import resolve_model_path
 from r3hf.r3_config import POSITIVE_FALLBACKS
 from r3hf.retrieval import FIRST_STAGES, cached_passage_embeddings
@@ -277,21 +278,44 @@ def rag_evaluators(
     }
 
 
-def fit_hybrid_fusion(retriever, index, dev_questions, dev_answers, rerank_top_m: int, evaluators) -> dict:
-    """Choose `retriever`'s final ranking in the hybrid pipeline on the dev questions ([`select_fusion`]) and set it
-    on every hybrid one of `evaluators`; the test sets never choose it.
+FUSION_SELECTIONS = ("answer_recall", "rag_accuracy")
+
+
+def fusion_chooser(args, index, dev_questions, dev_answers, reader) -> Callable[[object], dict]:
+    """How a retriever's final ranking in the hybrid pipeline is chosen on the dev questions, never on a test set: by
+    answer recall@1 ([`select_fusion`], no reader), or with `--fusion-selection rag_accuracy` by what the reader
+    answers ([`select_fusion_by_reader`]; one generation cache serves every retriever)."""
+    if args.fusion_selection == "answer_recall":
+        return lambda retriever: select_fusion(retriever, index, dev_questions, dev_answers, args.rerank_top_m)
+    dev = RAGEvaluator(
+        dev_questions,
+        dev_answers,
+        index,
+        reader=reader,
+        recall_at=[1],
+        rerank_top_m=args.rerank_top_m,
+        first_stage="hybrid",
+        name="dev",
+        show_progress_bar=False,
+    )
+    return lambda retriever: select_fusion_by_reader(retriever, dev)
+
+
+def fit_hybrid_fusion(retriever, choose: Callable[[object], dict], evaluators) -> dict:
+    """Choose `retriever`'s final ranking in the hybrid pipeline with `choose` ([`fusion_chooser`]) and set it on
+    every hybrid one of `evaluators`.
 
     Returns:
-        What [`select_fusion`] returns.
+        What `choose` returns.
     """
-    fusion = select_fusion(retriever, index, dev_questions, dev_answers, rerank_top_m)
+    fusion = choose(retriever)
     for evaluator in evaluators:
         if evaluator.first_stage == "hybrid":
             evaluator.fusion, evaluator.fusion_weight = fusion["fusion"], fusion["fusion_weight"]
     return fusion
 
 
-def predict_with_own_fusion(retriever, index, dev_questions, dev_answers, rerank_top_m: int, evaluators: dict):
+def predict_with_own_fusion(retriever, choose: Callable[[object], dict], evaluators: dict):
     """Every evaluator's predictions for `retriever`, the hybrid ones with its own dev-chosen fusion
     ([`fit_hybrid_fusion`]); each passage is embedded once for all of them.
 
@@ -299,7 +323,7 @@ def predict_with_own_fusion(retriever, index, dev_questions, dev_answers, rerank
         `(fusion, {key: records})`, keyed as `evaluators`.
     """
     with cached_passage_embeddings(retriever):
-        fusion = fit_hybrid_fusion(retriever, index, dev_questions, dev_answers, rerank_top_m, evaluators.values())
+        fusion = fit_hybrid_fusion(retriever, choose, evaluators.values())
         return fusion, {key: evaluator.predict(retriever) for key, evaluator in evaluators.items()}
 
 
@@ -474,6 +498,7 @@ LABELLING_FLAGS = (
     "calibration_first_stage",
     "stage1_questions",
     "stage1_first_stage",
+    "fusion_selection",
     "reward",
     "positive_fallback",
 )
@@ -507,6 +532,13 @@ def add_labelling_flags(parser: argparse.ArgumentParser) -> None:
         default="bag_of_tokens",
         help="the first stage whose best passage without a gold answer is stage 1's hard negative, where a question "
         "has no offline one (bm25: bm25s's own mistakes, which the hybrid fusion inherits)",
+    )
+    parser.add_argument(
+        "--fusion-selection",
+        choices=FUSION_SELECTIONS,
+        default="answer_recall",
+        help="how each retriever's hybrid fusion is chosen on the dev questions: by answer recall@1, or by the "
+        "reader's RAG accuracy@1 (its answers on up to 11 passages per dev question)",
     )
     parser.add_argument(
         "--positive-fallback",
@@ -610,6 +642,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     generations = {name: {} for name in tests}  # one generation cache per test set, shared by every pipeline
     evaluators = rag_evaluators(tests, index, reward.reader, args.rerank_top_m, generations)
+    choose = fusion_chooser(args, index, dev_questions, dev_answers, reward.reader)
     predictions: dict[str, dict[str, list[dict]]] = {name: {} for name in tests}
 
     # Each retriever's own final ranking in the hybrid pipeline, chosen on the dev questions pooled over both sets.
@@ -619,9 +652,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         began = time.time()
         with cached_passage_embeddings(retriever) if hasattr(retriever, "encode_document") else _nothing():
             if "hybrid" in pipelines:
-                fusions[label] = fit_hybrid_fusion(
-                    retriever, index, dev_questions, dev_answers, args.rerank_top_m, evaluators.values()
-                )
+                fusions[label] = fit_hybrid_fusion(retriever, choose, evaluators.values())
                 logger.info(f"{label}: hybrid fusion on dev {fusions[label]} ({time.time() - start:.0f}s)")
             for pipeline in pipelines:
                 for name in tests:

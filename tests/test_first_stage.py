@@ -191,6 +191,51 @@ def test_select_fusion_picks_the_best_dev_option(tiny_sidr, hybrid_index):
     assert name == next(k for k, v in choice["recall@1"].items() if v == best)
 
 
+def test_select_fusion_by_reader_picks_the_option_whose_top_passages_the_reader_answers_from(tiny_sidr, hybrid_index):
+    """The reader, not answer containment, decides: it answers only from the passages one option ranks first, and
+    that option wins; each (question, passage) is read once however many options rank it first."""
+    from r3hf.evaluation import fusion_options, select_fusion_by_reader
+
+    answers = [["Shakespeare"], ["Everest"], ["Paris"]]
+    weights = (0.3, 0.7)
+    evaluator = RAGEvaluator(QUERIES, answers, hybrid_index, recall_at=[1], rerank_top_m=3, first_stage="hybrid")
+    tops = {}
+    for name, fusion, weight in fusion_options(weights):
+        evaluator.fusion, evaluator.fusion_weight = fusion, weight
+        tops[name] = [r["retrieved_ids"][0] for r in evaluator.predict(tiny_sidr)]
+    assert len({tuple(top) for top in tops.values()}) > 1  # the options disagree on some question's top passage
+    target = max(tops, key=lambda name: len({(q, p) for q, p in enumerate(tops[name])} - set(enumerate(tops["none"]))))
+    read = []
+
+    class Reader:
+        def generate(self, questions, passages, **kwargs):
+            read.extend((q, ps[0]["id"]) for q, ps in zip(questions, passages))
+            return [
+                a[0] if ps[0]["id"] == tops[target][QUERIES.index(q)] else "no idea"
+                for q, ps, a in zip(questions, passages, [answers[QUERIES.index(q)] for q in questions])
+            ]
+
+    evaluator = RAGEvaluator(
+        QUERIES, answers, hybrid_index, reader=Reader(), recall_at=[1], rerank_top_m=3, first_stage="hybrid"
+    )
+    choice = select_fusion_by_reader(tiny_sidr, evaluator, weights=weights)
+    assert set(choice["rag_accuracy@1"]) == set(tops) and choice["n"] == 3
+    assert choice["rag_accuracy@1"][target] == 1.0
+    for name, top in tops.items():
+        assert choice["rag_accuracy@1"][name] == sum(p == t for p, t in zip(top, tops[target])) / 3
+    best = [n for n, v in choice["rag_accuracy@1"].items() if v == 1.0]
+    winner = max(best, key=lambda n: (choice["recall@1"][n], -best.index(n)))
+    assert (choice["fusion"], choice["fusion_weight"]) == next(
+        (f, w) for n, f, w in fusion_options(weights) if n == winner
+    )
+    assert (evaluator.fusion, evaluator.fusion_weight) == (choice["fusion"], choice["fusion_weight"])
+    assert len(read) == len(set(read)) == len({(q, p) for top in tops.values() for q, p in enumerate(top)})
+    with pytest.raises(ValueError, match="needs an evaluator with a reader"):
+        select_fusion_by_reader(tiny_sidr, RAGEvaluator(QUERIES, answers, hybrid_index, first_stage="hybrid"))
+    with pytest.raises(ValueError, match="first_stage='hybrid' or 'bm25'"):
+        select_fusion_by_reader(tiny_sidr, RAGEvaluator(QUERIES, answers, hybrid_index, reader=Reader()))
+
+
 def test_evaluator_passes_its_pipeline_to_the_retriever(tiny_sidr, hybrid_index):
     answers = [["Shakespeare"], ["Everest"], ["Paris"]]
     evaluator = RAGEvaluator(QUERIES, answers, hybrid_index, recall_at=[1, 3], rerank_top_m=3, first_stage="bm25")

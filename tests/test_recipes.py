@@ -565,6 +565,11 @@ def test_bench_stage1_negatives_trains_one_stage1_per_first_stage_and_pairs_them
         record = json.loads((tmp_path / "run" / f"stage1_{first_stage}" / "demo_stage.json").read_text())["record"]
         assert record["settings"]["first_stage"] == first_stage
     assert json.loads(out.read_text())["results"] == summary["results"] and out.with_suffix(".png").exists()
+    assert all("rag_accuracy@1" not in f for f in summary["evaluation_fusion"].values())
+    # Each retriever's fusion chosen by the reader's answers on the dev questions instead.
+    by_reader = bench.main(ours + tiny_demo_flags(tiny_setup, data) + ["--fusion-selection", "rag_accuracy"])
+    for fusion in by_reader["evaluation_fusion"].values():
+        assert len(fusion["rag_accuracy@1"]) == 11 and fusion["n"] == 4
     with pytest.raises(SystemExit):
         bench.main(["--first-stages", "bm25"])
 

@@ -241,6 +241,51 @@ def test_calibrate_uses_real_generation_labels(reward, monkeypatch, tmp_path):
     assert reward([QUERY], [passages[0][0]], [["Shakespeare"]]) == [expected]
 
 
+def test_calibrate_in_parts_reads_back_only_labels_of_the_same_questions_and_settings(tmp_path):
+    """An existing calibration file is loaded only when its records label exactly these questions and its recorded
+    settings are these; otherwise the error names the file and the fix, and the file is left as it was."""
+    import datasets
+
+    from r3hf.rewards import calibrate_in_parts
+
+    train = datasets.Dataset.from_list([{"question": f"q{i}", "answers": ["a"]} for i in range(4)])
+    asked = []
+
+    def label(rows, candidates):
+        asked.extend(rows["question"])
+        return [
+            {"query": q, "passage_id": p["id"], "score": 0.5, "label": 1, "generation": ""}
+            for q, ps in zip(rows["question"], candidates)
+            for p in ps
+        ]
+
+    def candidates(questions):
+        return [[{"id": "p0"}, {"id": "p1"}] for _ in questions]
+
+    path = tmp_path / "cal.jsonl"
+    settings = {"reward_llm": "lm", "calibration_top_k": 2, "pipeline": {"first_stage": "bm25", "weights": (1, 2)}}
+    calibration = calibrate_in_parts(label, candidates, train, path, 3, 2, settings=settings)
+    assert len(calibration.records) == 6 and asked == ["q0", "q1", "q2"]
+    written = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert set(written) == {"cal.jsonl", "cal.jsonl.settings.json"}
+    again = calibrate_in_parts(label, candidates, train, path, 3, 2, settings=dict(settings))
+    assert asked == ["q0", "q1", "q2"] and again.records["query"] == calibration.records["query"]  # read back
+    with pytest.raises(ValueError, match=r"cal.jsonl was labelled with other settings \(reward_llm: 'lm' there, "):
+        calibrate_in_parts(label, candidates, train, path, 3, 2, settings={**settings, "reward_llm": "other"})
+    with pytest.raises(ValueError, match=r"cal.jsonl holds the labels of other questions \(0 of its 3 .* lacks 1"):
+        calibrate_in_parts(label, candidates, train, path, 4, 2, settings=settings)
+    with pytest.raises(ValueError, match="set calibration_file to another path"):
+        calibrate_in_parts(label, candidates, train.select([3, 2, 1]), path, 3, 2)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == written and len(asked) == 3
+    # A crashed calibration's parts, begun with other settings, are not resumed under these.
+    parts = tmp_path / "other.jsonl.parts"
+    parts.mkdir()
+    (parts / "settings.json").write_text('{"reward_llm": "other"}')
+    with pytest.raises(ValueError, match="other.jsonl.parts was labelled with other settings .* delete that folder"):
+        calibrate_in_parts(label, candidates, train, tmp_path / "other.jsonl", 3, 2, settings=settings)
+    assert len(asked) == 3
+
+
 def test_generation_length_is_the_readers_unless_a_call_sets_it(reward, monkeypatch):
     lengths = []
     real = reward.model.generate

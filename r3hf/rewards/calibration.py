@@ -223,6 +223,33 @@ def _open_part(path: Path):
     return open(path, "a", encoding="utf-8")
 
 
+def _check_settings(settings_file: Path, settings: dict | None, what: Path, fix: str) -> None:
+    """Refuse labels that `settings_file` says were made with other `settings` (a file without it is not checked)."""
+    if settings is None or not settings_file.exists():
+        return
+    earlier = json.loads(settings_file.read_text(encoding="utf-8"))
+    if earlier != settings:
+        changed = sorted(k for k in earlier.keys() | settings.keys() if earlier.get(k) != settings.get(k))
+        changes = ", ".join(f"{k}: {earlier.get(k)!r} there, {settings.get(k)!r} now" for k in changed)
+        raise ValueError(f"{what} was labelled with other settings ({changes}; {settings_file}): {fix}")
+
+
+def _write_settings(settings_file: Path, settings: dict) -> None:
+    with atomic_path(settings_file) as tmp:
+        tmp.write_text(json.dumps(settings), encoding="utf-8")
+
+
+def _check_questions(path: Path, records: datasets.Dataset, questions: Sequence[str]) -> None:
+    """Refuse a calibration file whose records are not the labels of exactly `questions`."""
+    ours, theirs = set(questions), set(records["query"]) if len(records) else set()
+    if ours != theirs:
+        raise ValueError(
+            f"{path} holds the labels of other questions ({len(theirs - ours)} of its {len(theirs)} questions are not "
+            f"among the first {len(ours)} training questions, and it lacks {len(ours - theirs)} of those): delete it "
+            f"to label these questions, or set calibration_file to another path."
+        )
+
+
 def calibrate_in_parts(
     label: Callable[[datasets.Dataset, list[list[dict]]], list[dict]],
     candidates: Callable[[list[str]], list[list[dict]]],
@@ -232,13 +259,16 @@ def calibrate_in_parts(
     per_question: int,
     state: PartialState | None = None,
     chunk_size: int = 16,
+    settings: dict | None = None,
 ) -> Calibration:
     """Calibrate the first `num_questions` questions of `train_dataset`, split across processes and resumable.
 
     The questions not yet done are split across processes; each appends the records of every `chunk_size` questions
     to its own part file (`<path>.parts/part-rankN.jsonl`), so a restarted calibration, with any number of
-    processes, keeps what was written and does only the rest. The main process then writes `path` once; a `path`
-    that exists is loaded as it is.
+    processes, keeps what was written and does only the rest. The main process then writes `path` once, with
+    `settings` beside it (`<path>.settings.json`). A `path` that exists is loaded instead, once its records are
+    checked to label exactly these questions and its settings (where it has them) to equal `settings`; a mismatch
+    raises a `ValueError` that names the file and leaves it untouched.
 
     Args:
         label: The records of a batch of question rows and their candidates: generation labels for free-form
@@ -252,46 +282,64 @@ def calibrate_in_parts(
         per_question: Candidates per question; a question with fewer records (cut short by a crash) is redone.
         state: The processes' `accelerate.PartialState` (default: the current one).
         chunk_size: Questions per written batch of records.
+        settings: What the labels depend on beyond the questions (the reader, the generation length, the candidates'
+            retriever and pipeline, ...), as JSON values; `None` checks none.
 
     Returns:
         The [`Calibration`] of every record.
     """
     state = state or PartialState()
-    if not os.path.exists(path):
-        parts = Path(f"{path}.parts")
-        if state.is_main_process:
-            parts.mkdir(parents=True, exist_ok=True)
-        state.wait_for_everyone()
-        counts = Counter(r["question_index"] for r in _read_records(parts))
-        todo = [i for i in range(min(num_questions, len(train_dataset))) if counts[i] < per_question]
-        with (
-            state.split_between_processes(todo) as mine,
-            _open_part(parts / f"part-rank{state.process_index}.jsonl") as f,
-        ):
-            chunks = range(0, len(mine), chunk_size)
-            for start in tqdm(chunks, desc="Calibrating", disable=not state.is_main_process):
-                rows = train_dataset.select(mine[start : start + chunk_size])
-                records = label(rows, candidates(rows["question"]))
-                written = time.time_ns()  # a question redone after a crash keeps only its latest records
-                for j, record in enumerate(records):
-                    f.write(
-                        json.dumps({"question_index": mine[start + j // per_question], "written": written, **record})
-                    )
-                    f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-        state.wait_for_everyone()
-        if state.is_main_process:
-            all_records = _read_records(parts)
-            latest: dict[int, int] = {}
-            for r in all_records:
-                latest[r["question_index"]] = max(latest.get(r["question_index"], 0), r.get("written", 0))
-            records = [
-                {k: v for k, v in r.items() if k not in ("question_index", "written")}
-                for r in sorted(all_records, key=lambda r: r["question_index"])
-                if r.get("written", 0) == latest[r["question_index"]]
-            ]
-            Calibration.from_records(records).save(path)
-            shutil.rmtree(parts)
-        state.wait_for_everyone()
+    path = Path(path)
+    settings_file = Path(f"{path}.settings.json")
+    if settings is not None:
+        settings = json.loads(json.dumps(settings))  # as read back: tuples as lists
+    questions = train_dataset.select(range(min(num_questions, len(train_dataset))))["question"]
+    if path.exists():
+        _check_settings(
+            settings_file, settings, path, "delete it to label again, or set calibration_file to another path."
+        )
+        calibration = Calibration.load(path)
+        _check_questions(path, calibration.records, questions)
+        return calibration
+    parts = Path(f"{path}.parts")
+    _check_settings(
+        parts / "settings.json", settings, parts, "delete that folder to label from the start with these settings."
+    )
+    if state.is_main_process:
+        parts.mkdir(parents=True, exist_ok=True)
+        if settings is not None and not (parts / "settings.json").exists():
+            _write_settings(parts / "settings.json", settings)
+    state.wait_for_everyone()
+    counts = Counter(r["question_index"] for r in _read_records(parts))
+    todo = [i for i in range(len(questions)) if counts[i] < per_question]
+    with (
+        state.split_between_processes(todo) as mine,
+        _open_part(parts / f"part-rank{state.process_index}.jsonl") as f,
+    ):
+        chunks = range(0, len(mine), chunk_size)
+        for start in tqdm(chunks, desc="Calibrating", disable=not state.is_main_process):
+            rows = train_dataset.select(mine[start : start + chunk_size])
+            records = label(rows, candidates(rows["question"]))
+            written = time.time_ns()  # a question redone after a crash keeps only its latest records
+            for j, record in enumerate(records):
+                f.write(json.dumps({"question_index": mine[start + j // per_question], "written": written, **record}))
+                f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+    state.wait_for_everyone()
+    if state.is_main_process:
+        all_records = _read_records(parts)
+        latest: dict[int, int] = {}
+        for r in all_records:
+            latest[r["question_index"]] = max(latest.get(r["question_index"], 0), r.get("written", 0))
+        records = [
+            {k: v for k, v in r.items() if k not in ("question_index", "written")}
+            for r in sorted(all_records, key=lambda r: r["question_index"])
+            if r.get("written", 0) == latest[r["question_index"]]
+        ]
+        Calibration.from_records(records).save(path)
+        if settings is not None:
+            _write_settings(settings_file, settings)
+        shutil.rmtree(parts)
+    state.wait_for_everyone()
     return Calibration.load(path)

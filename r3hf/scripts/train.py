@@ -197,11 +197,14 @@ def calibrate(
     state: PartialState,
     pipeline: dict | None = None,
     chunk_size: int = 16,
+    reward_llm: str | None = None,
 ) -> None:
     """The offline stage of the train script: the initial retriever's top `calibration_top_k` passages of the first
     `calibration_samples` questions, labelled by real generation across processes ([`calibrate_in_parts`]), set as
     the reward's calibration. `pipeline` (`first_stage`, `fusion`, `fusion_weight`) says where the candidates come
-    from: the paper's bag-of-tokens first stage by default."""
+    from: the paper's bag-of-tokens first stage by default. The labels are recorded with what they depend on
+    (`reward_llm`, the reward's generation length, the task, the retriever, the top-k and `pipeline`), and an existing
+    file labelled otherwise, or for other questions, is refused."""
     k = script_args.calibration_top_k
     if script_args.task:  # the closed-set rule: no generation needed
 
@@ -227,6 +230,14 @@ def calibrate(
         per_question=min(k, len(index)),
         state=state,
         chunk_size=chunk_size,
+        settings={
+            "reward_llm": reward_llm,
+            "reward_max_new_tokens": script_args.reward_max_new_tokens,
+            "task": script_args.task,
+            "retriever": getattr(model, "name_or_path", None),
+            "calibration_top_k": k,
+            "pipeline": pipeline or {},
+        },
     )
 
 
@@ -428,10 +439,20 @@ def main(script_args: R3ScriptArguments, training_args: R3Config, model_args: Mo
     ]
     if script_args.calibrate or threshold == "calibrated":
         os.makedirs(training_args.output_dir, exist_ok=True)
-        for i, reward in enumerate(rewards):
+        for i, (llm, reward) in enumerate(zip(script_args.reward_llms, rewards)):
             default = os.path.join(training_args.output_dir, f"calibration_{i}.jsonl")
             path = script_args.calibration_file if i == 0 and script_args.calibration_file else default
-            calibrate(script_args, reward, model, index, train_dataset, path, state, pipeline=training_args.pipeline)
+            calibrate(
+                script_args,
+                reward,
+                model,
+                index,
+                train_dataset,
+                path,
+                state,
+                pipeline=training_args.pipeline,
+                reward_llm=str(llm),
+            )
     trainer = R3Trainer(
         model=model,
         reward_funcs=rewards,
