@@ -296,7 +296,6 @@ def fusion_chooser(args, index, dev_questions, dev_answers, reader) -> Callable[
         rerank_top_m=args.rerank_top_m,
         first_stage="hybrid",
         name="dev",
-        show_progress_bar=False,
     )
     return lambda retriever: select_fusion_by_reader(retriever, dev)
 

@@ -574,6 +574,28 @@ def test_bench_stage1_negatives_trains_one_stage1_per_first_stage_and_pairs_them
         bench.main(["--first-stages", "bm25"])
 
 
+def test_compare_runs_pairs_two_runs_on_the_questions_both_answered(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import compare_runs
+
+    def write(folder, rows):
+        folder.mkdir(parents=True)
+        (folder / "nq_test_predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    a = [{"id": i, "correct@1": i % 2 == 0, "first_answer_rank": 0} for i in range(6)]
+    b = [{"id": i, "correct@1": False, "first_answer_rank": None if i < 3 else 0} for i in range(1, 8)]
+    write(tmp_path / "a", a)
+    write(tmp_path / "b", list(reversed(b)))  # matched by id, not by position
+    results = compare_runs.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "d.json")])
+    diffs = results["nq_test"][str(tmp_path / "b")]
+    assert diffs["correct@1"]["n"] == 5 and diffs["correct@1"]["difference"] == pytest.approx(2 / 5)  # ids 2, 4
+    assert diffs["recall@1"]["difference"] == pytest.approx(2 / 5)  # ids 1 and 2 have no answer in b's top 1
+    assert "| nq_test |" in capsys.readouterr().out and json.loads((tmp_path / "d.json").read_text())["results"]
+    with pytest.raises(SystemExit):
+        compare_runs.main([str(tmp_path / "a"), str(tmp_path / "missing")])
+    assert "no folder" in capsys.readouterr().err
+
+
 def test_every_command_takes_kebab_and_snake_flags():
     from r3hf.cli import make_parser as cli_parser
 
