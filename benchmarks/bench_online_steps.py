@@ -48,6 +48,15 @@ def load_demo():
     return demo
 
 
+def passthrough_parser(description: str) -> ArgumentParser:
+    """The parser of a benchmark that hands every flag it does not know to the demo, over the cpu-long preset."""
+    return ArgumentParser(
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Any other flag is the demo's (recipes/demo.py --help), applied over its cpu-long preset.",
+    )
+
+
 def seeded_generations(folders: list[Path], tests: dict, index) -> dict[str, dict]:
     """Generation caches keyed as `RAGEvaluator` keys them, `(question row, (passage row,))`, from every
     `*/<test set>_predictions.jsonl` under each of `folders`."""

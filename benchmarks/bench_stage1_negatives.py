@@ -15,19 +15,18 @@ questions), with paired bootstrap 95% intervals against the initial retriever an
 
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench_online_steps import load_demo
+from bench_online_steps import load_demo, passthrough_parser
 
 from r3hf import compare_predictions
 from r3hf.retrieval import FIRST_STAGES
 from r3hf.scripts.utils import demo_retriever, write_result
-from r3hf.utils import ArgumentParser, enable_logging
+from r3hf.utils import enable_logging
 
 logger = logging.getLogger("r3hf.bench_stage1_negatives")
 METRICS = ("recall@1", "recall@5")
@@ -62,11 +61,7 @@ def plot(results: dict, reference: str, path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     demo = load_demo()
-    parser = ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Any other flag is the demo's (recipes/demo.py --help), applied over its cpu-long preset.",
-    )
+    parser = passthrough_parser(__doc__)
     parser.add_argument("--first-stages", nargs="+", choices=FIRST_STAGES, default=list(FIRST_STAGES))
     parser.add_argument("--output-dir", default="outputs/stage1_negatives")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/stage1_negatives.json"))

@@ -574,6 +574,32 @@ def test_bench_stage1_negatives_trains_one_stage1_per_first_stage_and_pairs_them
         bench.main(["--first-stages", "bm25"])
 
 
+@pytest.mark.slow
+def test_bench_rerank_ceiling_reads_each_candidate_alone(tiny_setup, tmp_path, monkeypatch, capsys):
+    """`benchmarks/bench_rerank_ceiling.py` with tiny models: per retriever and test set, the reader's accuracy from
+    the top passage and the oracle share answered from one of the top k, which can only grow with k."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_rerank_ceiling as bench
+
+    data = tiny_demo_data(tmp_path / "data")
+    out = tmp_path / "ceiling.json"
+    flags = tiny_demo_flags(tiny_setup, data)
+    summary = bench.main(["--top-k", "3", "--trained", f"again={tiny_setup / 'sidr'}", "--out", str(out), *flags])
+    for name in ("nq_test", "squad_test"):
+        assert set(summary["results"][name]) == {"initial", "again"}
+        for m in summary["results"][name].values():
+            oracle = [m["oracle"][k] for k in ("1", "2", "3")]
+            assert oracle[0] == m["rag_accuracy@1"] and oracle == sorted(oracle) and m["n"] == 3
+            assert m["oracle_minus_top1"]["difference"] == pytest.approx(oracle[-1] - oracle[0])
+        assert summary["results"][name]["again"] == summary["results"][name]["initial"]  # the same weights
+    assert out.with_suffix(".png").exists()
+    for bad in (["--top-k", "5"], ["--trained", "no-label"]):
+        with pytest.raises(SystemExit):
+            bench.main(bad + flags)
+    err = capsys.readouterr().err
+    assert "--top-k 5: pick from 1 to the 4 candidates" in err and "--trained takes LABEL=PATH" in err
+
+
 def test_compare_runs_pairs_two_runs_on_the_questions_both_answered(tmp_path, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import compare_runs
