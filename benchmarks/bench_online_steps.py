@@ -148,9 +148,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
 
-    model, index, train, tests, dev_questions, dev_answers = demo.load_run(args)
+    model, index, train, tests = demo.load_run(args)
     reward = demo.build_reward(args)
-    choose = demo.fusion_chooser(args, index, dev_questions, dev_answers, reward.reader)
+    choose = demo.fusion_chooser(args, index, reward.reader)
     caches = {name: {} for name in tests}
     checked = 0
     if ours.reuse_generations:

@@ -92,9 +92,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     enable_logging()
     start = time.time()
 
-    model, index, _, tests, dev_questions, dev_answers = demo.load_run(args)
+    model, index, _, tests = demo.load_run(args)
     reader = demo.build_reward(args).reader
-    choose = demo.fusion_chooser(args, index, dev_questions, dev_answers, reader)
+    choose = demo.fusion_chooser(args, index, reader)
     caches = seeded_generations(ours.reuse_generations, tests, index) if ours.reuse_generations else {}
     retrievers = {"initial": model} | {
         label: SIDRModel.from_pretrained(path) for label, path in (r.split("=", 1) for r in ours.trained)

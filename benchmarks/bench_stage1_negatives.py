@@ -74,9 +74,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
 
-    model, index, train, tests, dev_questions, dev_answers = demo.load_run(args)
+    model, index, train, tests = demo.load_run(args)
     reward = demo.build_reward(args)
-    choose = demo.fusion_chooser(args, index, dev_questions, dev_answers, reward.reader)
+    choose = demo.fusion_chooser(args, index, reward.reader)
     evaluators = demo.rag_evaluators(tests, index, None, args.rerank_top_m, {name: {} for name in tests})
     predictions: dict[str, dict[str, list[dict]]] = {name: {} for name in tests}
     fusions, seconds = {}, {}

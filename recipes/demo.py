@@ -237,19 +237,20 @@ def question_sets(data: Path, split: str, n: int) -> dict[str, datasets.Dataset]
 
 def load_run(args: argparse.Namespace):
     """What every run of the demo (and the benches built on it) starts from: the initial retriever, the index with its
-    bm25s part, the training questions, the test sets, and the dev questions and answers of both sets pooled.
+    bm25s part, the training questions and the test sets.
 
     Returns:
-        `(model, index, train, tests, dev_questions, dev_answers)`.
+        `(model, index, train, tests)`.
     """
     data = Path(args.data)
     model = demo_retriever(args.retriever)
     index = demo_index(model, data, bm25=True)
-    train = training_questions(data, args.calibration_samples)
-    tests, devs = question_sets(data, "test", args.eval_samples), question_sets(data, "dev", args.dev_samples)
-    dev_questions = [q for d in devs.values() for q in d["question"]]
-    dev_answers = [a for d in devs.values() for a in d["answers"]]
-    return model, index, train, tests, dev_questions, dev_answers
+    return (
+        model,
+        index,
+        training_questions(data, args.calibration_samples),
+        question_sets(data, "test", args.eval_samples),
+    )
 
 
 def rag_evaluators(
@@ -281,10 +282,13 @@ def rag_evaluators(
 FUSION_SELECTIONS = ("answer_recall", "rag_accuracy")
 
 
-def fusion_chooser(args, index, dev_questions, dev_answers, reader) -> Callable[[object], dict]:
-    """How a retriever's final ranking in the hybrid pipeline is chosen on the dev questions, never on a test set: by
-    answer recall@1 ([`select_fusion`], no reader), or with `--fusion-selection rag_accuracy` by what the reader
-    answers ([`select_fusion_by_reader`]; one generation cache serves every retriever)."""
+def fusion_chooser(args, index, reader) -> Callable[[object], dict]:
+    """How a retriever's final ranking in the hybrid pipeline is chosen on the dev questions of both sets pooled,
+    never on a test set: by answer recall@1 ([`select_fusion`], no reader), or with `--fusion-selection rag_accuracy`
+    by what the reader answers ([`select_fusion_by_reader`]; one generation cache serves every retriever)."""
+    devs = question_sets(Path(args.data), "dev", args.dev_samples)
+    dev_questions = [q for d in devs.values() for q in d["question"]]
+    dev_answers = [a for d in devs.values() for a in d["answers"]]
     if args.fusion_selection == "answer_recall":
         return lambda retriever: select_fusion(retriever, index, dev_questions, dev_answers, args.rerank_top_m)
     dev = RAGEvaluator(
@@ -634,14 +638,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     speed_at_start = matmul_gflops()
     start = time.time()
 
-    model, index, train, tests, dev_questions, dev_answers = load_run(args)
+    model, index, train, tests = load_run(args)
     reward = build_reward(args)
     logger.info(f"Set-up: {time.time() - start:.0f}s; {len(index)} passages, {len(train)} training questions")
     stage_seconds = {"set-up": time.time() - start}  # wall-clock seconds of each part of the run
 
     generations = {name: {} for name in tests}  # one generation cache per test set, shared by every pipeline
     evaluators = rag_evaluators(tests, index, reward.reader, args.rerank_top_m, generations)
-    choose = fusion_chooser(args, index, dev_questions, dev_answers, reward.reader)
+    choose = fusion_chooser(args, index, reward.reader)
     predictions: dict[str, dict[str, list[dict]]] = {name: {} for name in tests}
 
     # Each retriever's own final ranking in the hybrid pipeline, chosen on the dev questions pooled over both sets.
