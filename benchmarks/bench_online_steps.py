@@ -13,9 +13,10 @@ than the demo's 4, and `--positive-fallback skip` with only the questions the re
 `--calibration-samples`, `--calibration-top-k` and `--calibration-first-stage hybrid` give stage 1 larger offline
 pools, labelled by generation over the initial retriever's hybrid candidates; `--stage1-questions` trains stage 1 on
 the calibrated questions alone (`pooled`: those with both a right and a wrong answer, as the paper), for
-`--offline-steps` steps, and `--stage1-first-stage bm25` mines stage 1's hard negatives from bm25s; `--evaluate-stage1`
-evaluates stage 1 too. Labels that an earlier run wrote to `--output-dir` for the same questions and candidates are
-read back, not generated again.
+`--offline-steps` steps, and `--stage1-first-stage bm25` mines stage 1's hard negatives from bm25s;
+`--bm25-residual-weight fusion` trains stage 1 and the on-policy stage on E(q)·E(d) fused with bm25s's score, so that
+the retriever learns what bm25s misses; `--evaluate-stage1` evaluates stage 1 too. Labels that an earlier run wrote
+to `--output-dir` for the same questions and candidates are read back, not generated again.
 
 The reader generates greedily, so an answer depends only on the question and the passage: `--reuse-generations`
 (repeatable) seeds the generation cache from earlier runs' per-question results (their `predictions` folders) and first
@@ -135,7 +136,7 @@ def main() -> None:
         parser.error(f"--reuse-generations: no folder {', '.join(missing)}; give an earlier run's predictions folder")
     if ours.online_retrieval_top_k is not None:
         top_m = demo.PRESETS["cpu-long"]["rerank_top_m"]
-        demo.check_retrieval_top_k(parser, ours.online_retrieval_top_k, top_m, "--online-retrieval-top-k", remedy="")
+        demo.check_retrieval_top_k(parser, ours.online_retrieval_top_k, top_m, "--online-retrieval-top-k", remedy=None)
     passed = {flag: getattr(ours, flag) for flag in demo.LABELLING_FLAGS}
     passed["retrieval_top_k"] = ours.online_retrieval_top_k  # only the on-policy stage uses it
     passed["offline_steps"] = ours.offline_steps
@@ -177,6 +178,7 @@ def main() -> None:
     evaluate("initial @ hybrid", model)
     fusion = fusions["initial @ hybrid"]
     hybrid = {"first_stage": "hybrid", "fusion": fusion["fusion"], "fusion_weight": fusion["fusion_weight"]}
+    demo.resolve_bm25_residual(args, fusion)
 
     began = time.time()
     subset, calibration = demo.calibrate(model, index, train, reward, args, out, hybrid)

@@ -92,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     evaluate("initial", model)
     fusion = fusions["initial"]
     hybrid = {"first_stage": "hybrid", "fusion": fusion["fusion"], "fusion_weight": fusion["fusion_weight"]}
+    demo.resolve_bm25_residual(args, fusion)
     began = time.time()
     subset, calibration = demo.calibrate(model, index, train, reward, args, out, hybrid)
     seconds["calibration"] = time.time() - began

@@ -40,6 +40,7 @@ def symmetric_infonce(
     valid: torch.Tensor | None = None,
     passage_valid: torch.Tensor | None = None,
     temperature: float = 1.0,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Symmetric in-batch InfoNCE, as SiDR's `symmetry_biencoder_nll_loss`.
 
@@ -50,6 +51,7 @@ def symmetric_infonce(
         passage_valid: `[M]` booleans masking passages out of the candidates (default: the positives of valid
             queries and every extra passage).
         temperature: Divides the raw dot products.
+        bias: `[N, M]` constant added to the scaled scores of both directions ([`bm25_residual_bias`]).
 
     Returns:
         The mean cross-entropy of picking each query's positive among all passages, plus the mean cross-entropy of
@@ -60,12 +62,38 @@ def symmetric_infonce(
     scores = queries @ passages.T / temperature  # [N, M]
     if passage_valid is None:
         passage_valid = torch.cat([valid, valid.new_ones(passages.shape[0] - n)])
+    if bias is not None:
+        scores = scores + bias
     masked = scores.masked_fill(~passage_valid[None, :], float("-inf"))
     target = torch.arange(n, device=queries.device)
     loss_q = F.cross_entropy(masked[valid], target[valid])
     per_passage = scores[:, :n].T.masked_fill(~valid[None, :], float("-inf"))  # [N passages, N queries]
     loss_p = F.cross_entropy(per_passage[valid], target[valid])
     return loss_q + loss_p
+
+
+def bm25_residual_bias(
+    scores: torch.Tensor, bm25_scores: torch.Tensor, weight: float, passage_valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The bm25s term of a fused score, as a constant to add to `[N, M]` in-batch scores: `weight` × each query's
+    BM25 scores z-scored over the batch's passages × the standard deviation of its own `scores` over them.
+
+    In the loss this is the hybrid pipeline's ranking rather than E(q)·E(d) alone: where bm25s already ranks the
+    positive above the negatives, the term does most of the work and the gradient is small; where bm25s prefers a
+    negative, the dense score has to beat it. The retriever learns what bm25s misses, as CLEAR's residual (Gao et al.,
+    2021), instead of what it already ranks well. `weight` is bm25s's weight relative to the dense score's; the
+    weighted fusion's dense weight `w` corresponds to `(1 - w) / w`.
+
+    Args:
+        scores: `[N, M]` query-passage scores (detached here: the scale is a constant).
+        bm25_scores: `[N, M]` BM25 scores of the same pairs.
+        weight: bm25s's weight; 0 gives no bias.
+        passage_valid: `[M]` booleans: the passages the statistics are taken over (default: all).
+    """
+    columns = slice(None) if passage_valid is None else passage_valid.bool()
+    dense, lexical = scores.detach()[:, columns], bm25_scores.to(scores)[:, columns]
+    z = (bm25_scores.to(scores) - lexical.mean(1, keepdim=True)) / lexical.std(1, keepdim=True).clamp_min(1e-6)
+    return weight * dense.std(1, keepdim=True).nan_to_num(0.0) * z.nan_to_num(0.0)
 
 
 def flops(embeds: torch.Tensor) -> torch.Tensor:
@@ -83,6 +111,8 @@ def rcl_loss(
     parametric_weight: float = 1.0,
     semi_parametric_weight: float = 0.5,
     temperature: float = 1.0,
+    bm25_scores: torch.Tensor | None = None,
+    bm25_residual_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """R3's loss: L(E(q),E(d)) + ½·L(E(q),T(d)) + ½·L(T(q),E(d)), each a [`symmetric_infonce`].
 
@@ -94,16 +124,26 @@ def rcl_loss(
         parametric_weight: Weight of L(E(q),E(d)).
         semi_parametric_weight: Weight of each of L(E(q),T(d)) and L(T(q),E(d)).
         temperature: Divides every score.
+        bm25_scores: `[N, M]` BM25 scores of the query-passage pairs, for `bm25_residual_weight`.
+        bm25_residual_weight: With `bm25_scores`, L(E(q),E(d)) ranks by the fused score E(q)·E(d) + the
+            [`bm25_residual_bias`] of this weight; 0 (the paper's loss) adds nothing.
 
     Returns:
         The total loss and its parts: `{"qd": L(E(q),E(d)), "qT": L(E(q),T(d)), "Td": L(T(q),E(d))}`.
     """
     passage_valid = None
-    if valid is not None and passage_embeds.shape[0] == 2 * query_embeds.shape[0]:
-        passage_valid = torch.cat([valid, valid]).bool()
+    if valid is not None:
+        valid = valid.bool()
+        n, m = query_embeds.shape[0], passage_embeds.shape[0]
+        passage_valid = torch.cat([valid, valid if m == 2 * n else valid.new_ones(m - n)])
     args = (valid, passage_valid, temperature)
+    bias = None
+    if bm25_scores is not None and bm25_residual_weight:
+        with torch.no_grad():
+            scores = query_embeds @ passage_embeds.T / temperature
+        bias = bm25_residual_bias(scores, bm25_scores, bm25_residual_weight, passage_valid)
     parts = {
-        "qd": symmetric_infonce(query_embeds, passage_embeds, *args),
+        "qd": symmetric_infonce(query_embeds, passage_embeds, *args, bias=bias),
         "qT": symmetric_infonce(query_embeds, passage_bag_of_tokens, *args),
         "Td": symmetric_infonce(query_bag_of_tokens, passage_embeds, *args),
     }

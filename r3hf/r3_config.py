@@ -78,6 +78,12 @@ class R3Config(TrainingArguments):
             Weight of each of L(E(q), T(d)) and L(T(q), E(d)).
         temperature (`float`, *optional*, defaults to `1.0`):
             Divides the raw dot products in the InfoNCE terms.
+        bm25_residual_weight (`float`, *optional*, defaults to `0.0`):
+            Trains L(E(q), E(d)) on the fused score E(q)·E(d) + this weight × bm25s's z-scored score (in units of the
+            dense scores' spread, [`r3hf.losses.bm25_residual_bias`]), so that the retriever learns what bm25s misses
+            rather than what it already ranks well: for a hybrid pipeline, whose final ranking fuses the two. A
+            `"weighted"` fusion of dense weight `w` corresponds to `(1 - w) / w`. Needs the index's bm25s part; 0 (the
+            paper's loss) adds nothing.
         flops_weight (`float`, *optional*, defaults to `0.0`):
             Weight of SPLADE's FLOPS sparsity regulariser on E(q) and E(d) (valid queries and their passages); 0 (the
             paper) adds none.
@@ -127,6 +133,9 @@ class R3Config(TrainingArguments):
         default=0.5, metadata={"help": "Weight of each of L(E(q), T(d)) and L(T(q), E(d))."}
     )
     temperature: float = field(default=1.0, metadata={"help": "Divides the dot products in InfoNCE."})
+    bm25_residual_weight: float = field(
+        default=0.0, metadata={"help": "Weight of bm25s's score fused into L(E(q), E(d)) (0: the paper's loss)."}
+    )
     flops_weight: float = field(default=0.0, metadata={"help": "Weight of the FLOPS regulariser on E(q), E(d)."})
     gather_across_processes: bool = field(
         default=True, metadata={"help": "Gather embeddings across processes for in-batch negatives."}
@@ -155,6 +164,12 @@ class R3Config(TrainingArguments):
         them."""
         return {"first_stage": self.first_stage, "fusion": self.fusion, "fusion_weight": self.fusion_weight}
 
+    @property
+    def needs_bm25(self) -> bool:
+        """Whether training reads the index's bm25s part: a bm25 or hybrid first stage (on-policy or for mined
+        negatives) or bm25s's score in the loss."""
+        return bool({self.first_stage, self.negative_first_stage} & {"bm25", "hybrid"} or self.bm25_residual_weight)
+
     def __post_init__(self):
         super().__post_init__()
         if self.retrieval_top_k < 1 or self.rerank_top_m < self.retrieval_top_k:
@@ -167,8 +182,9 @@ class R3Config(TrainingArguments):
             check_first_stage(self.negative_first_stage)
         if self.positive_fallback not in POSITIVE_FALLBACKS:
             raise ValueError(f"positive_fallback must be one of {POSITIVE_FALLBACKS}, got {self.positive_fallback!r}.")
-        if self.flops_weight < 0:
-            raise ValueError(f"flops_weight must be >= 0, got {self.flops_weight}.")
+        for name in ("flops_weight", "bm25_residual_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}.")
         if self.warmup_epochs_offline < 0:

@@ -102,7 +102,7 @@ class R3Trainer(Trainer):
             raise ValueError("R3Trainer needs index=BagOfTokensIndex.build(corpus, model.tokenizer).")
         if vocabulary_fingerprint(index.tokenizer) != vocabulary_fingerprint(model.tokenizer):
             raise ValueError("The index was built with a different tokenizer from the model's: rebuild the index.")
-        if {args.first_stage, args.negative_first_stage} & {"bm25", "hybrid"}:
+        if args.needs_bm25:
             index.require_bm25()
         if (reward_funcs is None or reward_funcs == []) and not args.offline_only:
             raise ValueError(
@@ -276,6 +276,15 @@ class R3Trainer(Trainer):
             )
         return positives, negatives
 
+    def _bm25_scores(self, questions: list[str], rows: list[int], n: int) -> torch.Tensor:
+        """BM25 scores of every query of the step against every passage, all processes' queries and passages
+        (positives first, then hard negatives) laid out as the gathered embeddings are."""
+        gather = self.accelerator.gather if self.args.gather_across_processes else (lambda t: t)
+        local = torch.tensor(rows, device=self.accelerator.device)
+        passages = torch.cat([gather(local[:n]), gather(local[n:])]).tolist()
+        scores = self.index.require_bm25().score_rows(questions, passages)
+        return gather(scores.to(self.accelerator.device))
+
     # ------------------------------------------------------------------ training step
 
     def compute_loss(self, model, inputs: list[dict], return_outputs: bool = False, num_items_in_batch=None):
@@ -321,6 +330,8 @@ class R3Trainer(Trainer):
                 parametric_weight=args.parametric_loss_weight,
                 semi_parametric_weight=args.semi_parametric_loss_weight,
                 temperature=args.temperature,
+                bm25_scores=self._bm25_scores(questions, rows, n) if args.bm25_residual_weight else None,
+                bm25_residual_weight=args.bm25_residual_weight,
             )
             if args.flops_weight and valid_t.any():
                 pair_valid = torch.cat([valid_t, valid_t])
@@ -474,6 +485,7 @@ class R3Trainer(Trainer):
             "parametric_loss_weight",
             "semi_parametric_loss_weight",
             "temperature",
+            "bm25_residual_weight",
             "flops_weight",
             "positive_fallback",
             "seed",

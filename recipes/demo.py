@@ -430,6 +430,8 @@ def train_stage(
     (`first_stage`, `fusion`, `fusion_weight`) with it. A retriever saved there by an earlier run with the same
     settings is loaded instead. Returns the retriever and the stage's log history."""
     online = bool(pipeline)
+    # Stage 1 feeds both pipelines; an on-policy stage in the paper's has no bm25s ranking to fuse with.
+    residual = args.bm25_residual_weight if not online or pipeline["first_stage"] != "bag_of_tokens" else 0.0
     settings = dict(
         per_device_train_batch_size=args.batch_size,
         learning_rate=args.learning_rate,
@@ -441,6 +443,7 @@ def train_stage(
         seed=0,
         warmup_steps=0.1,
         **(pipeline or {"first_stage": args.stage1_first_stage}),  # offline, it is where hard negatives are mined
+        **({"bm25_residual_weight": residual} if residual else {}),
     )
     record = {
         "stage": name,
@@ -504,11 +507,39 @@ LABELLING_FLAGS = (
     "fusion_selection",
     "reward",
     "positive_fallback",
+    "bm25_residual_weight",
 )
 
 
+def residual_weight_flag(text: str) -> str | float:
+    """`--bm25-residual-weight`: `"fusion"`, or a number at least 0."""
+    if text == "fusion":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value >= 0:  # nan included
+        raise argparse.ArgumentTypeError(f"expected 'fusion' or a number at least 0, got {text!r}")
+    return value
+
+
+def resolve_bm25_residual(args: argparse.Namespace, fusion: dict) -> float:
+    """Set `args.bm25_residual_weight` to a number: `"fusion"` takes bm25s's weight relative to the dense score's in
+    the initial retriever's dev-chosen hybrid `fusion` ((1 - w) / w for a weighted fusion of dense weight w, 1 for
+    reciprocal rank, 0 for E(q)·E(d) alone). Returns it."""
+    if args.bm25_residual_weight == "fusion":
+        kind, w = fusion["fusion"], fusion["fusion_weight"]
+        args.bm25_residual_weight = (1 - w) / w if kind == "weighted" else 1.0 if kind == "rrf" else 0.0
+        logger.info(
+            f"bm25s's weight in the training loss, from the hybrid fusion {kind}: {args.bm25_residual_weight:.3g}"
+        )
+    return args.bm25_residual_weight
+
+
 def add_labelling_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags of what labels the training pairs: the calibration's pools and the on-policy reward."""
+    """The flags of what labels the training pairs (the calibration's pools and the on-policy reward) and of what
+    the loss ranks them by."""
     parser.add_argument("--calibration-samples", type=int, help="training questions labelled by generation")
     parser.add_argument("--calibration-top-k", type=int, help="passages per calibrated question")
     parser.add_argument(
@@ -548,6 +579,14 @@ def add_labelling_flags(parser: argparse.ArgumentParser) -> None:
         choices=POSITIVE_FALLBACKS,
         default="offline",
         help="on-policy questions with no rewarded passage: train on an offline or gold positive, or skip them",
+    )
+    parser.add_argument(
+        "--bm25-residual-weight",
+        type=residual_weight_flag,
+        default=0.0,
+        help="stage 1 and the hybrid on-policy stage rank by E(q)·E(d) + this weight x bm25s's score in the loss, "
+        "so the retriever learns what bm25s misses; 'fusion': bm25s's weight in the initial retriever's hybrid "
+        "fusion; 0: the paper's loss",
     )
 
 
@@ -619,14 +658,14 @@ def check_retrieval_top_k(
     top_k: int,
     top_m: int,
     flag: str = "--retrieval-top-k",
-    remedy: str = ", or raise --rerank-top-m",
+    remedy: str | None = "raise --rerank-top-m",
 ) -> None:
     """A parser error unless the reward's `top_k` passages per on-policy question fit in the `top_m` candidates of
-    each first stage; `remedy` is appended to the fix (the demo's: raise `--rerank-top-m`)."""
+    each first stage; `remedy`, if any, is offered as the other fix (the demo's: raise `--rerank-top-m`)."""
     if not 1 <= top_k <= top_m:
         parser.error(
             f"{flag} {top_k}: the reward scores that many passages per on-policy question, but each first stage "
-            f"gives {top_m} candidates; pick a top-k from 1 to {top_m}{remedy}"
+            f"gives {top_m} candidates; pick a top-k from 1 to {top_m}{f', or {remedy}' if remedy else ''}"
         )
 
 
@@ -683,6 +722,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     # The initial retriever's fusion is the hybrid pipeline that r3_hybrid trains in.
     fusion = fusions["initial"]
     hybrid = {"first_stage": "hybrid", "fusion": fusion["fusion"], "fusion_weight": fusion["fusion_weight"]}
+    resolve_bm25_residual(args, fusion)
     began = time.time()
     subset, calibration = calibrate(model, index, train, reward, args, out, hybrid)
     stage_seconds["calibration"] = time.time() - began

@@ -313,6 +313,7 @@ def test_negative_first_stage_mines_offline_negatives_from_bm25s_alone(tiny_sidr
         texts = [hybrid_index.corpus[r]["text"] for r in candidates]
         wrong = [r for r, t in zip(candidates, texts) if not any(a.lower() in t.lower() for a in ans)]
         assert negative == (wrong[0] if wrong else None)
+    assert config(negative_first_stage="bm25").needs_bm25 and not config().needs_bm25  # recipes/train.py adds one
     default = R3Trainer(tiny_sidr, None, config(), train, index=hybrid_index)
     assert default._sample_offline(tiny_sidr, examples, embeds)[1] != negatives  # the bag of tokens mines others
     with pytest.raises(ValueError, match="first_stage must be one of"):
@@ -320,6 +321,68 @@ def test_negative_first_stage_mines_offline_negatives_from_bm25s_alone(tiny_sidr
     with pytest.raises(ValueError, match="has no bm25s part"):
         plain = BagOfTokensIndex.build(MORE, hybrid_index.tokenizer)
         R3Trainer(tiny_sidr, None, config(negative_first_stage="bm25"), train, index=plain)
+
+
+def test_bm25_scores_of_given_rows_are_bm25s_own(hybrid_index):
+    bm25 = hybrid_index.bm25
+    rows, scores = bm25.search(QUERIES, 4)
+    for i, (row, score) in enumerate(zip(rows.tolist(), scores)):
+        assert torch.allclose(bm25.score_rows(QUERIES[i], row)[0], score)
+    everything = bm25.score_rows(QUERIES + ["the of and"], range(len(MORE)))  # stopwords only: no indexed term
+    assert everything.shape == (len(QUERIES) + 1, len(MORE)) and not everything[-1].any()
+    assert (everything[:-1] > 0).sum(1).tolist() < [len(MORE)] * len(QUERIES)  # passages sharing no term score 0
+    with pytest.raises(IndexError, match=r"Rows must lie in \[0, 9\)"):
+        bm25.score_rows(QUERIES, [len(MORE)])
+
+
+def test_the_trainer_fuses_bm25s_scores_into_the_loss(tiny_sidr, hybrid_index, tmp_path, monkeypatch):
+    """`bm25_residual_weight`: the loss gets each step's query-passage BM25 scores, laid out as the passages are
+    (positives, then hard negatives); a plain index is refused."""
+    import datasets
+
+    import r3hf.r3_trainer
+
+    questions = ["who wrote hamlet", "highest mountain on earth", "capital of france", "longest river in africa"]
+    train = datasets.Dataset.from_dict(
+        {
+            "question": questions,
+            "answers": [["Shakespeare"], ["Everest"], ["Paris"], ["Nile"]],
+            "positive_ids": [["a"], ["b"], ["c"], ["e"]],
+        }
+    )
+    seen = []
+    real = r3hf.r3_trainer.rcl_loss
+    monkeypatch.setattr(r3hf.r3_trainer, "rcl_loss", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    sampled = []
+    config = R3Config(
+        output_dir=str(tmp_path),
+        offline_only=True,
+        negative_first_stage="bm25",
+        bm25_residual_weight=2.0,
+        per_device_train_batch_size=4,
+        max_steps=1,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+    )
+    trainer = R3Trainer(tiny_sidr, None, config, train, index=hybrid_index)
+    sample = trainer._sample_offline
+
+    def recording(sidr, examples, embeds):
+        sampled.append(([ex["question"] for ex in examples], *sample(sidr, examples, embeds)))
+        return sampled[-1][1:]
+
+    monkeypatch.setattr(trainer, "_sample_offline", recording)
+    trainer.train()
+    (asked, positives, negatives), kwargs = sampled[0], seen[0]
+    assert all(p is not None and n is not None for p, n in zip(positives, negatives))
+    assert kwargs["bm25_residual_weight"] == 2.0
+    assert torch.equal(kwargs["bm25_scores"], hybrid_index.bm25.score_rows(asked, positives + negatives))
+    with pytest.raises(ValueError, match="bm25_residual_weight must be >= 0"):
+        R3Config(output_dir=str(tmp_path), bm25_residual_weight=-1.0)
+    with pytest.raises(ValueError, match="has no bm25s part"):
+        plain = BagOfTokensIndex.build(MORE, hybrid_index.tokenizer)
+        R3Trainer(tiny_sidr, None, config, train, index=plain)
 
 
 def test_load_index_picks_the_saved_class(hybrid_index, tiny_sidr, tmp_path):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from r3hf.losses import rcl_loss, symmetric_infonce
+from r3hf.losses import bm25_residual_bias, rcl_loss, symmetric_infonce
 from tests.testing_utils import make_tiny_sidr
 
 
@@ -19,14 +19,19 @@ def test_symmetric_infonce_against_a_hand_computed_value():
     assert symmetric_infonce(q, d).item() == pytest.approx(0.913240 + 0.220095, abs=1e-5)
 
 
-def test_rcl_loss_weights_and_masking():
+def random_batch(n: int, m: int, dims: int = 5) -> tuple[torch.Tensor, ...]:
+    """E(q), T(q), E(d), T(d) of `n` queries and `m` passages, seeded."""
     torch.manual_seed(0)
-    q, qb, d, db = (
-        torch.rand(3, 5),
-        (torch.rand(3, 5) > 0.5).float(),
-        torch.rand(6, 5),
-        (torch.rand(6, 5) > 0.5).float(),
+    return (
+        torch.rand(n, dims),
+        (torch.rand(n, dims) > 0.5).float(),
+        torch.rand(m, dims),
+        (torch.rand(m, dims) > 0.5).float(),
     )
+
+
+def test_rcl_loss_weights_and_masking():
+    q, qb, d, db = random_batch(3, 6)
     total, parts = rcl_loss(q, qb, d, db)
     assert total.item() == pytest.approx((parts["qd"] + 0.5 * parts["qT"] + 0.5 * parts["Td"]).item())
     assert parts["qT"].item() == pytest.approx(symmetric_infonce(q, db).item())
@@ -56,3 +61,27 @@ def test_gradients_reach_both_encoders_and_all_terms(bert_tokenizer):
         q_grad = sum(p.grad.abs().sum() for p in tiny_sidr.query_encoder.parameters() if p.grad is not None)
         p_grad = sum(p.grad.abs().sum() for p in tiny_sidr.passage_encoder.parameters() if p.grad is not None)
         assert (q_grad > 0) == (term != "Td") and (p_grad > 0) == (term != "qT"), term
+
+
+def test_bm25_residual_bias_by_hand_and_in_the_loss():
+    scores = torch.tensor([[4.0, 0.0, 2.0, 2.0], [1.0, 3.0, 1.0, 3.0]])
+    bm25 = torch.tensor([[1.0, 3.0, 1.0, 3.0], [0.0, 0.0, 0.0, 0.0]])
+    bias = bm25_residual_bias(scores, bm25, 0.5)
+    # Row 0: BM25 mean 2, std (unbiased) 2/sqrt(3); dense std 2*sqrt(2/3). Row 1: BM25 says nothing, no bias.
+    z = (bm25[0] - 2) / (2 / 3**0.5)
+    assert torch.allclose(bias[0], 0.5 * 2 * (2 / 3) ** 0.5 * z) and torch.equal(bias[1], torch.zeros(4))
+    only = torch.tensor([True, True, False, False])  # statistics over the first two passages alone
+    assert torch.allclose(bm25_residual_bias(scores, bm25, 1.0, only)[0], 4 / 2**0.5 * (bm25[0] - 2) / 2**0.5)
+
+    q, qb, d, db = random_batch(2, 4)
+    plain, parts = rcl_loss(q, qb, d, db)
+    assert rcl_loss(q, qb, d, db, bm25_scores=bm25, bm25_residual_weight=0.0)[0].item() == plain.item()
+    fused, fused_parts = rcl_loss(q, qb, d, db, bm25_scores=bm25, bm25_residual_weight=2.0)
+    expected = symmetric_infonce(q, d, bias=bm25_residual_bias(q @ d.T, bm25, 2.0))
+    assert (
+        fused_parts["qd"].item() == pytest.approx(expected.item()) and fused_parts["qd"].item() != parts["qd"].item()
+    )
+    assert fused_parts["qT"].item() == parts["qT"].item()  # the bag-of-tokens terms stay the paper's
+    # Where bm25s ranks each query's positive first, the fused loss is lower than the dense one alone.
+    agree = torch.eye(2, 4) * 10
+    assert rcl_loss(q, qb, d, db, bm25_scores=agree, bm25_residual_weight=1.0)[1]["qd"] < parts["qd"]

@@ -98,14 +98,18 @@ def test_tiny_end_to_end_train_recipe(tiny_setup):
             "--eval-recall-at",
             "1",
             "3",
+            "--bm25-residual-weight",  # bm25s's score in the loss: the index gets a bm25s part for it
+            "1.0",
         ]
     )
     trainer = main(script_args, training_args, model_args)
     assert trainer.state.global_step == 2
+    assert (t / "index" / "bm25" / "r3hf_bm25.json").exists()
     model = SIDRModel.from_pretrained(t / "out")
     assert model.config.max_active_dims == 32
     card = (t / "out" / "README.md").read_text()
     assert "library_name: r3hf" in card and "eval_answer_recall@1" in card and "retrieval_top_k | 3" in card
+    assert "bm25_residual_weight | 1.0" in card
     assert (t / "out" / "calibration_0.jsonl").exists() and (t / "index" / "index_config.json").exists()
     initial = json.loads((t / "out" / "initial_results.json").read_text())
     final = json.loads((t / "out" / "eval_results.json").read_text())
@@ -407,9 +411,23 @@ def test_demo_gpu_preset_runs_its_code_path_on_cpu_with_tiny_counts(tiny_setup, 
     fallbacks = {n: record["settings"]["positive_fallback"] for n, record in stage.items()}
     assert fallbacks == {"stage1": "offline", "r3": "skip"}
     # Calibration pools from the hybrid pipeline: the initial retriever's top-k there, and stage 1 trains again.
-    pooled = demo.main(args + ["--calibration-first-stage", "hybrid"])
+    # With bm25s's score fused into the loss, at its weight in the initial retriever's dev-chosen fusion: stage 1
+    # and the hybrid on-policy stage train with it, the paper's pipeline's on-policy stage without.
+    pooled = demo.main(args + ["--calibration-first-stage", "hybrid", "--bm25-residual-weight", "fusion"])
     record = json.loads((tmp_path / "demo" / "stage1" / "demo_stage.json").read_text())["record"]
     assert record["calibration"] == {"samples": 2, "top_k": 2, "first_stage": "hybrid"}
+    fusion = pooled["fusion_selection"]
+    weight = {"weighted": (1 - fusion["fusion_weight"]) / fusion["fusion_weight"], "rrf": 1.0}
+    expected = weight.get(fusion["fusion"], 0.0)
+    assert pooled["args"]["bm25_residual_weight"] == pytest.approx(expected)
+    assert expected > 0  # this run's fusion uses bm25s (reciprocal rank), so the checks below are not vacuous
+    residual = {
+        n: json.loads((tmp_path / "demo" / n / "demo_stage.json").read_text())["record"]["settings"].get(
+            "bm25_residual_weight", 0.0
+        )
+        for n in ("stage1", "r3", "r3_hybrid")
+    }
+    assert residual == pytest.approx({"stage1": expected, "r3": 0.0, "r3_hybrid": expected})
     assert record["stage1_questions"] == "all" and record["train_questions"] == 16
     initial = demo.demo_retriever(str(t / "sidr"))
     index = demo.demo_index(initial, data, bm25=True)
@@ -470,7 +488,7 @@ def test_demo_refuses_a_reward_top_k_above_the_candidates_before_it_starts(capsy
     for flags in (["--retrieval-top-k", "11"], ["--retrieval-top-k", "0"], ["--rerank-top-m", "2"]):
         with pytest.raises(SystemExit):
             demo.parse_args(flags)
-        assert "--rerank-top-m" in capsys.readouterr().err
+        assert ", or raise --rerank-top-m\n" in capsys.readouterr().err
 
 
 def test_demo_refuses_a_calibration_it_cannot_label_before_it_starts(capsys):
@@ -482,6 +500,19 @@ def test_demo_refuses_a_calibration_it_cannot_label_before_it_starts(capsys):
     assert len(demo.training_questions(ROOT / "data", 8487)) == 8487  # nq_train and squad_train: 1,955 + 6,532
     with pytest.raises(ValueError, match=r"--calibration-samples 8488 .* pass at most 8487"):
         demo.training_questions(ROOT / "data", 8488)
+
+
+def test_demo_refuses_a_bad_bm25_residual_weight(capsys):
+    demo = load_demo()
+    assert demo.parse_args(["--bm25-residual-weight", "2.5"]).bm25_residual_weight == 2.5
+    assert demo.parse_args(["--bm25-residual-weight", "fusion"]).bm25_residual_weight == "fusion"
+    for bad in ("-1", "nan", "auto"):
+        with pytest.raises(SystemExit):
+            demo.parse_args(["--bm25-residual-weight", bad])
+        assert f"residual_weight: expected 'fusion' or a number at least 0, got '{bad}'" in capsys.readouterr().err
+    resolved = demo.parse_args(["--bm25-residual-weight", "fusion"])
+    assert demo.resolve_bm25_residual(resolved, {"fusion": "weighted", "fusion_weight": 0.25}) == 3.0
+    assert resolved.bm25_residual_weight == 3.0
 
 
 def test_demo_refuses_a_stage_with_no_steps_before_it_starts(capsys):
@@ -532,7 +563,7 @@ def test_bench_online_steps_names_its_own_flag_for_a_bad_reward_top_k(monkeypatc
     with pytest.raises(SystemExit):
         bench.main()
     err = capsys.readouterr().err
-    assert "--online-retrieval-top-k 11" in err and "from 1 to 10" in err
+    assert "--online-retrieval-top-k 11" in err and err.endswith("pick a top-k from 1 to 10\n")
     assert "--rerank-top-m" not in err and err.startswith("usage: bench_online_steps.py")
     monkeypatch.setattr(sys, "argv", ["bench_online_steps.py", "--offline-steps", "0"])
     with pytest.raises(SystemExit):

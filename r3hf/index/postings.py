@@ -10,6 +10,8 @@ time, without fused multiply-adds: the term-major and row-major layouts give bit
 (MKL's sparse products, which torch uses on CPU, sum in an order that depends on the CPU's instruction set).
 
 Set `r3hf.index.postings.ENABLED = False` to use the SciPy path even when numba is installed (benchmarks compare both).
+It also turns off bm25s's compiled CSC builder, which building a large bm25s part uses when numba is installed
+(from `r3hf.index.bm25.COMPILED_CSC_FROM` passages on).
 """
 
 from __future__ import annotations

@@ -139,9 +139,10 @@ def build_or_load_index(
 ) -> BagOfTokensIndex:
     """The bag-of-tokens index, built once: by the main process (in `index_num_proc` processes), saved to
     `index_output_dir` (default `<output_dir>/index`), then loaded memory-mapped by every process. A saved index of
-    the same corpus size there is reused (a restarted run does not rebuild). With `bm25` (a bm25 or hybrid first
-    stage), the index carries a bm25s part with `bm25_stopwords`: added (and saved) once when the saved index has
-    none, and refused when a given `--index` has none or other settings."""
+    the same corpus size there is reused (a restarted run does not rebuild). With `bm25` (training reads bm25s:
+    [`R3Config.needs_bm25`][r3hf.r3_config.R3Config.needs_bm25]), the index carries a bm25s part with
+    `bm25_stopwords`: added (and saved) once when the saved index has none, and refused when a given `--index` has
+    none or other settings."""
     stopwords = None if script_args.bm25_stopwords == "none" else script_args.bm25_stopwords
     if script_args.index:
         index = BagOfTokensIndex.from_pretrained(script_args.index, tokenizer=model.tokenizer)
@@ -415,9 +416,7 @@ def main(script_args: R3ScriptArguments, training_args: R3Config, model_args: Mo
         report_plan(plan)
         return plan
     model = load_retriever(model_args.model_name_or_path)
-    index = build_or_load_index(
-        script_args, model, training_args.output_dir, state, bm25=training_args.first_stage != "bag_of_tokens"
-    )
+    index = build_or_load_index(script_args, model, training_args.output_dir, state, bm25=training_args.needs_bm25)
     train_dataset = load_task_dataset(
         script_args, script_args.dataset_name, script_args.dataset_train_split, script_args.max_train_samples
     )
