@@ -162,6 +162,7 @@ class BM25Retriever:
     def score_rows(self, queries: Sequence[str] | str, rows: Sequence[int]) -> torch.Tensor:
         """`FloatTensor[n, len(rows)]`: the BM25 score of each query against each of the given corpus rows (0 where
         they share no term), from bm25s's own scoring, so a row in a query's top-k gets the score `search` gives it.
+        Each query is scored over the whole corpus, as `search` scores it before selecting its top k.
         """
         queries = [queries] if isinstance(queries, str) else list(queries)
         words = self._bm25s.tokenize(queries, stopwords=self.stopwords, return_ids=False, show_progress=False)
