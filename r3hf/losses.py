@@ -91,8 +91,9 @@ def bm25_residual_bias(
         passage_valid: `[M]` booleans: the passages the statistics are taken over (default: all).
     """
     columns = slice(None) if passage_valid is None else passage_valid.bool()
-    dense, lexical = scores.detach()[:, columns], bm25_scores.to(scores)[:, columns]
-    z = (bm25_scores.to(scores) - lexical.mean(1, keepdim=True)) / lexical.std(1, keepdim=True).clamp_min(1e-6)
+    bm25_scores = bm25_scores.to(scores)
+    dense, lexical = scores.detach()[:, columns], bm25_scores[:, columns]
+    z = (bm25_scores - lexical.mean(1, keepdim=True)) / lexical.std(1, keepdim=True).clamp_min(1e-6)
     return weight * dense.std(1, keepdim=True).nan_to_num(0.0) * z.nan_to_num(0.0)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -183,8 +184,8 @@ class R3Config(TrainingArguments):
         if self.positive_fallback not in POSITIVE_FALLBACKS:
             raise ValueError(f"positive_fallback must be one of {POSITIVE_FALLBACKS}, got {self.positive_fallback!r}.")
         for name in ("flops_weight", "bm25_residual_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+            if not 0 <= getattr(self, name) < math.inf:  # NaN included
+                raise ValueError(f"{name} must be >= 0 and finite, got {getattr(self, name)}.")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}.")
         if self.warmup_epochs_offline < 0:

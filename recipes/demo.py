@@ -512,15 +512,15 @@ LABELLING_FLAGS = (
 
 
 def residual_weight_flag(text: str) -> str | float:
-    """`--bm25-residual-weight`: `"fusion"`, or a number at least 0."""
+    """`--bm25-residual-weight`: `"fusion"`, or a finite number at least 0."""
     if text == "fusion":
         return text
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not value >= 0:  # nan included
-        raise argparse.ArgumentTypeError(f"expected 'fusion' or a number at least 0, got {text!r}")
+    if not 0 <= value < math.inf:  # NaN included
+        raise argparse.ArgumentTypeError(f"expected 'fusion' or a finite number at least 0, got {text!r}")
     return value
 
 

@@ -506,10 +506,11 @@ def test_demo_refuses_a_bad_bm25_residual_weight(capsys):
     demo = load_demo()
     assert demo.parse_args(["--bm25-residual-weight", "2.5"]).bm25_residual_weight == 2.5
     assert demo.parse_args(["--bm25-residual-weight", "fusion"]).bm25_residual_weight == "fusion"
-    for bad in ("-1", "nan", "auto"):
+    for bad in ("-1", "nan", "inf", "auto"):
         with pytest.raises(SystemExit):
             demo.parse_args(["--bm25-residual-weight", bad])
-        assert f"residual_weight: expected 'fusion' or a number at least 0, got '{bad}'" in capsys.readouterr().err
+        expected = f"residual_weight: expected 'fusion' or a finite number at least 0, got '{bad}'"
+        assert expected in capsys.readouterr().err
     resolved = demo.parse_args(["--bm25-residual-weight", "fusion"])
     assert demo.resolve_bm25_residual(resolved, {"fusion": "weighted", "fusion_weight": 0.25}) == 3.0
     assert resolved.bm25_residual_weight == 3.0
