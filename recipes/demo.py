@@ -74,6 +74,22 @@ from r3hf.utils import ArgumentParser, atomic_path, enable_logging
 logger = logging.getLogger("r3hf.demo")
 
 
+def plot_differences(ax, results: dict) -> None:
+    """Draw every test set's paired differences in RAG accuracy@1, with their intervals, on the axes `ax`."""
+    labels, y = [], 0
+    for test_set, result in results.items():
+        for pair, d in result["paired_differences"].items():
+            acc = d["correct@1"]
+            diff, low, high = (100 * acc[k] for k in ("difference", "low", "high"))
+            ax.errorbar(diff, y, xerr=[[diff - low], [high - diff]], fmt="o", capsize=3)
+            labels.append(f"{test_set}: {pair}")
+            y += 1
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("RAG accuracy@1 difference (points, paired 95% CI)")
+
+
 def plot(stages: dict[str, list[dict]], results: dict, path: Path) -> None:
     """Loss and rewarded share of the top-1 over training (both on-policy stages start where stage 1 ends), and the
     paired differences in RAG accuracy@1."""
@@ -111,18 +127,7 @@ def plot(stages: dict[str, list[dict]], results: dict, path: Path) -> None:
     ax_train.set_ylabel("RCL loss (log scale)")
     ax_train.set_yscale("log")
     ax_train.legend(loc="lower left", fontsize=7)
-    labels, y = [], 0
-    for test_set, result in results.items():
-        for pair, d in result["paired_differences"].items():
-            acc = d["correct@1"]
-            diff, low, high = (100 * acc[k] for k in ("difference", "low", "high"))
-            ax_acc.errorbar(diff, y, xerr=[[diff - low], [high - diff]], fmt="o", capsize=3)
-            labels.append(f"{test_set}: {pair}")
-            y += 1
-    ax_acc.axvline(0, color="grey", lw=0.8)
-    ax_acc.set_yticks(range(len(labels)), labels, fontsize=7)
-    ax_acc.invert_yaxis()
-    ax_acc.set_xlabel("RAG accuracy@1 difference (points, paired 95% CI)")
+    plot_differences(ax_acc, results)
     fig.suptitle("R3: all-MiniLM-L6-v2 retriever, SmolLM2-135M-Instruct reader; retriever @ pipeline")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -632,6 +632,33 @@ def test_bench_rerank_ceiling_reads_each_candidate_alone(tiny_setup, tmp_path, m
     assert "--top-k 5: pick from 1 to the 4 candidates" in err and "--trained takes LABEL=PATH" in err
 
 
+def test_bench_fusion_dev_chooses_each_sets_fusion_on_its_own_dev_split(tiny_setup, tmp_path, monkeypatch, capsys):
+    """`benchmarks/bench_fusion_dev.py` with tiny models: every retriever under both choices, the own choice made on
+    that set's dev questions alone, and a trained retriever with the initial weights paired at exactly 0."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_fusion_dev as bench
+
+    data = tiny_demo_data(tmp_path / "data")
+    out = tmp_path / "fusion_dev.json"
+    flags = tiny_demo_flags(tiny_setup, data)
+    summary = bench.main(["--trained", f"again={tiny_setup / 'sidr'}", "--out", str(out), *flags])
+    fusions = summary["evaluation_fusion"]
+    assert fusions["initial, pooled dev"]["n"] == 4 and fusions["initial, nq_dev"]["n"] == 2  # --dev-samples 2 a set
+    for name in ("nq_test", "squad_test"):
+        result = summary["results"][name]
+        assert set(result["metrics"]) == {f"{r} @ hybrid, {c}" for r in ("initial", "again") for c in bench.CHOICES}
+        for pair in ("again - initial, both on pooled dev", "again - initial, both on own dev"):
+            assert result["paired_differences"][pair]["correct@1"]["difference"] == 0.0  # the same weights
+        assert set(result["paired_differences"]) >= {"initial: own dev - pooled dev", "again: own dev - pooled dev"}
+        for folder in ("initial@hybrid_own_dev", "again@hybrid_pooled_dev"):
+            assert (tmp_path / "fusion_dev" / folder / f"{name}_predictions.jsonl").exists()
+    assert json.loads(out.read_text())["results"] and out.with_suffix(".png").exists()
+    assert "| nq_test |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench.main(flags)
+    assert "--trained takes LABEL=PATH" in capsys.readouterr().err
+
+
 def test_compare_runs_pairs_two_runs_on_the_questions_both_answered(tmp_path, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import compare_runs
