@@ -64,8 +64,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--check-reused", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/fusion_dev.json"))
     ours, demo_flags = parser.parse_known_args(argv)
-    if not ours.trained or any(r.partition("=")[0] in ("", r) for r in ours.trained):
-        parser.error("--trained takes LABEL=PATH, e.g. r3_hybrid=outputs/bm25_negatives/r3_hybrid_long")
+    if not ours.trained or any(r.partition("=")[0] in ("", r, "initial") for r in ours.trained):
+        parser.error(
+            "--trained takes LABEL=PATH with a label other than 'initial' (the demo's start), e.g. "
+            "r3_hybrid=outputs/bm25_negatives/r3_hybrid_long"
+        )
     missing = [str(folder) for folder in ours.reuse_generations or [] if not folder.is_dir()]
     if missing:
         parser.error(f"--reuse-generations: no folder {', '.join(missing)}; give an earlier run's predictions folder")

@@ -654,9 +654,10 @@ def test_bench_fusion_dev_chooses_each_sets_fusion_on_its_own_dev_split(tiny_set
             assert (tmp_path / "fusion_dev" / folder / f"{name}_predictions.jsonl").exists()
     assert json.loads(out.read_text())["results"] and out.with_suffix(".png").exists()
     assert "| nq_test |" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        bench.main(flags)
-    assert "--trained takes LABEL=PATH" in capsys.readouterr().err
+    for bad in ([], ["--trained", f"initial={tiny_setup / 'sidr'}"]):
+        with pytest.raises(SystemExit):
+            bench.main(bad + flags)
+        assert "--trained takes LABEL=PATH with a label other than 'initial'" in capsys.readouterr().err
 
 
 def test_compare_runs_pairs_two_runs_on_the_questions_both_answered(tmp_path, monkeypatch, capsys):
