@@ -27,7 +27,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench_online_steps import check_reused, load_demo, passthrough_parser, seeded_generations
+from bench_online_steps import (
+    check_reuse_generations,
+    check_reused,
+    load_demo,
+    passthrough_parser,
+    seeded_generations,
+    trained_paths,
+)
 
 from r3hf import SIDRModel, compare_predictions
 from r3hf.evaluation import select_fusion
@@ -64,14 +71,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--check-reused", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/fusion_dev.json"))
     ours, demo_flags = parser.parse_known_args(argv)
-    if not ours.trained or any(r.partition("=")[0] in ("", r, "initial") for r in ours.trained):
-        parser.error(
-            "--trained takes LABEL=PATH with a label other than 'initial' (the demo's start), e.g. "
-            "r3_hybrid=outputs/bm25_negatives/r3_hybrid_long"
-        )
-    missing = [str(folder) for folder in ours.reuse_generations or [] if not folder.is_dir()]
-    if missing:
-        parser.error(f"--reuse-generations: no folder {', '.join(missing)}; give an earlier run's predictions folder")
+    trained = trained_paths(parser, ours.trained, "r3_hybrid=outputs/bm25_negatives/r3_hybrid_long", required=True)
+    check_reuse_generations(parser, ours.reuse_generations)
     args = demo.parse_args(["--preset", "cpu-long", *demo_flags])
     enable_logging()
     start = time.time()
@@ -91,9 +92,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             tests, index, reader, args.rerank_top_m, caches, pipelines=("hybrid",)
         ).items()
     }
-    retrievers = {"initial": model} | {
-        label: SIDRModel.from_pretrained(path) for label, path in (r.split("=", 1) for r in ours.trained)
-    }
+    retrievers = {"initial": model} | {label: SIDRModel.from_pretrained(path) for label, path in trained.items()}
     records: dict[str, dict[tuple[str, str], list[dict]]] = {name: {} for name in tests}
     fusions: dict[str, dict] = {}
     for label, retriever in retrievers.items():

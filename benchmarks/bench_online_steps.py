@@ -58,6 +58,23 @@ def passthrough_parser(description: str) -> ArgumentParser:
     )
 
 
+def check_reuse_generations(parser: ArgumentParser, folders: list[Path] | None) -> None:
+    """A parser error for any `--reuse-generations` folder that does not exist (it would silently reuse nothing)."""
+    missing = [str(folder) for folder in folders or [] if not folder.is_dir()]
+    if missing:
+        parser.error(f"--reuse-generations: no folder {', '.join(missing)}; give an earlier run's predictions folder")
+
+
+def trained_paths(parser: ArgumentParser, specs: list[str], example: str, required: bool = False) -> dict[str, str]:
+    """`--trained LABEL=PATH` flags as `{label: path}`; a parser error for one without a label, one labelled
+    `initial` (the demo's start, which every bench evaluates under that label), or none where one is `required`."""
+    if (required and not specs) or any(spec.partition("=")[0] in ("", spec, "initial") for spec in specs):
+        parser.error(
+            f"--trained takes LABEL=PATH with a label other than 'initial' (the demo's start), e.g. {example}"
+        )
+    return dict(spec.split("=", 1) for spec in specs)
+
+
 def seeded_generations(folders: list[Path], tests: dict, index) -> dict[str, dict]:
     """Generation caches keyed as `RAGEvaluator` keys them, `(question row, (passage row,))`, from every
     `*/<test set>_predictions.jsonl` under each of `folders`."""
@@ -131,9 +148,7 @@ def main() -> None:
         parser.error("--online-steps and --eval-every must be at least 1")
     if ours.online_learning_rate is not None and ours.online_learning_rate <= 0:
         parser.error(f"--online-learning-rate must be above 0, got {ours.online_learning_rate}")
-    missing = [str(folder) for folder in ours.reuse_generations or [] if not folder.is_dir()]
-    if missing:
-        parser.error(f"--reuse-generations: no folder {', '.join(missing)}; give an earlier run's predictions folder")
+    check_reuse_generations(parser, ours.reuse_generations)
     if ours.online_retrieval_top_k is not None:
         top_m = demo.PRESETS["cpu-long"]["rerank_top_m"]
         demo.check_retrieval_top_k(parser, ours.online_retrieval_top_k, top_m, "--online-retrieval-top-k", remedy=None)

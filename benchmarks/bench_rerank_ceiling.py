@@ -24,7 +24,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench_online_steps import load_demo, passthrough_parser, seeded_generations
+from bench_online_steps import (
+    check_reuse_generations,
+    load_demo,
+    passthrough_parser,
+    seeded_generations,
+    trained_paths,
+)
 
 from r3hf import SIDRModel, paired_bootstrap
 from r3hf.evaluation import first_answer_rank, has_answer
@@ -81,11 +87,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--reuse-generations", type=Path, action="append")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/rerank_ceiling.json"))
     ours, demo_flags = parser.parse_known_args(argv)
-    if any(r.partition("=")[0] in ("", r) for r in ours.trained):
-        parser.error("--trained takes LABEL=PATH, e.g. r3_hybrid=outputs/rag_fusion/r3_hybrid_long/checkpoint-8")
-    missing = [str(folder) for folder in ours.reuse_generations or [] if not folder.is_dir()]
-    if missing:
-        parser.error(f"--reuse-generations: no folder {', '.join(missing)}; give an earlier run's predictions folder")
+    trained = trained_paths(parser, ours.trained, "r3_hybrid=outputs/rag_fusion/r3_hybrid_long/checkpoint-8")
+    check_reuse_generations(parser, ours.reuse_generations)
     args = demo.parse_args(["--preset", "cpu-long", *demo_flags])
     if not 1 <= ours.top_k <= args.rerank_top_m:
         parser.error(f"--top-k {ours.top_k}: pick from 1 to the {args.rerank_top_m} candidates of each first stage")
@@ -96,9 +99,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     reader = demo.build_reward(args).reader
     choose = demo.fusion_chooser(args, index, reader)
     caches = seeded_generations(ours.reuse_generations, tests, index) if ours.reuse_generations else {}
-    retrievers = {"initial": model} | {
-        label: SIDRModel.from_pretrained(path) for label, path in (r.split("=", 1) for r in ours.trained)
-    }
+    retrievers = {"initial": model} | {label: SIDRModel.from_pretrained(path) for label, path in trained.items()}
     results: dict[str, dict] = {name: {} for name in tests}
     fusions = {}
     for label, retriever in retrievers.items():
