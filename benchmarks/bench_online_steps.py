@@ -15,7 +15,8 @@ pools, labelled by generation over the initial retriever's hybrid candidates; `-
 the calibrated questions alone (`pooled`: those with both a right and a wrong answer, as the paper), for
 `--offline-steps` steps, and `--stage1-first-stage bm25` mines stage 1's hard negatives from bm25s;
 `--bm25-residual-weight fusion` trains stage 1 and the on-policy stage on E(q)·E(d) fused with bm25s's score, so that
-the retriever learns what bm25s misses; `--evaluate-stage1` evaluates stage 1 too. Labels that an earlier run wrote
+the retriever learns what bm25s misses; `--train-sets nq` trains on one set's questions alone (one retriever per
+dataset, as the paper); `--evaluate-stage1` evaluates stage 1 too. Labels that an earlier run wrote
 to `--output-dir` for the same questions and candidates are read back, not generated again.
 
 The reader generates greedily, so an answer depends only on the question and the passage: `--reuse-generations`
@@ -140,6 +141,12 @@ def main() -> None:
         "--offline-steps", type=int, help="stage 1's steps (default: the cpu-long preset's 60, of 16 questions each)"
     )
     parser.add_argument(
+        "--train-sets",
+        nargs="+",
+        choices=demo.TRAIN_SETS,
+        help="the training questions' sets (default: both; one set trains one retriever per dataset, as the paper)",
+    )
+    parser.add_argument(
         "--evaluate-stage1", action="store_true", help="also evaluate the stage-1 retriever in the hybrid pipeline"
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/online_steps.json"))
@@ -158,6 +165,7 @@ def main() -> None:
     args = demo.parse_args(
         ["--preset", "cpu-long", "--eval-samples", str(ours.eval_samples), "--output-dir", ours.output_dir]
         + [arg for flag, value in passed.items() if value is not None for arg in (f"--{flag}", str(value))]
+        + (["--train-sets", *ours.train_sets] if ours.train_sets else [])
     )
     enable_logging()
     out = Path(args.output_dir)

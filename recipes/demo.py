@@ -10,6 +10,9 @@ reward LLM. Two pipelines hand passages to the reader:
   `r3_hybrid`'s training, and for each retriever's evaluation with that retriever. It is chosen by answer recall@1,
   or with `--fusion-selection rag_accuracy` by what the reader answers on those questions.
 
+The training questions are nq_train's and squad_train's together (one retriever for both test sets); with
+`--train-sets nq` one set's alone, as the paper trains one retriever per dataset.
+
 1. Offline labels: the initial retriever's top passages for some training questions (in the paper's pipeline, or
    with `--calibration-first-stage hybrid` in the hybrid one), labelled by real greedy generation (the calibration
    pools), which also fix the reward threshold.
@@ -134,6 +137,7 @@ def plot(stages: dict[str, list[dict]], results: dict, path: Path) -> None:
 
 
 PIPELINES = ("bag_of_tokens", "hybrid")
+TRAIN_SETS = ("nq", "squad")  # the vendored training splits, data/<name>_train.jsonl.gz
 # Each preset's defaults; flags given on the command line override them.
 # README command 1: 29.8 min on 2 CPU cores where a float32 matrix product ran at 55-57 GFLOP/s, the slowest speed
 # seen on the 2-core VM (target: 35); nearly all of it is the reader's and the retriever's forward passes.
@@ -217,17 +221,18 @@ def reader_conversion(records: list[dict]) -> dict[str, float]:
     }
 
 
-def training_questions(data: Path, calibration_samples: int = 0) -> datasets.Dataset:
-    """nq_train and squad_train, shuffled together; refuses a calibration of more questions than they hold, before
-    anything slow runs."""
+def training_questions(data: Path, calibration_samples: int = 0, sets: Sequence[str] = TRAIN_SETS) -> datasets.Dataset:
+    """The training questions of `sets` (nq_train and squad_train by default), shuffled together; refuses a
+    calibration of more questions than they hold, before anything slow runs."""
     columns = ["id", "question", "answers", "positive_ids"]
+    files = [data / f"{n}_train.jsonl.gz" for n in sets]
     train = datasets.concatenate_datasets(
-        [load_qa_dataset(str(data / f"{n}_train.jsonl.gz")).select_columns(columns) for n in ("nq", "squad")]
+        [load_qa_dataset(str(file)).select_columns(columns) for file in files]
     ).shuffle(seed=0)
     if calibration_samples > len(train):
         raise ValueError(
             f"--calibration-samples {calibration_samples} asks for more training questions than the {len(train)} in "
-            f"{data / 'nq_train.jsonl.gz'} and {data / 'squad_train.jsonl.gz'}: pass at most {len(train)}"
+            f"{' and '.join(map(str, files))}: pass at most {len(train)}"
         )
     return train
 
@@ -253,7 +258,7 @@ def load_run(args: argparse.Namespace):
     return (
         model,
         index,
-        training_questions(data, args.calibration_samples),
+        training_questions(data, args.calibration_samples, args.train_sets),
         question_sets(data, "test", args.eval_samples),
     )
 
@@ -455,6 +460,7 @@ def train_stage(
         "online": online,
         "settings": settings,
         "train_questions": len(train),
+        "train_sets": list(args.train_sets),
         **({} if online else {"stage1_questions": args.stage1_questions}),
         "calibration": {
             "samples": args.calibration_samples,
@@ -474,7 +480,9 @@ def train_stage(
     )
     trainer = R3Trainer(model, reward, config, train, index=index)
     trainer.train()
-    trainer.create_model_card(model_name=f"r3hf-demo-{name}", dataset_name="nq_train + squad_train (vendored)")
+    trainer.create_model_card(
+        model_name=f"r3hf-demo-{name}", dataset_name=" + ".join(f"{n}_train" for n in args.train_sets) + " (vendored)"
+    )
     trainer.save_model(config.output_dir)
     history = trainer.state.log_history
     (folder / "demo_stage.json").write_text(json.dumps({"record": record, "log_history": history}))
@@ -609,6 +617,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reader", default=DEMO_READER, help="reader and reward LLM")
     parser.add_argument("--eval-samples", type=int, help="questions per test set (0: all)")
     parser.add_argument("--dev-samples", type=int, help="dev questions per set that choose the hybrid fusion")
+    parser.add_argument(
+        "--train-sets",
+        nargs="+",
+        choices=TRAIN_SETS,
+        default=list(TRAIN_SETS),
+        help="the training questions: both sets' (one retriever for both), or one set's (the paper: one per dataset)",
+    )
     add_labelling_flags(parser)
     parser.add_argument("--offline-steps", type=int)
     parser.add_argument("--online-steps", type=int, help="steps of each on-policy stage")
@@ -646,6 +661,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                 setattr(args, f"{stage}_{unit}", None)
     # Checked here, not only by R3Config and the calibration, so that a bad value fails before anything slow runs.
     check_retrieval_top_k(parser, args.retrieval_top_k, args.rerank_top_m)
+    if len(set(args.train_sets)) < len(args.train_sets):
+        parser.error(f"--train-sets names a set twice ({' '.join(args.train_sets)}); name each once")
     for flag in ("calibration_samples", "calibration_top_k"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")

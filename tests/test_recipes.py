@@ -10,6 +10,7 @@ import yaml
 
 from r3hf import R3Config, SIDRModel
 from r3hf.cli import main as cli_main
+from r3hf.data import load_qa_dataset
 from r3hf.scripts.train import R3ScriptArguments, make_parser
 from tests.testing_utils import make_tiny_causal_lm, make_tiny_sidr
 
@@ -429,6 +430,7 @@ def test_demo_gpu_preset_runs_its_code_path_on_cpu_with_tiny_counts(tiny_setup, 
     }
     assert residual == pytest.approx({"stage1": expected, "r3": 0.0, "r3_hybrid": expected})
     assert record["stage1_questions"] == "all" and record["train_questions"] == 16
+    assert record["train_sets"] == ["nq", "squad"]
     initial = demo.demo_retriever(str(t / "sidr"))
     index = demo.demo_index(initial, data, bm25=True)
     questions = demo.training_questions(data)["question"][:2]
@@ -502,6 +504,25 @@ def test_demo_refuses_a_calibration_it_cannot_label_before_it_starts(capsys):
         demo.training_questions(ROOT / "data", 8488)
 
 
+def test_demo_trains_on_the_sets_it_is_given(capsys):
+    """`--train-sets nq`: one retriever per dataset, as the paper trains, from nq_train's questions alone."""
+    demo = load_demo()
+    assert demo.parse_args([]).train_sets == ["nq", "squad"]
+    assert demo.parse_args(["--train-sets", "nq"]).train_sets == ["nq"]
+    nq = demo.training_questions(ROOT / "data", 1955, ["nq"])
+    assert len(nq) == 1955 and set(nq["id"]) == set(load_qa_dataset(str(ROOT / "data" / "nq_train.jsonl.gz"))["id"])
+    assert nq["id"] != sorted(nq["id"])  # shuffled, as both sets are
+    with pytest.raises(ValueError, match=r"than the 1955 in \S*nq_train.jsonl.gz: pass at most 1955"):
+        demo.training_questions(ROOT / "data", 1956, ["nq"])
+    for flags, error in (
+        (["nq", "nq"], "--train-sets names a set twice (nq nq); name each once"),
+        (["trivia"], "invalid choice: 'trivia' (choose from 'nq', 'squad')"),
+    ):
+        with pytest.raises(SystemExit):
+            demo.parse_args(["--train-sets", *flags])
+        assert error in capsys.readouterr().err
+
+
 def test_demo_refuses_a_bad_bm25_residual_weight(capsys):
     demo = load_demo()
     assert demo.parse_args(["--bm25-residual-weight", "2.5"]).bm25_residual_weight == 2.5
@@ -554,7 +575,7 @@ def test_stage1_mines_its_hard_negatives_in_the_first_stage_the_flag_names(tmp_p
     assert "invalid choice: 'dense' (choose from 'bag_of_tokens', 'bm25', 'hybrid')" in capsys.readouterr().err
 
 
-def test_bench_online_steps_names_its_own_flag_for_a_bad_reward_top_k(monkeypatch, capsys):
+def test_bench_online_steps_checks_its_own_flags_and_passes_train_sets_on(monkeypatch, capsys, tmp_path):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench", ROOT / "benchmarks" / "bench_online_steps.py")
@@ -570,6 +591,18 @@ def test_bench_online_steps_names_its_own_flag_for_a_bad_reward_top_k(monkeypatc
     with pytest.raises(SystemExit):
         bench.main()
     assert "--offline-steps must be at least 1, got 0" in capsys.readouterr().err
+    # --train-sets reaches the demo's settings, so stage 1 and the on-policy stage train on that set alone.
+    demo = load_demo()
+
+    def load_run(args):
+        raise RuntimeError(args.train_sets)
+
+    monkeypatch.setattr(demo, "load_run", load_run)
+    monkeypatch.setattr(bench, "load_demo", lambda: demo)
+    argv = ["bench_online_steps.py", "--train-sets", "nq", "--output-dir", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(RuntimeError, match=r"\['nq'\]"):
+        bench.main()
 
 
 @pytest.mark.slow
