@@ -16,7 +16,7 @@ the calibrated questions alone (`pooled`: those with both a right and a wrong an
 `--offline-steps` steps, and `--stage1-first-stage bm25` mines stage 1's hard negatives from bm25s;
 `--bm25-residual-weight fusion` trains stage 1 and the on-policy stage on E(q)·E(d) fused with bm25s's score, so that
 the retriever learns what bm25s misses; `--train-sets nq` trains on one set's questions alone (one retriever per
-dataset, as the paper); `--evaluate-stage1` evaluates stage 1 too. Labels that an earlier run wrote
+dataset, as the paper); `--seed` trains with another seed; `--evaluate-stage1` evaluates stage 1 too. Labels that an earlier run wrote
 to `--output-dir` for the same questions and candidates are read back, not generated again.
 
 The reader generates greedily, so an answer depends only on the question and the passage: `--reuse-generations`
@@ -146,6 +146,7 @@ def main() -> None:
         choices=demo.TRAIN_SETS,
         help="the training questions' sets (default: both; one set trains one retriever per dataset, as the paper)",
     )
+    parser.add_argument("--seed", type=int, help="every stage's training seed (default: the demo's, 0)")
     parser.add_argument(
         "--evaluate-stage1", action="store_true", help="also evaluate the stage-1 retriever in the hybrid pipeline"
     )
@@ -166,6 +167,7 @@ def main() -> None:
         ["--preset", "cpu-long", "--eval-samples", str(ours.eval_samples), "--output-dir", ours.output_dir]
         + [arg for flag, value in passed.items() if value is not None for arg in (f"--{flag}", str(value))]
         + (["--train-sets", *ours.train_sets] if ours.train_sets else [])
+        + (["--seed", str(ours.seed)] if ours.seed is not None else [])
     )
     enable_logging()
     out = Path(args.output_dir)

@@ -450,7 +450,7 @@ def train_stage(
         rerank_top_m=args.rerank_top_m,
         retrieval_top_k=args.retrieval_top_k,
         positive_fallback=args.positive_fallback if online else "offline",  # stage 1 never uses it
-        seed=0,
+        seed=args.seed,
         warmup_steps=0.1,
         **(pipeline or {"first_stage": args.stage1_first_stage}),  # offline, it is where hard negatives are mined
         **({"bm25_residual_weight": residual} if residual else {}),
@@ -632,6 +632,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float, default=2e-5)
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="every stage's training seed: the order it draws questions in, dropout"
+    )
     parser.add_argument("--rerank-top-m", type=int, help="candidates per query from each first stage")
     parser.add_argument("--retrieval-top-k", type=int, help="passages scored by the reward per question")
     parser.add_argument("--reader-batch-size", type=int, help="sequences per forward pass of the reward's scoring")

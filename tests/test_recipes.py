@@ -570,6 +570,10 @@ def test_stage1_mines_its_hard_negatives_in_the_first_stage_the_flag_names(tmp_p
         (False, "bag_of_tokens", "none"),
         (False, "hybrid", "rrf"),
     ]
+    assert {c.seed for c in configs} == {0}  # the demo's default training seed
+    with pytest.raises(Captured):
+        demo.train_stage(None, None, None, [], demo.parse_args(["--seed", "3"]), tmp_path, "stage1", 1)
+    assert configs[-1].seed == 3
     with pytest.raises(SystemExit):
         demo.parse_args(["--stage1-first-stage", "dense"])
     assert "invalid choice: 'dense' (choose from 'bag_of_tokens', 'bm25', 'hybrid')" in capsys.readouterr().err
@@ -595,13 +599,16 @@ def test_bench_online_steps_checks_its_own_flags_and_passes_train_sets_on(monkey
     demo = load_demo()
 
     def load_run(args):
-        raise RuntimeError(args.train_sets)
+        raise RuntimeError(f"{args.train_sets} seed {args.seed}")
 
     monkeypatch.setattr(demo, "load_run", load_run)
     monkeypatch.setattr(bench, "load_demo", lambda: demo)
-    argv = ["bench_online_steps.py", "--train-sets", "nq", "--output-dir", str(tmp_path)]
+    argv = ["bench_online_steps.py", "--output-dir", str(tmp_path)]
     monkeypatch.setattr(sys, "argv", argv)
-    with pytest.raises(RuntimeError, match=r"\['nq'\]"):
+    with pytest.raises(RuntimeError, match=r"^\['nq', 'squad'\] seed 0$"):
+        bench.main()
+    monkeypatch.setattr(sys, "argv", argv + ["--train-sets", "nq", "--seed", "3"])
+    with pytest.raises(RuntimeError, match=r"^\['nq'\] seed 3$"):
         bench.main()
 
 
