@@ -16,8 +16,8 @@ the calibrated questions alone (`pooled`: those with both a right and a wrong an
 `--offline-steps` steps, and `--stage1-first-stage bm25` mines stage 1's hard negatives from bm25s;
 `--bm25-residual-weight fusion` trains stage 1 and the on-policy stage on E(q)·E(d) fused with bm25s's score, so that
 the retriever learns what bm25s misses; `--train-sets nq` trains on one set's questions alone (one retriever per
-dataset, as the paper); `--seed` trains with another seed; `--evaluate-stage1` evaluates stage 1 too. Labels that an earlier run wrote
-to `--output-dir` for the same questions and candidates are read back, not generated again.
+dataset, as the paper); `--seed` trains with another seed; `--evaluate-stage1` evaluates stage 1 too. Labels that an
+earlier run wrote to `--output-dir` for the same questions and candidates are read back, not generated again.
 
 The reader generates greedily, so an answer depends only on the question and the passage: `--reuse-generations`
 (repeatable) seeds the generation cache from earlier runs' per-question results (their `predictions` folders) and first
@@ -162,12 +162,15 @@ def main() -> None:
         demo.check_retrieval_top_k(parser, ours.online_retrieval_top_k, top_m, "--online-retrieval-top-k", remedy=None)
     passed = {flag: getattr(ours, flag) for flag in demo.LABELLING_FLAGS}
     passed["retrieval_top_k"] = ours.online_retrieval_top_k  # only the on-policy stage uses it
-    passed["offline_steps"] = ours.offline_steps
+    passed |= {"offline_steps": ours.offline_steps, "train_sets": ours.train_sets, "seed": ours.seed}
     args = demo.parse_args(
         ["--preset", "cpu-long", "--eval-samples", str(ours.eval_samples), "--output-dir", ours.output_dir]
-        + [arg for flag, value in passed.items() if value is not None for arg in (f"--{flag}", str(value))]
-        + (["--train-sets", *ours.train_sets] if ours.train_sets else [])
-        + (["--seed", str(ours.seed)] if ours.seed is not None else [])
+        + [
+            arg
+            for flag, value in passed.items()
+            if value is not None
+            for arg in (f"--{flag}", *map(str, value if isinstance(value, list) else [value]))
+        ]
     )
     enable_logging()
     out = Path(args.output_dir)

@@ -664,6 +664,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                 setattr(args, f"{stage}_{unit}", None)
     # Checked here, not only by R3Config and the calibration, so that a bad value fails before anything slow runs.
     check_retrieval_top_k(parser, args.retrieval_top_k, args.rerank_top_m)
+    if not 0 <= args.seed < 2**32:  # numpy's seed range: set_seed would fail only once training starts
+        parser.error(f"--seed must be from 0 to {2**32 - 1}, got {args.seed}")
     if len(set(args.train_sets)) < len(args.train_sets):
         parser.error(f"--train-sets names a set twice ({' '.join(args.train_sets)}); name each once")
     for flag in ("calibration_samples", "calibration_top_k"):

@@ -574,6 +574,10 @@ def test_stage1_mines_its_hard_negatives_in_the_first_stage_the_flag_names(tmp_p
     with pytest.raises(Captured):
         demo.train_stage(None, None, None, [], demo.parse_args(["--seed", "3"]), tmp_path, "stage1", 1)
     assert configs[-1].seed == 3
+    for bad in ("-1", str(2**32)):
+        with pytest.raises(SystemExit):
+            demo.parse_args(["--seed", bad])
+        assert f"--seed must be from 0 to 4294967295, got {bad}" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         demo.parse_args(["--stage1-first-stage", "dense"])
     assert "invalid choice: 'dense' (choose from 'bag_of_tokens', 'bm25', 'hybrid')" in capsys.readouterr().err
