@@ -100,7 +100,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
             fusions[f"{label}, pooled dev"] = pooled(retriever)
             for name, evaluator in evaluators.items():
                 dev = devs[name.replace("_test", "_dev")]
-                own = select_fusion(retriever, index, dev["question"], dev["answers"], args.rerank_top_m)
+                own = select_fusion(
+                    retriever, index, dev["question"], dev["answers"], args.rerank_top_m, fusions=args.fusions
+                )
                 fusions[f"{label}, {name.replace('_test', '_dev')}"] = own
                 for choice, fusion in zip(CHOICES, (fusions[f"{label}, pooled dev"], own)):
                     evaluator.fusion, evaluator.fusion_weight = fusion["fusion"], fusion["fusion_weight"]

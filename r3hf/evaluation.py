@@ -17,7 +17,7 @@ from transformers.utils import logging
 
 from .closed_set import matched_choice
 from .protocols import ReaderLike, RetrieverLike
-from .retrieval import candidate_scores, check_first_stage, first_stage_candidates, fuse
+from .retrieval import FUSIONS, candidate_scores, check_first_stage, first_stage_candidates, fuse
 from .utils import atomic_write_text, plain_passage_text
 
 logger = logging.get_logger(__name__)
@@ -96,8 +96,8 @@ class RAGEvaluator:
         rerank_top_m: Candidates re-ranked per question by late-parametric retrievers (from each first stage).
         first_stage: Where late-parametric retrievers take their candidates: `"bag_of_tokens"` (the paper's),
             `"bm25"` or `"hybrid"` (see [`r3hf.retrieval.retrieve`]).
-        fusion, fusion_weight: Their final ranking: E(q)·E(d) (`"none"`), or its `"rrf"` / `"weighted"` fusion with
-            bm25s's ranking.
+        fusion, fusion_weight: Their final ranking: E(q)·E(d) (`"none"`), or its `"rrf"` / `"weighted"` / `"score"`
+            fusion with bm25s (see [`r3hf.retrieval.fuse`]).
         name: Prefix of the metric names (`{name}_rag_accuracy@1`).
         ids: Question ids written with the per-question results (default: row numbers).
         max_new_tokens: Generation length (default: the reader's `max_new_tokens`).
@@ -289,6 +289,7 @@ class RAGEvaluator:
 
 
 FUSION_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+SELECTED_FUSIONS = ("none", "rrf", "weighted")  # what a fusion selection compares unless told otherwise
 
 
 def select_fusion(
@@ -300,18 +301,21 @@ def select_fusion(
     first_stage: str = "hybrid",
     weights: Sequence[float] = FUSION_WEIGHTS,
     batch_size: int = 32,
+    fusions: Sequence[str] = SELECTED_FUSIONS,
 ) -> dict:
-    """Choose the final ranking of a bm25 or hybrid first stage on **dev** questions: answer-recall@1 of E(q)·E(d)
-    alone (`"none"`), of reciprocal-rank fusion with bm25s's ranking (`"rrf"`), and of each `"weighted"` fusion
-    weight; the best wins, the earlier option on a tie. The candidates are embedded once for every option.
+    """Choose the final ranking of a bm25 or hybrid first stage on **dev** questions: answer-recall@1 of each of
+    [`fusion_options`] (by default E(q)·E(d) alone, reciprocal-rank fusion with bm25s's ranking, and each rank-
+    `"weighted"` fusion weight); the best wins, the earlier option on a tie. The candidates are embedded once for
+    every option.
 
     Returns:
         `{"fusion", "fusion_weight", "recall@1": {option: value}, "n"}`, to pass on as `fusion=` and
         `fusion_weight=`.
     """
     questions = list(questions)
+    options = fusion_options(weights, fusions)
     query_embeds = model.encode_query(questions, batch_size=batch_size, convert_to_sparse_tensor=False)
-    rows, bm25_ranks = first_stage_candidates(index, questions, query_embeds, rerank_top_m, first_stage)
+    rows, bm25_ranks, bm25_scores = first_stage_candidates(index, questions, query_embeds, rerank_top_m, first_stage)
     dense = candidate_scores(model, query_embeds, rows, index, batch_size)
     unique = sorted(set(rows[rows >= 0].tolist()))
     texts = {row: plain_passage_text(p) for row, p in zip(unique, index.get_passages(unique))}
@@ -322,21 +326,39 @@ def select_fusion(
         if row >= 0
     }
     recall, best = {}, None
-    for name, fusion, weight in fusion_options(weights):
-        top = rows.gather(1, fuse(dense, bm25_ranks, fusion, weight).argmax(dim=1, keepdim=True)).squeeze(1)
+    for name, fusion, weight in options:
+        final = fuse(dense, bm25_ranks, fusion, weight, bm25_scores)
+        top = rows.gather(1, final.argmax(dim=1, keepdim=True)).squeeze(1)
         recall[name] = sum(contains[(int(r), q)] for q, r in enumerate(top.tolist())) / len(questions)
         if best is None or recall[name] > recall[best[0]]:
             best = (name, fusion, weight)
     return {"fusion": best[1], "fusion_weight": best[2], "recall@1": recall, "n": len(questions)}
 
 
-def fusion_options(weights: Sequence[float] = FUSION_WEIGHTS) -> list[tuple[str, str, float]]:
-    """The final rankings a fusion selection compares, as `(name, fusion, fusion_weight)`: E(q)·E(d) alone, RRF, then
-    each weighted fusion in `weights` order."""
-    return [("none", "none", 0.5), ("rrf", "rrf", 0.5)] + [(f"weighted:{w:g}", "weighted", float(w)) for w in weights]
+def fusion_options(
+    weights: Sequence[float] = FUSION_WEIGHTS, fusions: Sequence[str] = SELECTED_FUSIONS
+) -> list[tuple[str, str, float]]:
+    """The final rankings a fusion selection compares, as `(name, fusion, fusion_weight)`, in the order of
+    `fusions`: `"none"` (E(q)·E(d) alone) and `"rrf"` once each, `"weighted"` and `"score"` once per weight in
+    `weights` (named `"weighted:0.3"`, `"score:0.3"`)."""
+    unknown = [f for f in fusions if f not in FUSIONS]
+    if unknown or not fusions:
+        raise ValueError(f"fusions must name at least one of {FUSIONS}, got {list(fusions)}.")
+    options = []
+    for fusion in dict.fromkeys(fusions):
+        if fusion in ("none", "rrf"):
+            options.append((fusion, fusion, 0.5))
+        else:
+            options += [(f"{fusion}:{w:g}", fusion, float(w)) for w in weights]
+    return options
 
 
-def select_fusion_by_reader(model, evaluator: RAGEvaluator, weights: Sequence[float] = FUSION_WEIGHTS) -> dict:
+def select_fusion_by_reader(
+    model,
+    evaluator: RAGEvaluator,
+    weights: Sequence[float] = FUSION_WEIGHTS,
+    fusions: Sequence[str] = SELECTED_FUSIONS,
+) -> dict:
     """Choose the final ranking of `evaluator`'s bm25 or hybrid first stage by what its reader answers: RAG
     accuracy@1 on the evaluator's (**dev**) questions for each of [`fusion_options`], ties broken by answer recall@1,
     then by the earlier option. [`select_fusion`] needs no reader but ranks by whether the top passage holds an answer,
@@ -354,7 +376,7 @@ def select_fusion_by_reader(model, evaluator: RAGEvaluator, weights: Sequence[fl
             "first_stage='hybrid' or 'bm25'."
         )
     accuracy, recall, best = {}, {}, None
-    for name, fusion, weight in fusion_options(weights):
+    for name, fusion, weight in fusion_options(weights, fusions):
         evaluator.fusion, evaluator.fusion_weight = fusion, weight
         records = evaluator.predict(model)
         accuracy[name] = sum(r["correct@1"] for r in records) / len(records)

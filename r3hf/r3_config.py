@@ -41,10 +41,11 @@ class R3Config(TrainingArguments):
             inherits from bm25s (in the demo's measurement, +4.4 answer recall@1 on nq_test in the hybrid pipeline
             over bag-of-tokens negatives). `None`: `first_stage`.
         fusion (`str`, *optional*, defaults to `"none"`):
-            The final ranking of the candidates: E(q)·E(d) (`"none"`), or its reciprocal-rank (`"rrf"`) or
-            `"weighted"` fusion with bm25s's ranking ([`r3hf.retrieval.fuse`]); bm25 and hybrid first stages only.
+            The final ranking of the candidates: E(q)·E(d) (`"none"`), or its reciprocal-rank (`"rrf"`), rank-
+            `"weighted"` or `"score"` fusion with bm25s ([`r3hf.retrieval.fuse`]); bm25 and hybrid first stages only.
         fusion_weight (`float`, *optional*, defaults to `0.5`):
-            Weight of the dense score in a `"weighted"` fusion. Choose it on a dev split, never on a test set.
+            Weight of the dense score in a `"weighted"` or `"score"` fusion. Choose it on a dev split, never on a test
+            set.
         max_query_length (`int` or `None`, *optional*):
             Overrides the model's `query_max_length`.
         max_passage_length (`int` or `None`, *optional*):
@@ -109,8 +110,12 @@ class R3Config(TrainingArguments):
     negative_first_stage: str | None = field(
         default=None, metadata={"help": "First stage of offline hard-negative mining (default: first_stage)."}
     )
-    fusion: str = field(default="none", metadata={"help": "Final ranking: 'none' (E(q)·E(d)), 'rrf' or 'weighted'."})
-    fusion_weight: float = field(default=0.5, metadata={"help": "Dense weight of a 'weighted' fusion (tune on dev)."})
+    fusion: str = field(
+        default="none", metadata={"help": "Final ranking: 'none' (E(q)·E(d)), 'rrf', 'weighted' or 'score'."}
+    )
+    fusion_weight: float = field(
+        default=0.5, metadata={"help": "Dense weight of a 'weighted' or 'score' fusion (tune on dev)."}
+    )
     max_query_length: int | None = field(default=None, metadata={"help": "Overrides the model's query_max_length."})
     max_passage_length: int | None = field(
         default=None, metadata={"help": "Overrides the model's passage_max_length."}

@@ -250,7 +250,7 @@ class R3Trainer(Trainer):
         positives, negatives = [], []
         questions = [ex["question"] for ex in examples]
         first_stage = self.args.negative_first_stage or self.args.first_stage
-        rows, _ = first_stage_candidates(self.index, questions, query_embeds, 8, first_stage)
+        rows, _, _ = first_stage_candidates(self.index, questions, query_embeds, 8, first_stage)
         candidates = [[r for r in row if r >= 0] for row in rows.tolist()]
         for ex, cand in zip(examples, candidates):
             pos_pool = self._pool(ex["question"], ex, 1)

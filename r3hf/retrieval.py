@@ -11,7 +11,7 @@ import torch
 from .index import BagOfTokensIndex, CSRIndex, SearchResults
 
 FIRST_STAGES = ("bag_of_tokens", "bm25", "hybrid")
-FUSIONS = ("none", "rrf", "weighted")
+FUSIONS = ("none", "rrf", "weighted", "score")
 RRF_K = 60  # the constant of Cormack et al.'s reciprocal rank fusion
 
 
@@ -23,7 +23,7 @@ def check_first_stage(first_stage: str, fusion: str = "none", fusion_weight: flo
         raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}.")
     if fusion != "none" and first_stage == "bag_of_tokens":
         raise ValueError(
-            f"fusion={fusion!r} combines E(q)·E(d) with bm25s's ranking: use first_stage='bm25' or 'hybrid'."
+            f"fusion={fusion!r} combines E(q)·E(d) with bm25s's ranking or scores: use first_stage='bm25' or 'hybrid'."
         )
     if not 0.0 <= fusion_weight <= 1.0:
         raise ValueError(f"fusion_weight must lie in [0, 1], got {fusion_weight}.")
@@ -35,58 +35,79 @@ def first_stage_candidates(
     query_embeds: torch.Tensor,
     m: int,
     first_stage: str = "bag_of_tokens",
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The candidates of each query from the fixed first stage: the top `m` by E(q)·T(d) (`"bag_of_tokens"`), by
     BM25 (`"bm25"`), or the union of both lists (`"hybrid"`: bag-of-tokens order, then bm25s's passages not already
     in it).
 
     Returns:
-        `(rows, bm25_ranks)`, both `LongTensor[n, w]` (`w` = `m`, or up to `2m` for the hybrid union, `-1` padding
-        where a query has fewer): corpus rows, and each candidate's 1-based rank in bm25s's top `m` (`0` when it is
-        not in it).
+        `(rows, bm25_ranks, bm25_scores)`, each `[n, w]` (`w` = `m`, or up to `2m` for the hybrid union, `-1`
+        padding rows where a query has fewer): `LongTensor` corpus rows, each candidate's 1-based `LongTensor` rank
+        in bm25s's top `m`, and its `FloatTensor` BM25 score there (both `0` when it is not in that top `m`).
     """
     m = min(m, len(index))
     if first_stage == "bag_of_tokens":
         rows = index.search(query_embeds, k=m).rows.cpu()
-        return rows, torch.zeros_like(rows)
-    bm25_rows, _ = index.require_bm25().search(list(queries), k=m)
+        return rows, torch.zeros_like(rows), torch.zeros(rows.shape)
+    bm25_rows, bm25_scores = index.require_bm25().search(list(queries), k=m)
     ranks = torch.arange(1, bm25_rows.shape[1] + 1).expand_as(bm25_rows)
     if first_stage == "bm25":
-        return bm25_rows, ranks.clone()
+        return bm25_rows, ranks.clone(), bm25_scores
     lexical = index.search(query_embeds, k=m).rows.cpu().tolist()
     merged = [list(dict.fromkeys(a + b)) for a, b in zip(lexical, bm25_rows.tolist())]
     width = max(len(row) for row in merged)
     rows = torch.full((len(merged), width), -1, dtype=torch.long)
     bm25_ranks = torch.zeros_like(rows)
-    for i, (row, bm25_row) in enumerate(zip(merged, bm25_rows.tolist())):
+    scores = torch.zeros(rows.shape)
+    for i, (row, bm25_row, bm25_score) in enumerate(zip(merged, bm25_rows.tolist(), bm25_scores.tolist())):
         rows[i, : len(row)] = torch.tensor(row)
         rank_of = {r: j + 1 for j, r in enumerate(bm25_row)}
+        score_of = dict(zip(bm25_row, bm25_score))
         bm25_ranks[i, : len(row)] = torch.tensor([rank_of.get(r, 0) for r in row])
-    return rows, bm25_ranks
+        scores[i, : len(row)] = torch.tensor([score_of.get(r, 0.0) for r in row])
+    return rows, bm25_ranks, scores
 
 
-def fuse(dense: torch.Tensor, bm25_ranks: torch.Tensor, fusion: str, fusion_weight: float) -> torch.Tensor:
-    """Final scores of `[n, w]` candidates from their E(q)·E(d) scores (`-inf` on padding) and bm25s ranks.
+def fuse(
+    dense: torch.Tensor,
+    bm25_ranks: torch.Tensor,
+    fusion: str,
+    fusion_weight: float,
+    bm25_scores: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Final scores of `[n, w]` candidates from their E(q)·E(d) scores (`-inf` on padding) and bm25s ranks (or, for
+    `"score"`, bm25s scores), as [`first_stage_candidates`] gives them.
 
     `"none"`: E(q)·E(d). `"rrf"`: Σ 1 / (60 + rank) over the dense ranking and bm25s's (a passage outside bm25s's
     top-m adds nothing for it). `"weighted"`: `fusion_weight` × the dense score min-max scaled over the query's
-    candidates + (1 − `fusion_weight`) × (m + 1 − bm25 rank) / m (0 outside bm25s's top-m).
+    candidates + (1 − `fusion_weight`) × (m + 1 − bm25 rank) / m (0 outside bm25s's top-m). `"score"`: the same
+    convex combination on scores (Bruch et al., 2023, "An Analysis of Fusion Functions for Hybrid Retrieval"): the
+    min-max scaled dense score, and the BM25 score divided by the query's best (0, BM25's own floor, outside bm25s's
+    top-m), so that the size of bm25s's lead counts, not only its order.
     """
     if fusion == "none":
         return dense
     valid = torch.isfinite(dense)
-    order = dense.argsort(dim=1, descending=True, stable=True)
-    dense_rank = torch.empty_like(order).scatter_(1, order, torch.arange(1, dense.shape[1] + 1).expand_as(order))
     in_bm25 = bm25_ranks > 0
     if fusion == "rrf":
+        order = dense.argsort(dim=1, descending=True, stable=True)
+        dense_rank = torch.empty_like(order).scatter_(1, order, torch.arange(1, dense.shape[1] + 1).expand_as(order))
         scores = 1.0 / (RRF_K + dense_rank.float()) + torch.where(in_bm25, 1.0 / (RRF_K + bm25_ranks.float()), 0.0)
-    else:
-        low = torch.where(valid, dense, torch.inf).min(dim=1, keepdim=True).values
-        high = torch.where(valid, dense, -torch.inf).max(dim=1, keepdim=True).values
-        scaled = (dense - low) / (high - low).clamp_min(1e-12)
+        return torch.where(valid, scores, -torch.inf)
+    low = torch.where(valid, dense, torch.inf).min(dim=1, keepdim=True).values
+    high = torch.where(valid, dense, -torch.inf).max(dim=1, keepdim=True).values
+    scaled = (dense - low) / (high - low).clamp_min(1e-12)
+    if fusion == "weighted":
         m = bm25_ranks.max(dim=1, keepdim=True).values.clamp_min(1).float()
         lexical = torch.where(in_bm25, (m + 1 - bm25_ranks.float()) / m, 0.0)
-        scores = fusion_weight * scaled + (1 - fusion_weight) * lexical
+    else:
+        if bm25_scores is None:
+            raise ValueError(
+                "fusion='score' needs the candidates' BM25 scores: pass bm25_scores= (from first_stage_candidates)."
+            )
+        best = bm25_scores.max(dim=1, keepdim=True).values.clamp_min(1e-12)
+        lexical = torch.where(in_bm25, bm25_scores / best, 0.0)
+    scores = fusion_weight * scaled + (1 - fusion_weight) * lexical
     return torch.where(valid, scores, -torch.inf)
 
 
@@ -141,6 +162,7 @@ def rerank(
     bm25_ranks: torch.Tensor | None = None,
     fusion: str = "none",
     fusion_weight: float = 0.5,
+    bm25_scores: torch.Tensor | None = None,
 ) -> SearchResults:
     """Re-rank candidate passages by E(q)·E(d), embedding each distinct candidate once with the current passage
     encoder, optionally [`fuse`]d with bm25s's ranking, and keep the top `k` of each query.
@@ -148,11 +170,13 @@ def rerank(
     Args:
         candidates: `[n, w]` corpus rows (or [`SearchResults`] holding them); `-1` marks padding.
         bm25_ranks: `[n, w]` 1-based bm25s ranks of the candidates (`0`: not in its list), for a fusion.
+        bm25_scores: `[n, w]` their BM25 scores (`0`: not in its list), for a `"score"` fusion.
     """
     rows = (candidates.rows if isinstance(candidates, SearchResults) else candidates).cpu()
     valid = rows >= 0
     dense = candidate_scores(model, query_embeds, rows, index, batch_size)
-    final = fuse(dense, bm25_ranks if bm25_ranks is not None else torch.zeros_like(rows), fusion, fusion_weight)
+    ranks = bm25_ranks if bm25_ranks is not None else torch.zeros_like(rows)
+    final = fuse(dense, ranks, fusion, fusion_weight, bm25_scores)
     k = min(k, int(valid.sum(dim=1).min()))
     order = final.sort(dim=1, descending=True, stable=True).indices[:, :k]
     return SearchResults(rows=rows.gather(1, order), scores=final.gather(1, order))
@@ -187,9 +211,9 @@ def retrieve(
         batch_size: Encoding batch size.
         query_embeds: Precomputed E(q), to skip encoding the queries again.
         first_stage: `"bag_of_tokens"` (the paper's), `"bm25"` or `"hybrid"`.
-        fusion: The final ranking: `"none"` (E(q)·E(d)), `"rrf"` or `"weighted"` (see [`fuse`]; bm25 and hybrid
-            first stages only).
-        fusion_weight: Weight of the dense score in a `"weighted"` fusion; choose it on a dev split.
+        fusion: The final ranking: `"none"` (E(q)·E(d)), `"rrf"`, `"weighted"` or `"score"` (see [`fuse`]; bm25
+            and hybrid first stages only).
+        fusion_weight: Weight of the dense score in a `"weighted"` or `"score"` fusion; choose it on a dev split.
 
     Returns:
         [`SearchResults`] with corpus row ids and scores (E(q)·E(d), or the fused scores), best first.
@@ -207,7 +231,7 @@ def retrieve(
         return index.search(query_embeds, k=k)
     if rerank_top_m < k:
         raise ValueError(f"rerank_top_m ({rerank_top_m}) must be at least k ({k}).")
-    rows, bm25_ranks = first_stage_candidates(index, queries, query_embeds, rerank_top_m, first_stage)
+    rows, bm25_ranks, bm25_scores = first_stage_candidates(index, queries, query_embeds, rerank_top_m, first_stage)
     return rerank(
         model,
         query_embeds,
@@ -218,4 +242,5 @@ def retrieve(
         bm25_ranks=bm25_ranks,
         fusion=fusion,
         fusion_weight=fusion_weight,
+        bm25_scores=bm25_scores,
     )

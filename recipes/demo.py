@@ -58,10 +58,10 @@ from r3hf import (
     compare_predictions,
 )
 from r3hf.data import load_qa_dataset
-from r3hf.evaluation import select_fusion, select_fusion_by_reader
+from r3hf.evaluation import SELECTED_FUSIONS, select_fusion, select_fusion_by_reader
 from r3hf.models import resolve_model_path
 from r3hf.r3_config import POSITIVE_FALLBACKS
-from r3hf.retrieval import FIRST_STAGES, cached_passage_embeddings
+from r3hf.retrieval import FIRST_STAGES, FUSIONS, cached_passage_embeddings
 from r3hf.scripts.utils import (
     DATA,
     DEMO_READER,
@@ -300,7 +300,9 @@ def fusion_chooser(args, index, reader) -> Callable[[object], dict]:
     dev_questions = [q for d in devs.values() for q in d["question"]]
     dev_answers = [a for d in devs.values() for a in d["answers"]]
     if args.fusion_selection == "answer_recall":
-        return lambda retriever: select_fusion(retriever, index, dev_questions, dev_answers, args.rerank_top_m)
+        return lambda retriever: select_fusion(
+            retriever, index, dev_questions, dev_answers, args.rerank_top_m, fusions=args.fusions
+        )
     dev = RAGEvaluator(
         dev_questions,
         dev_answers,
@@ -311,7 +313,7 @@ def fusion_chooser(args, index, reader) -> Callable[[object], dict]:
         first_stage="hybrid",
         name="dev",
     )
-    return lambda retriever: select_fusion_by_reader(retriever, dev)
+    return lambda retriever: select_fusion_by_reader(retriever, dev, fusions=args.fusions)
 
 
 def fit_hybrid_fusion(retriever, choose: Callable[[object], dict], evaluators) -> dict:
@@ -518,6 +520,7 @@ LABELLING_FLAGS = (
     "stage1_questions",
     "stage1_first_stage",
     "fusion_selection",
+    "fusions",
     "reward",
     "positive_fallback",
     "bm25_residual_weight",
@@ -540,10 +543,10 @@ def residual_weight_flag(text: str) -> str | float:
 def resolve_bm25_residual(args: argparse.Namespace, fusion: dict) -> float:
     """Set `args.bm25_residual_weight` to a number: `"fusion"` takes bm25s's weight relative to the dense score's in
     the initial retriever's dev-chosen hybrid `fusion` ((1 - w) / w for a weighted fusion of dense weight w, 1 for
-    reciprocal rank, 0 for E(q)·E(d) alone). Returns it."""
+    reciprocal rank, 0 for E(q)·E(d) alone; a score fusion's weight as a weighted one's). Returns it."""
     if args.bm25_residual_weight == "fusion":
         kind, w = fusion["fusion"], fusion["fusion_weight"]
-        args.bm25_residual_weight = (1 - w) / w if kind == "weighted" else 1.0 if kind == "rrf" else 0.0
+        args.bm25_residual_weight = (1 - w) / w if kind in ("weighted", "score") else 1.0 if kind == "rrf" else 0.0
         logger.info(
             f"bm25s's weight in the training loss, from the hybrid fusion {kind}: {args.bm25_residual_weight:.3g}"
         )
@@ -586,6 +589,13 @@ def add_labelling_flags(parser: argparse.ArgumentParser) -> None:
         default="answer_recall",
         help="how each retriever's hybrid fusion is chosen on the dev questions: by answer recall@1, or by the "
         "reader's RAG accuracy@1 (its answers on up to 11 passages per dev question)",
+    )
+    parser.add_argument(
+        "--fusions",
+        nargs="+",
+        choices=FUSIONS,
+        default=list(SELECTED_FUSIONS),
+        help="the final rankings that choice compares (score: bm25s's scores, not its ranks, in a weighted sum)",
     )
     parser.add_argument(
         "--positive-fallback",

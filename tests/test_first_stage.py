@@ -149,14 +149,19 @@ def test_hybrid_candidates_are_the_deduplicated_union_of_both_lists(tiny_sidr, h
     m = 3
     bot = hybrid_index.search(embeds, k=m).rows.tolist()
     bm25, _ = hybrid_index.bm25.search(QUERIES, m)
-    rows, ranks = first_stage_candidates(hybrid_index, QUERIES, embeds, m, "hybrid")
-    for row, rank, a, b in zip(rows.tolist(), ranks.tolist(), bot, bm25.tolist()):
+    _, bm25_scores = hybrid_index.bm25.search(QUERIES, m)
+    rows, ranks, scores = first_stage_candidates(hybrid_index, QUERIES, embeds, m, "hybrid")
+    for row, rank, score, a, b, b_score in zip(
+        rows.tolist(), ranks.tolist(), scores.tolist(), bot, bm25.tolist(), bm25_scores.tolist()
+    ):
         union = list(dict.fromkeys(a + b))
         assert row[: len(union)] == union and all(r == -1 for r in row[len(union) :])
         assert [rank[row.index(r)] for r in b] == [1, 2, 3]  # bm25s ranks, 1-based
-        assert all(rank[row.index(r)] == 0 for r in union if r not in b)
-    bm25_only, _ = first_stage_candidates(hybrid_index, QUERIES, embeds, m, "bm25")
-    assert torch.equal(bm25_only, bm25)
+        assert [score[row.index(r)] for r in b] == b_score  # and bm25s's own scores
+        assert all(rank[row.index(r)] == 0 and score[row.index(r)] == 0 for r in union if r not in b)
+    bm25_only, bm25_ranks, only_scores = first_stage_candidates(hybrid_index, QUERIES, embeds, m, "bm25")
+    assert torch.equal(bm25_only, bm25) and torch.equal(only_scores, bm25_scores)
+    assert bm25_ranks.tolist() == [[1, 2, 3]] * len(QUERIES)
     # every candidate in the union: the hybrid pipeline ranks exactly like the bag-of-tokens one
     everything = len(MORE)
     a = retrieve(tiny_sidr, QUERIES, hybrid_index, k=4, rerank_top_m=everything, first_stage="hybrid")
@@ -179,6 +184,29 @@ def test_fusion_by_hand():
     # dense min-max scaled over the 3 real candidates: 1, 0, 0.5; bm25s (m + 1 - rank) / m with m = 2: 0, 1, 0.5
     torch.testing.assert_close(weighted[0, :3], torch.tensor([0.25, 0.75, 0.5]))
     assert torch.equal(fuse(dense, ranks, "none", 0.5), dense)
+    # "score": the same dense part; bm25s's scores divided by the query's best, 0 outside its list: 0, 1, 0.25
+    scores = torch.tensor([[0.0, 8.0, 2.0, 0.0]])
+    by_score = fuse(dense, ranks, "score", 0.25, bm25_scores=scores)
+    torch.testing.assert_close(by_score[0, :3], torch.tensor([0.25, 0.75, 0.3125]))
+    assert by_score[0, 3] == -torch.inf
+    with pytest.raises(ValueError, match="needs the candidates' BM25 scores"):
+        fuse(dense, ranks, "score", 0.25)
+
+
+def test_score_fusion_follows_the_size_of_bm25s_lead_where_rank_fusion_cannot(tiny_sidr, hybrid_index):
+    """Two candidates with bm25s ranks 1 and 2 but near-equal scores: with the dense score favouring the second, the
+    score fusion puts it first at a weight where the rank fusion keeps bm25s's order."""
+    dense = torch.tensor([[0.0, 1.0]])
+    ranks = torch.tensor([[1, 2]])
+    close = torch.tensor([[10.0, 9.9]])
+    assert fuse(dense, ranks, "weighted", 0.2).argmax().item() == 0
+    assert fuse(dense, ranks, "score", 0.2, bm25_scores=close).argmax().item() == 1
+    # through retrieve(): a score fusion at dense weight 0 ranks by bm25s's scores alone, in its order
+    bm25_rows, _ = hybrid_index.bm25.search(QUERIES, 3)
+    got = retrieve(
+        tiny_sidr, QUERIES, hybrid_index, k=3, rerank_top_m=3, first_stage="bm25", fusion="score", fusion_weight=0.0
+    )
+    assert torch.equal(got.rows, bm25_rows)
 
 
 def test_select_fusion_picks_the_best_dev_option(tiny_sidr, hybrid_index):
@@ -190,6 +218,12 @@ def test_select_fusion_picks_the_best_dev_option(tiny_sidr, hybrid_index):
     assert choice["recall@1"][name] == best and choice["n"] == 3
     # the first option reaching the best value wins
     assert name == next(k for k, v in choice["recall@1"].items() if v == best)
+    scored = select_fusion(
+        tiny_sidr, hybrid_index, QUERIES, answers, rerank_top_m=3, weights=(0.3,), fusions=("score", "rrf")
+    )
+    assert list(scored["recall@1"]) == ["score:0.3", "rrf"]
+    with pytest.raises(ValueError, match="fusions must name at least one of"):
+        select_fusion(tiny_sidr, hybrid_index, QUERIES, answers, rerank_top_m=3, fusions=("max",))
 
 
 def test_select_fusion_by_reader_picks_the_option_whose_top_passages_the_reader_answers_from(tiny_sidr, hybrid_index):
@@ -287,7 +321,7 @@ def test_the_trainer_retrieves_and_mines_inside_the_chosen_pipeline(tiny_sidr, h
         for q, allowed in zip(questions, bm25.tolist()):
             assert scored[q] <= {hybrid_index.corpus[i]["id"] for i in allowed}
     else:
-        rows, _ = first_stage_candidates(hybrid_index, questions, embeds, m, "hybrid")
+        rows, _, _ = first_stage_candidates(hybrid_index, questions, embeds, m, "hybrid")
         assert all(len(scored[q]) <= 2 for q in questions) and rows.shape[1] >= m
     with pytest.raises(ValueError, match="has no bm25s part"):
         R3Trainer(tiny_sidr, reward, config, train, index=BagOfTokensIndex.build(MORE, hybrid_index.tokenizer))

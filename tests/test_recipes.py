@@ -6,6 +6,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from r3hf import R3Config, SIDRModel
@@ -646,6 +647,11 @@ def test_bench_stage1_negatives_trains_one_stage1_per_first_stage_and_pairs_them
     by_reader = bench.main(ours + tiny_demo_flags(tiny_setup, data) + ["--fusion-selection", "rag_accuracy"])
     for fusion in by_reader["evaluation_fusion"].values():
         assert len(fusion["rag_accuracy@1"]) == 11 and fusion["n"] == 4
+    # --fusions: the options compared are RRF and the 9 weights of a score fusion, in that order.
+    by_score = bench.main(ours + tiny_demo_flags(tiny_setup, data) + ["--fusions", "rrf", "score"])
+    for fusion in by_score["evaluation_fusion"].values():
+        assert list(fusion["recall@1"]) == ["rrf"] + [f"score:{w / 10:g}" for w in range(1, 10)]
+        assert fusion["fusion"] in ("rrf", "score")
     with pytest.raises(SystemExit):
         bench.main(["--first-stages", "bm25"])
 
@@ -766,3 +772,25 @@ def test_results_record_the_machines_matrix_product_speed(tmp_path, monkeypatch)
     monkeypatch.undo()
     path = utils.write_result(tmp_path / "results.json", {"x": 1})
     assert json.loads(path.read_text())["provenance"]["matmul_gflops"] > 0
+
+
+def test_average_checkpoints_takes_the_mean_of_every_parameter(bert_tokenizer, tmp_path):
+    """`benchmarks/average_checkpoints.py`: a retriever whose every parameter is the mean of its inputs'."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("average", ROOT / "benchmarks" / "average_checkpoints.py")
+    average = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(average)
+    model = make_tiny_sidr(bert_tokenizer)
+    model.save_pretrained(tmp_path / "seed0")
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    model.save_pretrained(tmp_path / "seed1")
+    average.main([str(tmp_path / "mean"), str(tmp_path / "seed0"), str(tmp_path / "seed1")])
+    a, b, mean = (SIDRModel.from_pretrained(str(tmp_path / n)).state_dict() for n in ("seed0", "seed1", "mean"))
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    for k in a:
+        torch.testing.assert_close(mean[k], (a[k] + b[k]) / 2)
+    with pytest.raises(SystemExit):
+        average.main([str(tmp_path / "mean"), str(tmp_path / "seed0")])

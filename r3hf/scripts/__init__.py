@@ -15,4 +15,6 @@ def add_first_stage_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fusion", default="none", choices=FUSIONS, help="final ranking: E(q)·E(d) or its fusion with bm25s"
     )
-    parser.add_argument("--fusion-weight", type=float, default=0.5, help="dense weight of a 'weighted' fusion")
+    parser.add_argument(
+        "--fusion-weight", type=float, default=0.5, help="dense weight of a 'weighted' or 'score' fusion"
+    )
