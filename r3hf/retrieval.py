@@ -58,14 +58,13 @@ def first_stage_candidates(
     width = max(len(row) for row in merged)
     rows = torch.full((len(merged), width), -1, dtype=torch.long)
     bm25_ranks = torch.zeros_like(rows)
-    scores = torch.zeros(rows.shape)
-    for i, (row, bm25_row, bm25_score) in enumerate(zip(merged, bm25_rows.tolist(), bm25_scores.tolist())):
+    for i, (row, bm25_row) in enumerate(zip(merged, bm25_rows.tolist())):
         rows[i, : len(row)] = torch.tensor(row)
         rank_of = {r: j + 1 for j, r in enumerate(bm25_row)}
-        score_of = dict(zip(bm25_row, bm25_score))
         bm25_ranks[i, : len(row)] = torch.tensor([rank_of.get(r, 0) for r in row])
-        scores[i, : len(row)] = torch.tensor([score_of.get(r, 0.0) for r in row])
-    return rows, bm25_ranks, scores
+    # each candidate's score is bm25s's at its rank
+    scores = bm25_scores.gather(1, (bm25_ranks - 1).clamp_min(0))
+    return rows, bm25_ranks, torch.where(bm25_ranks > 0, scores, 0.0)
 
 
 def fuse(
