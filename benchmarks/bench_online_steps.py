@@ -38,7 +38,7 @@ from pathlib import Path
 
 from r3hf import SIDRModel, compare_predictions
 from r3hf.scripts.utils import ROOT, read_jsonl, write_result
-from r3hf.utils import ArgumentParser, enable_logging
+from r3hf.utils import ArgumentParser, DistinctValues, enable_logging
 
 logger = logging.getLogger("r3hf.bench_online_steps")
 
@@ -128,7 +128,10 @@ def main() -> None:
     )
     parser.add_argument("--check-reused", type=int, default=16)
     parser.add_argument(
-        "--compare", type=Path, help="an earlier demo run's predictions folder: its r3_hybrid@hybrid is compared too"
+        "--compare",
+        type=Path,
+        help="an earlier demo run's predictions folder: its r3_hybrid@hybrid, with the steps, training and fusion of "
+        "that run (its JSON records them), is compared too",
     )
     parser.add_argument(
         "--online-learning-rate", type=float, help="the on-policy stage's learning rate (default: the preset's)"
@@ -144,6 +147,7 @@ def main() -> None:
         "--train-sets",
         nargs="+",
         choices=demo.TRAIN_SETS,
+        action=DistinctValues,
         help="the training questions' sets (default: both; one set trains one retriever per dataset, as the paper)",
     )
     parser.add_argument("--seed", type=int, help="every stage's training seed (default: the demo's, 0)")
@@ -157,6 +161,10 @@ def main() -> None:
     if ours.online_learning_rate is not None and ours.online_learning_rate <= 0:
         parser.error(f"--online-learning-rate must be above 0, got {ours.online_learning_rate}")
     check_reuse_generations(parser, ours.reuse_generations)
+    if ours.compare and not (ours.compare / "r3_hybrid@hybrid").is_dir():
+        parser.error(
+            f"--compare {ours.compare}: no r3_hybrid@hybrid folder in it; give an earlier demo run's predictions folder"
+        )
     if ours.online_retrieval_top_k is not None:
         top_m = demo.PRESETS["cpu-long"]["rerank_top_m"]
         demo.check_retrieval_top_k(parser, ours.online_retrieval_top_k, top_m, "--online-retrieval-top-k", remedy=None)
@@ -246,7 +254,7 @@ def main() -> None:
         for name, ds in tests.items():
             earlier = read_jsonl(ours.compare / "r3_hybrid@hybrid" / f"{name}_predictions.jsonl")
             wanted = set(ds["id"])
-            predictions[name]["r3_hybrid 8 steps (earlier run) @ hybrid"] = [r for r in earlier if r["id"] in wanted]
+            predictions[name]["r3_hybrid (earlier run) @ hybrid"] = [r for r in earlier if r["id"] in wanted]
 
     results = {}
     for name, by_label in predictions.items():

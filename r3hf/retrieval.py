@@ -171,11 +171,15 @@ def rerank(
         bm25_ranks: `[n, w]` 1-based bm25s ranks of the candidates (`0`: not in its list), for a fusion.
         bm25_scores: `[n, w]` their BM25 scores (`0`: not in its list), for a `"score"` fusion.
     """
+    if fusion != "none" and bm25_ranks is None:
+        raise ValueError(
+            f"fusion={fusion!r} needs the candidates' bm25s ranks: pass bm25_ranks= (and bm25_scores= for 'score') "
+            "from first_stage_candidates, or fusion='none'."
+        )
     rows = (candidates.rows if isinstance(candidates, SearchResults) else candidates).cpu()
     valid = rows >= 0
     dense = candidate_scores(model, query_embeds, rows, index, batch_size)
-    ranks = bm25_ranks if bm25_ranks is not None else torch.zeros_like(rows)
-    final = fuse(dense, ranks, fusion, fusion_weight, bm25_scores)
+    final = dense if fusion == "none" else fuse(dense, bm25_ranks, fusion, fusion_weight, bm25_scores)
     k = min(k, int(valid.sum(dim=1).min()))
     order = final.sort(dim=1, descending=True, stable=True).indices[:, :k]
     return SearchResults(rows=rows.gather(1, order), scores=final.gather(1, order))

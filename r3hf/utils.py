@@ -153,6 +153,17 @@ class ArgumentParser(argparse.ArgumentParser):
         return super().add_argument(*name_or_flags, *snake, **kwargs)
 
 
+class DistinctValues(argparse.Action):
+    """A list option's action (`nargs="+"`) that refuses a value named twice with a parser error from the parser that
+    reads it, so that a command which takes another's flags names its own usage."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        repeated = list(dict.fromkeys(v for i, v in enumerate(values) if v in values[:i]))
+        if repeated:
+            parser.error(f"{option_string} names {', '.join(map(str, repeated))} twice; name each once")
+        setattr(namespace, self.dest, list(values))
+
+
 def enable_logging(level: int = logging.INFO) -> None:
     """Show r3hf's own log messages (results, progress notes) on stderr; for command-line entry points."""
     logger = logging.getLogger("r3hf")

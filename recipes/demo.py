@@ -72,7 +72,7 @@ from r3hf.scripts.utils import (
     matmul_gflops,
     write_result,
 )
-from r3hf.utils import ArgumentParser, atomic_path, enable_logging
+from r3hf.utils import ArgumentParser, DistinctValues, atomic_path, enable_logging
 
 logger = logging.getLogger("r3hf.demo")
 
@@ -595,6 +595,7 @@ def add_labelling_flags(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         choices=FUSIONS,
         default=list(SELECTED_FUSIONS),
+        action=DistinctValues,
         help="the final rankings that choice compares (score: bm25s's scores, not its ranks, in a weighted sum)",
     )
     parser.add_argument(
@@ -632,6 +633,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         nargs="+",
         choices=TRAIN_SETS,
         default=list(TRAIN_SETS),
+        action=DistinctValues,
         help="the training questions: both sets' (one retriever for both), or one set's (the paper: one per dataset)",
     )
     add_labelling_flags(parser)
@@ -676,8 +678,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     check_retrieval_top_k(parser, args.retrieval_top_k, args.rerank_top_m)
     if not 0 <= args.seed < 2**32:  # numpy's seed range: set_seed would fail only once training starts
         parser.error(f"--seed must be from 0 to {2**32 - 1}, got {args.seed}")
-    if len(set(args.train_sets)) < len(args.train_sets):
-        parser.error(f"--train-sets names a set twice ({' '.join(args.train_sets)}); name each once")
     for flag in ("calibration_samples", "calibration_top_k"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")

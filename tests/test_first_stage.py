@@ -13,7 +13,7 @@ import torch
 from r3hf import BagOfTokensIndex, R3Config, R3Trainer, RAGEvaluator
 from r3hf.evaluation import select_fusion
 from r3hf.index.bm25 import BM25_CONFIG, BM25Retriever
-from r3hf.retrieval import cached_passage_embeddings, first_stage_candidates, fuse, retrieve
+from r3hf.retrieval import cached_passage_embeddings, first_stage_candidates, fuse, rerank, retrieve
 from tests.test_index import CORPUS, QUERIES
 
 MORE = CORPUS + [
@@ -140,6 +140,15 @@ def test_unknown_first_stage_and_fusion_get_clear_errors(tiny_sidr, hybrid_index
         retrieve(tiny_sidr, QUERIES, hybrid_index, k=2, rerank_top_m=3, fusion="rrf")
     with pytest.raises(ValueError, match="fusion must be one of"):
         RAGEvaluator(QUERIES, [["x"]] * 3, hybrid_index, first_stage="hybrid", fusion="max")
+    embeds = tiny_sidr.encode_query(QUERIES, convert_to_sparse_tensor=False)
+    rows, ranks, _ = first_stage_candidates(hybrid_index, QUERIES, embeds, 3, "hybrid")
+    for fusion in ("rrf", "weighted", "score"):  # before, a fusion without bm25s's ranks silently ranked by E(q)·E(d)
+        with pytest.raises(
+            ValueError, match=rf"fusion='{fusion}' needs the candidates' bm25s ranks: pass bm25_ranks="
+        ):
+            rerank(tiny_sidr, embeds, rows, hybrid_index, 2, fusion=fusion)
+    with pytest.raises(ValueError, match=r"fusion='score' needs the candidates' BM25 scores: pass bm25_scores="):
+        rerank(tiny_sidr, embeds, rows, hybrid_index, 2, bm25_ranks=ranks, fusion="score")
     with pytest.raises(ValueError, match="first_stage must be one of"):
         R3Config(output_dir=str(tmp_path), first_stage="bm42", use_cpu=True, report_to="none")
 

@@ -516,7 +516,7 @@ def test_demo_trains_on_the_sets_it_is_given(capsys):
     with pytest.raises(ValueError, match=r"than the 1955 in \S*nq_train.jsonl.gz: pass at most 1955"):
         demo.training_questions(ROOT / "data", 1956, ["nq"])
     for flags, error in (
-        (["nq", "nq"], "--train-sets names a set twice (nq nq); name each once"),
+        (["nq", "squad", "nq"], "--train-sets names nq twice; name each once"),
         (["trivia"], "invalid choice: 'trivia' (choose from 'nq', 'squad')"),
     ):
         with pytest.raises(SystemExit):
@@ -600,6 +600,19 @@ def test_bench_online_steps_checks_its_own_flags_and_passes_train_sets_on(monkey
     with pytest.raises(SystemExit):
         bench.main()
     assert "--offline-steps must be at least 1, got 0" in capsys.readouterr().err
+    for flag, values, repeated in (
+        ("--train-sets", ["nq", "nq"], "nq"),
+        ("--fusions", ["rrf", "score"] * 2, "rrf, score"),
+    ):
+        monkeypatch.setattr(sys, "argv", ["bench_online_steps.py", flag, *values])
+        with pytest.raises(SystemExit):
+            bench.main()
+        err = capsys.readouterr().err
+        assert err.startswith("usage: bench_online_steps.py") and f"{flag} names {repeated} twice; name each" in err
+    monkeypatch.setattr(sys, "argv", ["bench_online_steps.py", "--compare", str(tmp_path)])
+    with pytest.raises(SystemExit):  # before, a folder without r3_hybrid@hybrid failed only after training
+        bench.main()
+    assert f"--compare {tmp_path}: no r3_hybrid@hybrid folder in it" in capsys.readouterr().err
     # --train-sets reaches the demo's settings, so stage 1 and the on-policy stage train on that set alone.
     demo = load_demo()
 
