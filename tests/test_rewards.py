@@ -286,6 +286,16 @@ def test_calibrate_in_parts_reads_back_only_labels_of_the_same_questions_and_set
     assert len(asked) == 3
 
 
+def test_calibration_shows_the_scoring_progress_and_a_training_steps_scores_do_not(tiny_lm, bert_tokenizer, capsys):
+    reward = AnswerProbabilityReward(tiny_lm, tokenizer=bert_tokenizer, device="cpu", batch_size=1)
+    passages = [[{"id": f"p{i}", "title": "", "text": f"passage {i} on shakespeare"} for i in range(5)]]
+    reward.reader.generate = lambda q, ps, max_new_tokens=None: ["Shakespeare"] * len(q)
+    reward.label_by_generation([QUERY], [["Shakespeare"]], passages)
+    assert "Scoring: 100%" in capsys.readouterr().err  # 5 batches: minutes on a CPU for a real calibration
+    reward.score([QUERY] * 5, [f"other passage {i}" for i in range(5)], [["Shakespeare"]] * 5)
+    assert "Scoring" not in capsys.readouterr().err
+
+
 def test_generation_length_is_the_readers_unless_a_call_sets_it(reward, monkeypatch):
     lengths = []
     real = reward.model.generate

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 from transformers import PreTrainedModel
@@ -126,13 +127,20 @@ class AnswerProbabilityReward:
             list(answers),
         )
 
-    def score(self, queries: Sequence[str], passages: Sequence, answers: Sequence[Sequence[str] | str]) -> list[float]:
+    def score(
+        self,
+        queries: Sequence[str],
+        passages: Sequence,
+        answers: Sequence[Sequence[str] | str],
+        show_progress_bar: bool | None = False,
+    ) -> list[float]:
         """P(gold answer | prompt(query, passage)) for each (query, passage, answers) triple, best alias kept.
 
         Args:
             queries: Questions.
             passages: One passage per question (a string or a `{"title","text"}` dict).
             answers: Per question, its gold answer aliases (or one string).
+            show_progress_bar: A progress bar over the reader's batches (`None`: when there are more than 4).
 
         Returns:
             Probabilities in [0, 1] (geometric means per token with `length_normalize=True`).
@@ -159,7 +167,8 @@ class AnswerProbabilityReward:
                 aliases = [self.tokenizer(a, add_special_tokens=False)["input_ids"] for a in dict.fromkeys(answers[i])]
                 budget = self.max_length - max(map(len, aliases))
                 sequences.append((self.reader.prompt_ids(queries[i], [passages[i]], budget), aliases))
-            return [math.exp(max(lp)) for lp in self.reader.log_probs(sequences, self.length_normalize)]
+            log_probs = self.reader.log_probs(sequences, self.length_normalize, show_progress_bar)
+            return [math.exp(max(lp)) for lp in log_probs]
 
         return self._cached(keys, len(queries), compute)
 
@@ -282,7 +291,8 @@ class AnswerProbabilityReward:
         max_new_tokens: int | None = None,
     ) -> list[dict]:
         """[`label_by_generation`] with this reward's reader and scores."""
-        return label_by_generation(self.reader, self.score, queries, answers, candidate_passages, max_new_tokens)
+        score = partial(self.score, show_progress_bar=None)  # as long as the generation, whose bar shows too
+        return label_by_generation(self.reader, score, queries, answers, candidate_passages, max_new_tokens)
 
     def label_closed_set(
         self,

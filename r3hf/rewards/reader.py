@@ -156,17 +156,25 @@ class Reader:
         return attempt()
 
     def log_probs(
-        self, sequences: list[tuple[list[int], list[list[int]]]], length_normalize: bool = False
+        self,
+        sequences: list[tuple[list[int], list[list[int]]]],
+        length_normalize: bool = False,
+        show_progress_bar: bool | None = False,
     ) -> list[list[float]]:
         """Sum of log P(alias tokens | prompt) for each alias of each `(prompt_ids, [alias_ids, ...])` item (the mean
-        per token with `length_normalize`)."""
+        per token with `length_normalize`). `show_progress_bar=None` shows one when there are more than 4 batches;
+        the default shows none, for the few pairs of a training step."""
         return self._with_batch_size(
-            lambda batch_size: self._log_probs_in_batches(sequences, batch_size, length_normalize)
+            lambda batch_size: self._log_probs_in_batches(sequences, batch_size, length_normalize, show_progress_bar)
         )
 
     @torch.no_grad()
     def _log_probs_in_batches(
-        self, sequences: list[tuple[list[int], list[list[int]]]], batch_size: int, length_normalize: bool
+        self,
+        sequences: list[tuple[list[int], list[list[int]]]],
+        batch_size: int,
+        length_normalize: bool,
+        show_progress_bar: bool | None = False,
     ) -> list[list[float]]:
         """[`Reader.log_probs`] with `batch_size` sequences per forward pass.
 
@@ -178,8 +186,7 @@ class Reader:
         out: list[list[float]] = [[] for _ in sequences]
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         dtype = next(self.model.parameters()).dtype
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
+        for chunk in iter_batches(order, batch_size, show_progress_bar, "Scoring"):
             width = max(len(sequences[i][0]) + sum(map(len, sequences[i][1])) for i in chunk)
             input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
             position_ids = torch.zeros((len(chunk), width), dtype=torch.long)
