@@ -69,7 +69,7 @@ def first_stage_candidates(
 
 def fuse(
     dense: torch.Tensor,
-    bm25_ranks: torch.Tensor,
+    bm25_ranks: torch.Tensor | None,
     fusion: str,
     fusion_weight: float,
     bm25_scores: torch.Tensor | None = None,
@@ -86,6 +86,11 @@ def fuse(
     """
     if fusion == "none":
         return dense
+    if bm25_ranks is None:
+        raise ValueError(
+            f"fusion={fusion!r} needs the candidates' bm25s ranks: pass bm25_ranks= (and bm25_scores= for 'score') "
+            "from first_stage_candidates, or fusion='none'."
+        )
     valid = torch.isfinite(dense)
     in_bm25 = bm25_ranks > 0
     if fusion == "rrf":
@@ -171,15 +176,10 @@ def rerank(
         bm25_ranks: `[n, w]` 1-based bm25s ranks of the candidates (`0`: not in its list), for a fusion.
         bm25_scores: `[n, w]` their BM25 scores (`0`: not in its list), for a `"score"` fusion.
     """
-    if fusion != "none" and bm25_ranks is None:
-        raise ValueError(
-            f"fusion={fusion!r} needs the candidates' bm25s ranks: pass bm25_ranks= (and bm25_scores= for 'score') "
-            "from first_stage_candidates, or fusion='none'."
-        )
     rows = (candidates.rows if isinstance(candidates, SearchResults) else candidates).cpu()
     valid = rows >= 0
     dense = candidate_scores(model, query_embeds, rows, index, batch_size)
-    final = dense if fusion == "none" else fuse(dense, bm25_ranks, fusion, fusion_weight, bm25_scores)
+    final = fuse(dense, bm25_ranks, fusion, fusion_weight, bm25_scores)
     k = min(k, int(valid.sum(dim=1).min()))
     order = final.sort(dim=1, descending=True, stable=True).indices[:, :k]
     return SearchResults(rows=rows.gather(1, order), scores=final.gather(1, order))
