@@ -26,7 +26,8 @@ Then bm25s and every retriever in both pipelines answer the same nq_test and squ
 answer recall@k, and for the pairs that matter the paired bootstrap 95% interval of the difference. Writes
 `results.json`, the per-question results and a plot, and saves the trained retrievers. A stage whose saved retriever
 in `--output-dir` was trained with the same settings is loaded instead of trained again, so a later run with more
-test questions reuses the training of an earlier one.
+test questions reuses the training of an earlier one; the offline labels written there are read back, so a later run
+with more `--calibration-samples` labels only the questions it adds.
 
     python recipes/demo.py                    # 40 + 40 test questions, about 30 min on 2 CPU cores
     python recipes/demo.py --preset cpu-long  # all 500 nq_test questions and 500 squad_test ones (about 2 hours)
@@ -358,8 +359,9 @@ def calibrate(model, index, train, reward, args, out: Path, hybrid: dict) -> tup
     """The offline labels: the initial retriever's top-k for the first `args.calibration_samples` training questions,
     labelled by real greedy generation; they also set the reward's global threshold. The candidates come from the
     paper's pipeline, or with `args.calibration_first_stage == "hybrid"` from the `hybrid` one (`first_stage`,
-    `fusion`, `fusion_weight`). Labels that an earlier run wrote to `out` for the same reader, generation length,
-    questions and candidates are read back instead of generated again. Returns the calibrated questions and a summary
+    `fusion`, `fusion_weight`). Labels that an earlier run wrote to `out` with the same reader and generation length
+    are read back for every (question, passage) pair it labelled, so only the other pairs are generated: a run with
+    more `--calibration-samples` labels only the questions it adds. Returns the calibrated questions and a summary
     of the labels: the number of questions, pairs and positives, the global threshold, and for each k up to the top-k
     the share of questions answered correctly from at least one of their first k passages (what a perfect re-ranker
     of them would reach)."""
@@ -373,12 +375,21 @@ def calibrate(model, index, train, reward, args, out: Path, hybrid: dict) -> tup
     settings = {"reader": args.reader, "max_new_tokens": args.max_new_tokens}
     pairs = [(q, str(p["id"])) for q, ps in zip(subset["question"], candidates) for p in ps]
     same_settings = path.exists() and settings_path.exists() and json.loads(settings_path.read_text()) == settings
-    earlier = Calibration.load(path) if same_settings else None
-    if earlier is not None and list(zip(earlier.records["query"], earlier.records["passage_id"])) == pairs:
-        logger.info(f"Calibration: reading the labels an earlier run wrote for the same pairs ({path})")
-        reward.calibration = calibration = earlier
-    else:
-        calibration = reward.calibrate(subset["question"], subset["answers"], candidates, save_path=path)
+    known = {(r["query"], r["passage_id"]): r for r in Calibration.load(path).records} if same_settings else {}
+    todo = [
+        i
+        for i, (q, ps) in enumerate(zip(subset["question"], candidates))
+        if any((q, str(p["id"])) not in known for p in ps)
+    ]
+    if known:
+        logger.info(f"Calibration: {len(subset) - len(todo)} questions' labels read back from an earlier run ({path})")
+    if todo:
+        rows = subset.select(todo)
+        labelled = reward.label_by_generation(rows["question"], rows["answers"], [candidates[i] for i in todo])
+        known |= {(r["query"], r["passage_id"]): r for r in labelled}
+    reward.calibration = calibration = Calibration.from_records([known[pair] for pair in pairs])
+    if todo or len(known) != len(pairs):
+        calibration.save(path)
         with atomic_path(settings_path) as tmp:
             tmp.write_text(json.dumps(settings))
     labels = calibration.records["label"]

@@ -448,6 +448,80 @@ def test_demo_gpu_preset_runs_its_code_path_on_cpu_with_tiny_counts(tiny_setup, 
     assert pooled["calibration"]["pairs"] == 4 and pooled["calibration"]["first_stage"] == "hybrid"
 
 
+def test_demo_calibration_labels_only_the_pairs_no_earlier_run_labelled(tmp_path):
+    """A demo run with more calibrated questions reads back the labels an earlier run wrote to its folder and
+    generates only the added questions'; the same run again generates nothing and leaves the file as it was; another
+    generation length labels everything again."""
+    import argparse
+    from types import SimpleNamespace
+
+    import datasets
+
+    demo = load_demo()
+    train = datasets.Dataset.from_dict({"question": [f"q{i}" for i in range(4)], "answers": [["a"]] * 4})
+    calls = []
+
+    class Retriever:
+        def retrieve(self, questions, index, k, rerank_top_m):
+            return SimpleNamespace(rows=[[int(q[1:]), int(q[1:]) + 10][:k] for q in questions])
+
+    class Index:
+        def get_passages(self, rows):
+            return [[{"id": f"p{r}"} for r in row] for row in rows]
+
+    class Reward:
+        def __init__(self):
+            self.threshold, self.labelled = 0.5, []
+
+        def label_by_generation(self, queries, answers, candidates):
+            self.labelled.append(list(queries))
+            calls.append(queries)
+            step = len(calls)  # which call wrote a record
+            return [
+                {
+                    "query": q,
+                    "passage_id": p["id"],
+                    "score": 0.1 * step,
+                    "label": int(p["id"] == "p0"),
+                    "generation": "",
+                }
+                for q, ps in zip(queries, candidates)
+                for p in ps
+            ]
+
+    def calibrate(samples: int, max_new_tokens: int = 8) -> tuple[Reward, dict]:
+        reward = Reward()
+        args = argparse.Namespace(
+            calibration_samples=samples,
+            calibration_top_k=2,
+            calibration_first_stage="bag_of_tokens",
+            rerank_top_m=4,
+            reader="reader",
+            max_new_tokens=max_new_tokens,
+        )
+        return reward, demo.calibrate(Retriever(), Index(), train, reward, args, tmp_path, {})[1]
+
+    path = tmp_path / "calibration.jsonl"
+    reward, summary = calibrate(2)
+    assert reward.labelled == [["q0", "q1"]] and summary["pairs"] == 4 and summary["positives"] == 1
+    reward, summary = calibrate(3)
+    assert reward.labelled == [["q2"]]  # q0 and q1 read back
+    records = reward.calibration.records
+    assert list(zip(records["query"], records["passage_id"])) == [
+        ("q0", "p0"), ("q0", "p10"), ("q1", "p1"), ("q1", "p11"), ("q2", "p2"), ("q2", "p12")
+    ]  # fmt: skip
+    assert records["score"] == pytest.approx([0.1] * 4 + [0.2] * 2)  # as each run labelled them
+    assert [json.loads(line)["query"] for line in path.open()] == records["query"]
+    assert summary["questions"] == 3 and summary["positives"] == 1 and summary["answered_within"][1] == 1 / 3
+    written = path.stat().st_mtime_ns
+    reward, again = calibrate(3)
+    assert reward.labelled == [] and again == summary and path.stat().st_mtime_ns == written
+    reward, _ = calibrate(2)  # fewer questions: read back, and the file holds this run's labels
+    assert reward.labelled == [] and len(reward.calibration.records) == 4 == sum(1 for _ in path.open())
+    reward, _ = calibrate(3, max_new_tokens=4)
+    assert reward.labelled == [["q0", "q1", "q2"]]
+
+
 def test_stage1_trains_on_all_the_calibrated_or_the_pooled_questions():
     """`--stage1-questions`: every training question, the calibrated ones, or (the paper) those whose candidates the
     reader answered both rightly and wrongly from; the on-policy stage then sees every training question."""
