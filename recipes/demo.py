@@ -375,20 +375,18 @@ def calibrate(model, index, train, reward, args, out: Path, hybrid: dict) -> tup
     settings = {"reader": args.reader, "max_new_tokens": args.max_new_tokens}
     pairs = [(q, str(p["id"])) for q, ps in zip(subset["question"], candidates) for p in ps]
     same_settings = path.exists() and settings_path.exists() and json.loads(settings_path.read_text()) == settings
-    known = {(r["query"], r["passage_id"]): r for r in Calibration.load(path).records} if same_settings else {}
-    todo = [
-        i
-        for i, (q, ps) in enumerate(zip(subset["question"], candidates))
-        if any((q, str(p["id"])) not in known for p in ps)
-    ]
-    if known:
+    stored = {(r["query"], r["passage_id"]): r for r in Calibration.load(path).records} if same_settings else {}
+    unlabelled = {q for q, passage_id in pairs if (q, passage_id) not in stored}
+    todo = [i for i, q in enumerate(subset["question"]) if q in unlabelled]
+    if stored:
         logger.info(f"Calibration: {len(subset) - len(todo)} questions' labels read back from an earlier run ({path})")
+    known = dict(stored)
     if todo:
         rows = subset.select(todo)
         labelled = reward.label_by_generation(rows["question"], rows["answers"], [candidates[i] for i in todo])
         known |= {(r["query"], r["passage_id"]): r for r in labelled}
     reward.calibration = calibration = Calibration.from_records([known[pair] for pair in pairs])
-    if todo or len(known) != len(pairs):
+    if list(stored) != pairs:  # the file holds exactly this run's pairs, in its candidates' order
         calibration.save(path)
         with atomic_path(settings_path) as tmp:
             tmp.write_text(json.dumps(settings))

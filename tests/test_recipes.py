@@ -462,8 +462,11 @@ def test_demo_calibration_labels_only_the_pairs_no_earlier_run_labelled(tmp_path
     calls = []
 
     class Retriever:
+        swapped = False
+
         def retrieve(self, questions, index, k, rerank_top_m):
-            return SimpleNamespace(rows=[[int(q[1:]), int(q[1:]) + 10][:k] for q in questions])
+            rows = [[int(q[1:]), int(q[1:]) + 10][:k] for q in questions]
+            return SimpleNamespace(rows=[row[::-1] for row in rows] if self.swapped else rows)
 
     class Index:
         def get_passages(self, rows):
@@ -489,7 +492,7 @@ def test_demo_calibration_labels_only_the_pairs_no_earlier_run_labelled(tmp_path
                 for p in ps
             ]
 
-    def calibrate(samples: int, max_new_tokens: int = 8) -> tuple[Reward, dict]:
+    def calibrate(samples: int, max_new_tokens: int = 8, retriever: Retriever | None = None) -> tuple[Reward, dict]:
         reward = Reward()
         args = argparse.Namespace(
             calibration_samples=samples,
@@ -499,7 +502,7 @@ def test_demo_calibration_labels_only_the_pairs_no_earlier_run_labelled(tmp_path
             reader="reader",
             max_new_tokens=max_new_tokens,
         )
-        return reward, demo.calibrate(Retriever(), Index(), train, reward, args, tmp_path, {})[1]
+        return reward, demo.calibrate(retriever or Retriever(), Index(), train, reward, args, tmp_path, {})[1]
 
     path = tmp_path / "calibration.jsonl"
     reward, summary = calibrate(2)
@@ -518,6 +521,15 @@ def test_demo_calibration_labels_only_the_pairs_no_earlier_run_labelled(tmp_path
     assert reward.labelled == [] and again == summary and path.stat().st_mtime_ns == written
     reward, _ = calibrate(2)  # fewer questions: read back, and the file holds this run's labels
     assert reward.labelled == [] and len(reward.calibration.records) == 4 == sum(1 for _ in path.open())
+    swapped = Retriever()
+    swapped.swapped = True
+    reward, _ = calibrate(2, retriever=swapped)  # the same pairs in another order: read back, written in this one
+    assert reward.labelled == [] and [json.loads(line)["passage_id"] for line in path.open()] == [
+        "p10",
+        "p0",
+        "p11",
+        "p1",
+    ]
     reward, _ = calibrate(3, max_new_tokens=4)
     assert reward.labelled == [["q0", "q1", "q2"]]
 
