@@ -145,6 +145,8 @@ def worker(args) -> None:
     if state.is_main_process:
         report = {"processes": state.num_processes, "stages": stages, "phases": table}
         Path(args.output_dir, "report.json").write_text(json.dumps(report, indent=1))
+    state.wait_for_everyone()
+    state.destroy_process_group()  # as the train script: no process exits with its process group alive
 
 
 def launch(args, processes: int) -> dict:

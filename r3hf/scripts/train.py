@@ -485,8 +485,13 @@ def main(script_args: R3ScriptArguments, training_args: R3Config, model_args: Mo
 
 def run_from_command_line(args: list[str] | None = None) -> None:
     """`recipes/train.py` and `r3hf train`: parse the YAML and flags, run, and exit with status 1 when a dry run
-    found problems (each already reported on one line)."""
+    found problems (each already reported on one line). A launched run ends by destroying its process group once
+    every process is done: a process that exits with it alive can abort in gloo's teardown (SIGABRT, "terminate called
+    without an active exception") while the main process is still saving or pushing."""
     result = main(*make_parser().parse_args_and_config(args))
+    state = PartialState()
+    state.wait_for_everyone()
+    state.destroy_process_group()
     if isinstance(result, dict) and result.get("problems"):
         sys.exit(1)
 

@@ -46,6 +46,8 @@ def main(out: Path):
     calibrate(args, reward, model, index, train, str(out / "run" / "calibration.jsonl"), state, chunk_size=2)
     report = {"asked": reward.asked, "index_rows": len(index), "records": len(reward.calibration.records)}
     (out / f"rank{state.process_index}.json").write_text(json.dumps(report))
+    state.wait_for_everyone()
+    state.destroy_process_group()  # as the train script: no process exits with its process group alive
 
 
 if __name__ == "__main__":

@@ -90,6 +90,8 @@ def main():
         "hit_rates": hit_rates,
     }
     (cli.out / f"{cli.run}-rank{trainer.args.process_index}.json").write_text(json.dumps(report))
+    PartialState().wait_for_everyone()
+    PartialState().destroy_process_group()  # as the train script: no process exits with its process group alive
 
 
 if __name__ == "__main__":

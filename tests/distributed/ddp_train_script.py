@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from transformers import AutoTokenizer
 
 from r3hf import R3Config, R3Trainer
@@ -48,6 +49,8 @@ def main(out: Path):
         "logged": next(log for log in reversed(trainer.state.log_history) if "frac_online_positive" in log),
     }
     (out / f"rank{trainer.args.process_index}.json").write_text(json.dumps(report))
+    PartialState().wait_for_everyone()
+    PartialState().destroy_process_group()  # as the train script: no process exits with its process group alive
 
 
 if __name__ == "__main__":
