@@ -376,14 +376,15 @@ def calibrate(model, index, train, reward, args, out: Path, hybrid: dict) -> tup
     pairs = [(q, str(p["id"])) for q, ps in zip(subset["question"], candidates) for p in ps]
     same_settings = path.exists() and settings_path.exists() and json.loads(settings_path.read_text()) == settings
     stored = {(r["query"], r["passage_id"]): r for r in Calibration.load(path).records} if same_settings else {}
-    unlabelled = {q for q, passage_id in pairs if (q, passage_id) not in stored}
-    todo = [i for i, q in enumerate(subset["question"]) if q in unlabelled]
+    unlabelled = [[p for p in ps if (q, str(p["id"])) not in stored] for q, ps in zip(subset["question"], candidates)]
+    todo = [i for i, ps in enumerate(unlabelled) if ps]
     if stored:
-        logger.info(f"Calibration: {len(subset) - len(todo)} questions' labels read back from an earlier run ({path})")
+        read_back = len(pairs) - sum(len(ps) for ps in unlabelled)
+        logger.info(f"Calibration: {read_back} pairs' labels read back from an earlier run ({path})")
     known = dict(stored)
     if todo:
         rows = subset.select(todo)
-        labelled = reward.label_by_generation(rows["question"], rows["answers"], [candidates[i] for i in todo])
+        labelled = reward.label_by_generation(rows["question"], rows["answers"], [unlabelled[i] for i in todo])
         known |= {(r["query"], r["passage_id"]): r for r in labelled}
     reward.calibration = calibration = Calibration.from_records([known[pair] for pair in pairs])
     if list(stored) != pairs:  # the file holds exactly this run's pairs, in its candidates' order

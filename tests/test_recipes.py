@@ -474,10 +474,11 @@ def test_demo_calibration_labels_only_the_pairs_no_earlier_run_labelled(tmp_path
 
     class Reward:
         def __init__(self):
-            self.threshold, self.labelled = 0.5, []
+            self.threshold, self.labelled, self.passages = 0.5, [], []
 
         def label_by_generation(self, queries, answers, candidates):
             self.labelled.append(list(queries))
+            self.passages.append([p["id"] for ps in candidates for p in ps])
             calls.append(queries)
             step = len(calls)  # which call wrote a record
             return [
@@ -492,11 +493,13 @@ def test_demo_calibration_labels_only_the_pairs_no_earlier_run_labelled(tmp_path
                 for p in ps
             ]
 
-    def calibrate(samples: int, max_new_tokens: int = 8, retriever: Retriever | None = None) -> tuple[Reward, dict]:
+    def calibrate(
+        samples: int, max_new_tokens: int = 8, retriever: Retriever | None = None, top_k: int = 2
+    ) -> tuple[Reward, dict]:
         reward = Reward()
         args = argparse.Namespace(
             calibration_samples=samples,
-            calibration_top_k=2,
+            calibration_top_k=top_k,
             calibration_first_stage="bag_of_tokens",
             rerank_top_m=4,
             reader="reader",
@@ -532,6 +535,12 @@ def test_demo_calibration_labels_only_the_pairs_no_earlier_run_labelled(tmp_path
     ]
     reward, _ = calibrate(3, max_new_tokens=4)
     assert reward.labelled == [["q0", "q1", "q2"]]
+    path.unlink()
+    reward, _ = calibrate(2, max_new_tokens=4, top_k=1)
+    assert reward.passages == [["p0", "p1"]]
+    reward, _ = calibrate(2, max_new_tokens=4)  # a deeper top-k: only the passages no run labelled are generated
+    assert reward.labelled == [["q0", "q1"]] and reward.passages == [["p10", "p11"]]
+    assert [json.loads(line)["passage_id"] for line in path.open()] == ["p0", "p10", "p1", "p11"]
 
 
 def test_stage1_trains_on_all_the_calibrated_or_the_pooled_questions():
