@@ -6,11 +6,14 @@ The carrier packages are only located with `importlib.util.find_spec`, never imp
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from .utils import sha256_file
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,12 @@ def _package_file(asset: _Asset) -> Path:
     return path
 
 
-def _convert_gguf(gguf_path: Path, out: Path) -> None:
-    """Dequantise a GGUF causal LM to an fp32 safetensors folder, written atomically."""
+SOURCE_RECORD = "r3hf_source.json"
+
+
+def _convert_gguf(gguf_path: Path, out: Path, source: dict) -> None:
+    """Dequantise a GGUF causal LM to an fp32 safetensors folder, written atomically with `source` (what it was
+    converted from) in `SOURCE_RECORD`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if importlib.util.find_spec("gguf") is None:
@@ -84,6 +91,7 @@ def _convert_gguf(gguf_path: Path, out: Path) -> None:
         model.hf_quantizer = None
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        (tmp / SOURCE_RECORD).write_text(json.dumps(source))
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -97,7 +105,7 @@ def offline_model_path(name: str) -> str:
     Args:
         name: `"all-minilm-l6-v2"` (BERT encoder, a good SIDR start), `"splade-tiny"` (a 4.4M-parameter
             `BertForMaskedLM`, for fast tests) or `"smollm2-135m-instruct"` (a causal LM for the reward; converted once
-            from GGUF into the r3hf cache and reused).
+            from GGUF into the r3hf cache and reused while the GGUF file's SHA-256 is the one it was converted from).
 
     Raises:
         KeyError: for an unknown name. ModuleNotFoundError: when the carrier package is missing (the message gives the
@@ -110,8 +118,10 @@ def offline_model_path(name: str) -> str:
     if path.suffix != ".gguf":
         return str(path)
     out = cache_dir() / name
-    if not (out / "config.json").exists() or not (out / "model.safetensors").exists():
-        _convert_gguf(path, out)
+    source = {"file": path.name, "sha256": sha256_file(path)}
+    record = out / SOURCE_RECORD
+    if not (out / "model.safetensors").exists() or not record.exists() or json.loads(record.read_text()) != source:
+        _convert_gguf(path, out, source)  # new, or converted from other weights (the package was upgraded, say)
     return str(out)
 
 

@@ -359,12 +359,12 @@ def calibrate(model, index, train, reward, args, out: Path, hybrid: dict) -> tup
     """The offline labels: the initial retriever's top-k for the first `args.calibration_samples` training questions,
     labelled by real greedy generation; they also set the reward's global threshold. The candidates come from the
     paper's pipeline, or with `args.calibration_first_stage == "hybrid"` from the `hybrid` one (`first_stage`,
-    `fusion`, `fusion_weight`). Labels that an earlier run wrote to `out` with the same reader and generation length
-    are read back for every (question, passage) pair it labelled, so only the other pairs are generated: a run with
-    more `--calibration-samples` labels only the questions it adds. Returns the calibrated questions and a summary
-    of the labels: the number of questions, pairs and positives, the global threshold, and for each k up to the top-k
-    the share of questions answered correctly from at least one of their first k passages (what a perfect re-ranker
-    of them would reach)."""
+    `fusion`, `fusion_weight`). Labels that an earlier run wrote to `out` with the same reader (name and weights, by
+    [`Reader.fingerprint`]) and generation length are read back for every (question, passage) pair it labelled, so
+    only the other pairs are generated: a run with more `--calibration-samples` labels only the questions it adds.
+    Returns the calibrated questions and a summary of the labels: the number of questions, pairs and positives, the
+    global threshold, and for each k up to the top-k the share of questions answered correctly from at least one of
+    their first k passages (what a perfect re-ranker of them would reach)."""
     subset = train.select(range(args.calibration_samples))
     k = args.calibration_top_k
     pipeline = hybrid if args.calibration_first_stage == "hybrid" else {}
@@ -372,7 +372,11 @@ def calibrate(model, index, train, reward, args, out: Path, hybrid: dict) -> tup
         model.retrieve(subset["question"], index, k=k, rerank_top_m=max(k, args.rerank_top_m), **pipeline).rows
     )
     path, settings_path = out / "calibration.jsonl", out / "calibration_settings.json"
-    settings = {"reader": args.reader, "max_new_tokens": args.max_new_tokens}
+    settings = {
+        "reader": args.reader,
+        "reader_weights": reward.reader.fingerprint,
+        "max_new_tokens": args.max_new_tokens,
+    }
     pairs = [(q, str(p["id"])) for q, ps in zip(subset["question"], candidates) for p in ps]
     same_settings = path.exists() and settings_path.exists() and json.loads(settings_path.read_text()) == settings
     stored = {(r["query"], r["passage_id"]): r for r in Calibration.load(path).records} if same_settings else {}
@@ -450,7 +454,8 @@ def train_stage(
 ) -> tuple[SIDRModel, list[dict]]:
     """Train one stage and save it to `out/name`: offline without `pipeline`, on-policy in the given pipeline
     (`first_stage`, `fusion`, `fusion_weight`) with it. A retriever saved there by an earlier run with the same
-    settings is loaded instead. Returns the retriever and the stage's log history."""
+    settings (the reader's weights among them, by [`Reader.fingerprint`]) is loaded instead. Returns the retriever
+    and the stage's log history."""
     online = bool(pipeline)
     # Stage 1 feeds both pipelines; an on-policy stage in the paper's has no bm25s ranking to fuse with.
     residual = args.bm25_residual_weight if not online or pipeline["first_stage"] != "bag_of_tokens" else 0.0
@@ -479,6 +484,8 @@ def train_stage(
             "top_k": args.calibration_top_k,
             "first_stage": args.calibration_first_stage,
         },
+        "reader": args.reader,
+        "reader_weights": reward.reader.fingerprint,
         "max_new_tokens": args.max_new_tokens,
         **({"reward": args.reward} if online else {}),
     }

@@ -1,5 +1,6 @@
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -224,6 +225,36 @@ def test_missing_asset_package_names_the_install_line(monkeypatch):
         offline_model_path("splade-tiny")
     with pytest.raises(KeyError, match="Unknown offline asset"):
         offline_model_path("gpt-5")
+
+
+def test_a_converted_gguf_asset_is_converted_again_when_its_package_ships_other_weights(monkeypatch, tmp_path):
+    """The reader's GGUF is dequantised once into the r3hf cache; an upgraded package with other weights in the same
+    file name must not keep serving the old conversion."""
+    from r3hf import assets
+
+    gguf = tmp_path / "package" / "reader.gguf"
+    gguf.parent.mkdir()
+    gguf.write_bytes(b"weights v1")
+    converted = []
+
+    def convert(path, out, source):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "model.safetensors").write_bytes(path.read_bytes())
+        (out / assets.SOURCE_RECORD).write_text(json.dumps(source))
+        converted.append(path.read_bytes())
+
+    monkeypatch.setenv("R3HF_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(assets, "_package_file", lambda asset: gguf)
+    monkeypatch.setattr(assets, "_convert_gguf", convert)
+    folder = Path(offline_model_path("smollm2-135m-instruct"))
+    assert offline_model_path("smollm2-135m-instruct") == str(folder) and converted == [b"weights v1"]
+    gguf.write_bytes(b"weights v2")
+    offline_model_path("smollm2-135m-instruct")
+    assert converted == [b"weights v1", b"weights v2"]
+    assert (folder / "model.safetensors").read_bytes() == b"weights v2"
+    (folder / assets.SOURCE_RECORD).unlink()  # a conversion made before the record existed: converted again
+    offline_model_path("smollm2-135m-instruct")
+    assert len(converted) == 3
 
 
 def test_explain_lists_shared_terms(tiny_sidr):

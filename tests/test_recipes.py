@@ -450,8 +450,8 @@ def test_demo_gpu_preset_runs_its_code_path_on_cpu_with_tiny_counts(tiny_setup, 
 
 def test_demo_calibration_labels_only_the_pairs_no_earlier_run_labelled(tmp_path):
     """A demo run with more calibrated questions reads back the labels an earlier run wrote to its folder and
-    generates only the added questions'; the same run again generates nothing and leaves the file as it was; another
-    generation length labels everything again."""
+    generates only the added questions'; the same run again generates nothing and leaves the file as it was; other
+    reader weights under the same name, or another generation length, label everything again."""
     import argparse
     from types import SimpleNamespace
 
@@ -473,8 +473,9 @@ def test_demo_calibration_labels_only_the_pairs_no_earlier_run_labelled(tmp_path
             return [[{"id": f"p{r}"} for r in row] for row in rows]
 
     class Reward:
-        def __init__(self):
+        def __init__(self, weights: str):
             self.threshold, self.labelled, self.passages = 0.5, [], []
+            self.reader = SimpleNamespace(fingerprint=weights)
 
         def label_by_generation(self, queries, answers, candidates):
             self.labelled.append(list(queries))
@@ -494,9 +495,9 @@ def test_demo_calibration_labels_only_the_pairs_no_earlier_run_labelled(tmp_path
             ]
 
     def calibrate(
-        samples: int, max_new_tokens: int = 8, retriever: Retriever | None = None, top_k: int = 2
+        samples: int, max_new_tokens: int = 8, retriever: Retriever | None = None, top_k: int = 2, weights: str = "w"
     ) -> tuple[Reward, dict]:
-        reward = Reward()
+        reward = Reward(weights)
         args = argparse.Namespace(
             calibration_samples=samples,
             calibration_top_k=top_k,
@@ -533,12 +534,16 @@ def test_demo_calibration_labels_only_the_pairs_no_earlier_run_labelled(tmp_path
         "p11",
         "p1",
     ]
-    reward, _ = calibrate(3, max_new_tokens=4)
+    reward, _ = calibrate(3, weights="retrained")  # the same reader name with other weights labels everything again
+    assert reward.labelled == [["q0", "q1", "q2"]]
+    reward, _ = calibrate(3, max_new_tokens=4, weights="retrained")
     assert reward.labelled == [["q0", "q1", "q2"]]
     path.unlink()
-    reward, _ = calibrate(2, max_new_tokens=4, top_k=1)
+    reward, _ = calibrate(2, max_new_tokens=4, top_k=1, weights="retrained")
     assert reward.passages == [["p0", "p1"]]
-    reward, _ = calibrate(2, max_new_tokens=4)  # a deeper top-k: only the passages no run labelled are generated
+    reward, _ = calibrate(
+        2, max_new_tokens=4, weights="retrained"
+    )  # a deeper top-k: only the passages no run labelled are generated
     assert reward.labelled == [["q0", "q1"]] and reward.passages == [["p10", "p11"]]
     assert [json.loads(line)["passage_id"] for line in path.open()] == ["p0", "p10", "p1", "p11"]
 
@@ -642,6 +647,49 @@ def test_demo_refuses_a_stage_with_no_steps_before_it_starts(capsys):
             assert f"--{stage}-{unit} must be {bound}, got 0" in capsys.readouterr().err
 
 
+def reward_with_weights(fingerprint: str):
+    """A stand-in for the demo's reward whose reader has the given weights' fingerprint."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(reader=SimpleNamespace(fingerprint=fingerprint))
+
+
+def test_demo_stage_is_trained_again_for_another_reader_or_other_reader_weights(tmp_path, monkeypatch):
+    """A stage saved by an earlier run is loaded only when the reward's reader is the same by name and weights: a
+    reader retrained in place gives other rewards, so the stage trains again."""
+    from types import SimpleNamespace
+
+    demo = load_demo()
+    trained = []
+
+    class Trainer:
+        def __init__(self, model, reward, config, train, index):
+            self.model, self.state = "trained", SimpleNamespace(log_history=[{"loss": 1.0}])
+            trained.append(reward.reader.fingerprint)
+
+        def train(self):
+            pass
+
+        def create_model_card(self, **kwargs):
+            pass
+
+        def save_model(self, folder):
+            Path(folder).mkdir(parents=True, exist_ok=True)
+
+    monkeypatch.setattr(demo, "R3Trainer", Trainer)
+    monkeypatch.setattr(demo.SIDRModel, "from_pretrained", lambda folder: "loaded")
+    args = demo.parse_args(["--output-dir", str(tmp_path)])
+
+    def stage(weights: str, reader: str | None = None) -> str:
+        run_args = demo.parse_args(["--output-dir", str(tmp_path), "--reader", reader]) if reader else args
+        return demo.train_stage(None, reward_with_weights(weights), None, [], run_args, tmp_path, "stage1", 1)[0]
+
+    assert stage("w") == "trained" and stage("w") == "loaded"
+    assert stage("retrained") == "trained" and stage("retrained") == "loaded"
+    assert stage("retrained", reader="another-reader") == "trained"
+    assert trained == ["w", "retrained", "retrained"]
+
+
 def test_stage1_mines_its_hard_negatives_in_the_first_stage_the_flag_names(tmp_path, monkeypatch, capsys):
     """`--stage1-first-stage`: stage 1's trainer mines in that first stage; the on-policy stages keep their own."""
     demo = load_demo()
@@ -660,7 +708,7 @@ def test_stage1_mines_its_hard_negatives_in_the_first_stage_the_flag_names(tmp_p
     hybrid = {"first_stage": "hybrid", "fusion": "rrf", "fusion_weight": 0.5}
     for name, pipeline in (("stage1", {}), ("r3", {"first_stage": "bag_of_tokens"}), ("r3_hybrid", hybrid)):
         with pytest.raises(Captured):
-            demo.train_stage(None, None, None, [], args, tmp_path, name, 1, **pipeline)
+            demo.train_stage(None, reward_with_weights("w"), None, [], args, tmp_path, name, 1, **pipeline)
     assert [(c.offline_only, c.first_stage, c.fusion) for c in configs] == [
         (True, "bm25", "none"),
         (False, "bag_of_tokens", "none"),
@@ -668,7 +716,9 @@ def test_stage1_mines_its_hard_negatives_in_the_first_stage_the_flag_names(tmp_p
     ]
     assert {c.seed for c in configs} == {0}  # the demo's default training seed
     with pytest.raises(Captured):
-        demo.train_stage(None, None, None, [], demo.parse_args(["--seed", "3"]), tmp_path, "stage1", 1)
+        demo.train_stage(
+            None, reward_with_weights("w"), None, [], demo.parse_args(["--seed", "3"]), tmp_path, "stage1", 1
+        )
     assert configs[-1].seed == 3
     for bad in ("-1", str(2**32)):
         with pytest.raises(SystemExit):

@@ -147,6 +147,43 @@ def test_reward_cache_is_shared_across_processes_and_runs(reward, tmp_path, monk
         RewardCache(tmp_path / "cache")
 
 
+def test_scores_are_keyed_on_the_readers_weights_not_its_path(tiny_lm, bert_tokenizer, tmp_path, monkeypatch):
+    """A reader saved again at the same path with other weights (retrained in place, say) scores afresh in a shared
+    store; the same weights loaded from another folder reuse the scores; another precision is other weights."""
+    import copy
+
+    from r3hf.rewards.cache import RewardCache
+
+    def reward_from(folder):
+        return AnswerProbabilityReward(
+            str(folder), tokenizer=bert_tokenizer, device="cpu", cache=RewardCache(tmp_path / "store")
+        )
+
+    tiny_lm.save_pretrained(tmp_path / "reader")
+    first = reward_from(tmp_path / "reader")
+    score = first.score([QUERY], [PASSAGE], ["shakespeare"])
+    first.cache.flush()
+    tiny_lm.save_pretrained(tmp_path / "copy")  # the same weights elsewhere: read back
+    same = reward_from(tmp_path / "copy")
+    assert same.reader.fingerprint == first.reader.fingerprint
+    monkeypatch.setattr(same.reader, "log_probs", lambda *a: pytest.fail("scored a stored pair again"))
+    assert same.score([QUERY], [PASSAGE], ["shakespeare"]) == score
+
+    retrained = copy.deepcopy(tiny_lm)
+    with torch.no_grad():
+        next(retrained.parameters())[0, 0] += 1e-3
+    retrained.save_pretrained(tmp_path / "reader")  # other weights at the first reader's path
+    again = reward_from(tmp_path / "reader")
+    assert again.reader.fingerprint != first.reader.fingerprint
+    again.score([QUERY], [PASSAGE], ["shakespeare"])
+    assert again.cache_hits == 0 and again.cache_lookups == 1
+
+    halved = AnswerProbabilityReward(copy.deepcopy(tiny_lm).to(torch.bfloat16), tokenizer=bert_tokenizer, device="cpu")
+    assert halved.reader.fingerprint not in {first.reader.fingerprint, again.reader.fingerprint}
+    halved.model = retrained  # a new model object is fingerprinted again
+    assert halved.reader.fingerprint == again.reader.fingerprint
+
+
 def test_threshold_edges(reward):
     score = reward.score([QUERY], [PASSAGE], ["shakespeare"])[0]
     reward.threshold = score

@@ -41,8 +41,9 @@ class AnswerProbabilityReward:
         threshold: A global probability threshold (reward 1 if the score reaches it), or `"calibrated"` for the
             per-query thresholds of `calibration` (see [`Calibration.label`]).
         length_normalize: Score with the geometric mean of the answer tokens' probabilities instead of their product.
-        cache: Keep scores keyed by (LLM, prompt settings, query, passage, answers) so no pair is scored twice: `True`
-            (default) in memory, a [`RewardCache`] to share them across processes and runs, or `False`.
+        cache: Keep scores keyed by (LLM weights, prompt settings, query, passage, answers) so no pair is scored
+            twice: `True` (default) in memory, a [`RewardCache`] to share them across processes and runs, or `False`.
+            The weights count by their [`Reader.fingerprint`], not their path.
         calibration: A [`Calibration`] (or the path of one saved with `save`) for `threshold="calibrated"`.
     """
 
@@ -117,7 +118,7 @@ class AnswerProbabilityReward:
 
     def _cache_key(self, query: str, passage, answers: Sequence[str]) -> bytes:
         return reward_key(
-            self.model.config._name_or_path,
+            self.reader.fingerprint,
             self.prompt_template,
             self.use_chat_template,
             self.max_length,

@@ -20,8 +20,8 @@ class GenerationReward(AnswerProbabilityReward):
 
     Built and used like [`AnswerProbabilityReward`] (same reader arguments, score store, calibration and closed-set
     rule), whose `score` it keeps for calibration records; only the open-QA reward differs. `threshold` is not used.
-    Generations are cached by (LLM, prompt settings, generation length, query, passage, answers), so a pair that
-    comes back at a later step is not generated again.
+    Generations are cached by (LLM weights, prompt settings, generation length, query, passage, answers), so a pair
+    that comes back at a later step is not generated again.
     """
 
     def __init__(self, *args, **kwargs):

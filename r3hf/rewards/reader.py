@@ -3,7 +3,9 @@ gold answers) and for evaluation (greedy generations)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -17,6 +19,17 @@ from .prompts import CHAT_PROMPT, OPENQA_PROMPT, format_paragraphs
 
 logger = logging.get_logger(__name__)
 T = TypeVar("T")
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's weights: every entry of its state dict, with its name, dtype and shape. The same weights
+    give the same digest wherever they were loaded from; other weights, or the same in another precision, another."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(flat.view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 class Reader:
@@ -80,6 +93,16 @@ class Reader:
         self.generation_batch_size = generation_batch_size
         self.max_length = max_length
         self.max_new_tokens = max_new_tokens
+        self._fingerprint: tuple[weakref.ref, str] | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """[`weights_sha256`] of the model, computed once per model object (the reader is frozen). The reward's score
+        store and reused offline labels are keyed on it, so that other weights at the same path or Hub id, or the same
+        weights in another precision, never reuse their scores."""
+        if self._fingerprint is None or self._fingerprint[0]() is not self.model:
+            self._fingerprint = (weakref.ref(self.model), weights_sha256(self.model))
+        return self._fingerprint[1]
 
     @property
     def batch_size(self) -> int:

@@ -204,8 +204,8 @@ def calibrate(
     `calibration_samples` questions, labelled by real generation across processes ([`calibrate_in_parts`]), set as
     the reward's calibration. `pipeline` (`first_stage`, `fusion`, `fusion_weight`) says where the candidates come
     from: the paper's bag-of-tokens first stage by default. The labels are recorded with what they depend on
-    (`reward_llm`, the reward's generation length, the task, the retriever, the top-k and `pipeline`), and an existing
-    file labelled otherwise, or for other questions, is refused."""
+    (`reward_llm` and its weights' [`Reader.fingerprint`], the reward's generation length, the task, the retriever,
+    the top-k and `pipeline`), and an existing file labelled otherwise, or for other questions, is refused."""
     k = script_args.calibration_top_k
     if script_args.task:  # the closed-set rule: no generation needed
 
@@ -233,6 +233,7 @@ def calibrate(
         chunk_size=chunk_size,
         settings={
             "reward_llm": reward_llm,
+            "reward_llm_weights": reward.reader.fingerprint,
             "reward_max_new_tokens": script_args.reward_max_new_tokens,
             "task": script_args.task,
             "retriever": getattr(model, "name_or_path", None),

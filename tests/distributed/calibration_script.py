@@ -4,6 +4,7 @@ resuming the part file a crashed earlier run left behind; each rank reports what
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import datasets
 from accelerate import PartialState
@@ -17,6 +18,8 @@ from tests.testing_utils import make_tiny_sidr
 
 class StubReward:
     """Labels candidates without an LLM and remembers which questions it was asked about."""
+
+    reader = SimpleNamespace(fingerprint="stub weights")
 
     def __init__(self):
         self.asked, self.calibration = [], None
