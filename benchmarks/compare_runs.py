@@ -6,6 +6,10 @@ bootstrap 95% interval, on the questions (by id) both answered. Prints a Markdow
 
     .venv/bin/python benchmarks/compare_runs.py benchmarks/results/online_rag_fusion/predictions/r3_hybrid@hybrid \
         benchmarks/results/demo_500/predictions/initial@hybrid benchmarks/results/demo_500/predictions/bm25s
+
+`--first-seeds` adds other training runs (seeds) of the first retriever: the difference is then their mean's, and
+the interval resamples runs as well as questions (`r3hf.seeded_paired_bootstrap`), on the questions every folder
+answered, so that it covers the variance between training runs too.
 """
 
 from __future__ import annotations
@@ -14,50 +18,74 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from r3hf import compare_predictions
+from r3hf import compare_predictions, compare_predictions_across_seeds
 from r3hf.scripts.utils import read_jsonl, write_result
 from r3hf.utils import ArgumentParser
 
 METRICS = {"correct@1": "RAG accuracy@1", "recall@1": "answer recall@1"}
 
 
-def shared_records(a: Path, b: Path) -> dict[str, tuple[list[dict], list[dict]]]:
-    """Per test set both folders hold, the two runs' records of the questions both answered, in `a`'s order."""
-    pairs = {}
-    for path in sorted(a.glob("*_predictions.jsonl")):
-        other = b / path.name
-        if not other.exists():
+def shared_records(folders: Sequence[Path]) -> dict[str, list[list[dict]]]:
+    """Per test set every folder holds, each folder's records of the questions all of them answered, in the first
+    folder's order."""
+    shared = {}
+    for path in sorted(folders[0].glob("*_predictions.jsonl")):
+        if not all((folder / path.name).exists() for folder in folders[1:]):
             continue
-        theirs = {r["id"]: r for r in read_jsonl(other)}
-        ours = [r for r in read_jsonl(path) if r["id"] in theirs]
-        pairs[path.name.removesuffix("_predictions.jsonl")] = (ours, [theirs[r["id"]] for r in ours])
-    if not pairs:
-        raise SystemExit(f"{a} and {b} share no <set>_predictions.jsonl file: give two predictions folders.")
-    return pairs
+        runs = [{r["id"]: r for r in read_jsonl(folder / path.name)} for folder in folders]
+        ids = [i for i in runs[0] if all(i in run for run in runs[1:])]
+        shared[path.name.removesuffix("_predictions.jsonl")] = [[run[i] for i in ids] for run in runs]
+    if not shared:
+        raise SystemExit(
+            f"{', '.join(map(str, folders))} share no <set>_predictions.jsonl file: give predictions folders."
+        )
+    return shared
+
+
+def points(share: float) -> str:
+    """A difference of shares in signed points, one decimal; float noise around 0 (a bootstrap quantile) is 0."""
+    return f"{100 * share if abs(share) > 1e-9 else 0.0:+.1f}"
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("first", type=Path, help="the predictions folder compared with each of the others")
     parser.add_argument("others", type=Path, nargs="+")
+    parser.add_argument(
+        "--first-seeds",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="FOLDER",
+        help="predictions folders of other training runs of the first retriever (other seeds)",
+    )
     parser.add_argument("--out", type=Path, help="also write the differences here (JSON)")
     args = parser.parse_args(argv)
-    for folder in (args.first, *args.others):
+    for folder in (args.first, *args.first_seeds, *args.others):
         if not folder.is_dir():
             parser.error(f"no folder {folder}: give a predictions folder an earlier run wrote")
+    firsts = [args.first, *args.first_seeds]
     results: dict[str, dict] = {}
-    print(f"| test set | {args.first} minus | questions | " + " | ".join(METRICS.values()) + " |")
+    runs = f" ({len(firsts)} runs)" if args.first_seeds else ""
+    print(f"| test set | {args.first}{runs} minus | questions | " + " | ".join(METRICS.values()) + " |")
     print("|---|---|---|" + "---|" * len(METRICS))
     for other in args.others:
-        for name, (ours, theirs) in shared_records(args.first, other).items():
-            diffs = {m: compare_predictions(ours, theirs, m) for m in METRICS}
+        for name, records in shared_records([*firsts, other]).items():
+            ours, theirs = records[:-1], records[-1:]
+            diffs = {
+                m: compare_predictions_across_seeds(ours, theirs, m)
+                if args.first_seeds
+                else compare_predictions(ours[0], theirs[0], m)
+                for m in METRICS
+            }
             results.setdefault(name, {})[str(other)] = diffs
-            cells = [
-                f"{100 * d['difference']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]" for d in diffs.values()
-            ]
-            print(f"| {name} | {other} | {len(ours)} | " + " | ".join(cells) + " |")
+            cells = [f"{points(d['difference'])} [{points(d['low'])}, {points(d['high'])}]" for d in diffs.values()]
+            print(f"| {name} | {other} | {len(theirs[0])} | " + " | ".join(cells) + " |")
     if args.out:
-        write_result(args.out, {"first": str(args.first), "results": results})
+        write_result(
+            args.out,
+            {"first": str(args.first), "first_seeds": [str(f) for f in args.first_seeds], "results": results},
+        )
     return results
 
 

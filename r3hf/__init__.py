@@ -3,7 +3,15 @@
 from .configuration_sidr import SIDRConfig
 from .convert_sidr import convert_sidr_checkpoint
 from .data import load_qa_dataset, load_table
-from .evaluation import RAGEvaluator, compare_predictions, paired_bootstrap, select_fusion, select_fusion_by_reader
+from .evaluation import (
+    RAGEvaluator,
+    compare_predictions,
+    compare_predictions_across_seeds,
+    paired_bootstrap,
+    seeded_paired_bootstrap,
+    select_fusion,
+    select_fusion_by_reader,
+)
 from .index import BagOfTokensIndex, BM25Retriever, CSRIndex, SearchResults, SparseEmbeddingIndex, load_index
 from .losses import rcl_loss
 from .model_card import SIDRModelCardData
@@ -38,6 +46,7 @@ __all__ = [
     "SparseEmbeddingIndex",
     "__version__",
     "compare_predictions",
+    "compare_predictions_across_seeds",
     "convert_sidr_checkpoint",
     "load_index",
     "load_qa_dataset",
@@ -47,6 +56,7 @@ __all__ = [
     "resolve_model_path",
     "rcl_loss",
     "retrieve",
+    "seeded_paired_bootstrap",
     "select_fusion",
     "select_fusion_by_reader",
 ]

@@ -1,6 +1,7 @@
 import json
 
 import evaluate
+import numpy as np
 import pytest
 
 from r3hf import BagOfTokensIndex, BM25Retriever, RAGEvaluator, compare_predictions, paired_bootstrap
@@ -105,10 +106,43 @@ def test_paired_bootstrap_and_comparison():
     assert compare_predictions(records_a, records_b, "correct@1")["difference"] == pytest.approx(0.3)
     assert compare_predictions(records_a, records_b, "recall@1")["difference"] == pytest.approx(0.6)
     assert compare_predictions(records_a, records_b, "recall@2")["difference"] == pytest.approx(-0.4)
-    with pytest.raises(ValueError, match="different questions"):
+    with pytest.raises(ValueError, match="cover other questions"):
         compare_predictions(records_a, records_b[:5])
     with pytest.raises(ValueError, match="equal-length"):
         paired_bootstrap([1, 0, 1], [1])
+
+
+def test_seeded_bootstrap_covers_the_variance_between_training_runs():
+    """Two training runs of one retriever, one 20 points better than the baseline and one 20 points worse, each with
+    a paired interval well away from 0: the interval across both runs covers both, where pooling their questions
+    would give a narrow one around 0."""
+    from r3hf import compare_predictions_across_seeds, seeded_paired_bootstrap
+
+    base = [1] * 100 + [0] * 100
+    better = [1] * 140 + [0] * 60  # +20 points on the same questions
+    worse = [1] * 60 + [0] * 140  # -20 points
+    for run in (better, worse):
+        alone = paired_bootstrap(run, base)
+        assert abs(seeded_paired_bootstrap([run], [base])["low"] - alone["low"]) < 0.02  # one run: as paired_bootstrap
+        assert alone["low"] > 0.1 or alone["high"] < -0.1
+    both = seeded_paired_bootstrap([better, worse], [base])
+    assert both["difference"] == pytest.approx(0.0) and both["runs_a"] == 2 and both["runs_b"] == 1
+    assert both["low"] < -0.15 and both["high"] > 0.15
+    pooled = paired_bootstrap(np.mean([better, worse], axis=0), base)
+    assert pooled["high"] - pooled["low"] < (both["high"] - both["low"]) / 2
+    same_everywhere = {"difference": 1.0, "low": 1.0, "high": 1.0, "n": 3, "runs_a": 3, "runs_b": 1}
+    assert seeded_paired_bootstrap([[1, 1, 1]] * 3, [[0, 0, 0]]) == same_everywhere
+    with pytest.raises(ValueError, match="same questions"):
+        seeded_paired_bootstrap([[1, 0, 1], [1, 0]], [[1, 0, 1]])
+
+    def records(values: list[int], order=range(200)) -> list[dict]:
+        return [{"id": i, "correct@1": bool(values[i]), "first_answer_rank": 0} for i in order]
+
+    runs = [records(better), records(worse, order=reversed(range(200)))]  # matched by id, not by position
+    assert compare_predictions_across_seeds(runs, [records(base)]) == both
+    assert compare_predictions_across_seeds(runs, [records(base)], "recall@1")["difference"] == 0.0
+    with pytest.raises(ValueError, match="Some runs' results cover other questions"):
+        compare_predictions_across_seeds([records(better), records(worse, order=range(199))], [records(base)])
 
 
 def test_matched_choice_reads_the_first_choice_word():

@@ -888,6 +888,13 @@ def test_compare_runs_pairs_two_runs_on_the_questions_both_answered(tmp_path, mo
     with pytest.raises(SystemExit):
         compare_runs.main([str(tmp_path / "a"), str(tmp_path / "missing")])
     assert "no folder" in capsys.readouterr().err
+    # Another training run of a: the mean of both runs, on the questions all three folders answered (2 to 5).
+    write(tmp_path / "a_seed1", [{"id": i, "correct@1": True, "first_answer_rank": 0} for i in range(2, 9)])
+    seeded = compare_runs.main([str(tmp_path / "a"), str(tmp_path / "b"), "--first-seeds", str(tmp_path / "a_seed1")])
+    diffs = seeded["nq_test"][str(tmp_path / "b")]
+    assert diffs["correct@1"]["n"] == 4 and diffs["correct@1"]["runs_a"] == 2
+    assert diffs["correct@1"]["difference"] == pytest.approx((2 / 4 + 4 / 4) / 2)  # a right on 2 and 4; a_seed1 on all
+    assert "(2 runs) minus" in capsys.readouterr().out
 
 
 def test_every_command_takes_kebab_and_snake_flags():
