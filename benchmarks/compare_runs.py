@@ -2,7 +2,8 @@
 
 Each argument is a predictions folder as the demo and the benchmarks write them (`<set>_predictions.jsonl` per test
 set). The first is compared with each of the others: per test set, RAG accuracy@1 and answer recall@1, with a paired
-bootstrap 95% interval, on the questions (by id) both answered. Prints a Markdown table; `--out` also writes JSON.
+bootstrap 95% interval, on the questions (by id) both answered. Prints a Markdown table; `--out` also writes JSON
+and, beside it, a plot of the RAG accuracy@1 differences (`.png`).
 
     .venv/bin/python benchmarks/compare_runs.py benchmarks/results/online_rag_fusion/predictions/r3_hybrid@hybrid \
         benchmarks/results/demo_500/predictions/initial@hybrid benchmarks/results/demo_500/predictions/bm25s
@@ -47,6 +48,26 @@ def points(share: float) -> str:
     return f"{100 * share if abs(share) > 1e-9 else 0.0:+.1f}"
 
 
+def plot(results: dict, first: str, path: Path) -> None:
+    """The RAG accuracy@1 differences with their intervals, one row per test set and compared run, as the demo
+    draws them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from bench_online_steps import load_demo
+
+    rows = {
+        name: {"paired_differences": {f"{first} - {other}": d for other, d in by_other.items()}}
+        for name, by_other in results.items()
+    }
+    fig, ax = plt.subplots(figsize=(9, 1.5 + 0.45 * sum(len(r["paired_differences"]) for r in rows.values())))
+    load_demo().plot_differences(ax, rows)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("first", type=Path, help="the predictions folder compared with each of the others")
@@ -86,6 +107,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
             args.out,
             {"first": str(args.first), "first_seeds": [str(f) for f in args.first_seeds], "results": results},
         )
+        names = [other.name for other in args.others]
+        short = {str(o): n if names.count(n) == 1 else str(o) for o, n in zip(args.others, names)}
+        named = {name: {short[other]: d for other, d in by_other.items()} for name, by_other in results.items()}
+        plot(named, args.first.name + runs, args.out.with_suffix(".png"))
     return results
 
 

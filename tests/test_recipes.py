@@ -885,6 +885,7 @@ def test_compare_runs_pairs_two_runs_on_the_questions_both_answered(tmp_path, mo
     assert diffs["correct@1"]["n"] == 5 and diffs["correct@1"]["difference"] == pytest.approx(2 / 5)  # ids 2, 4
     assert diffs["recall@1"]["difference"] == pytest.approx(2 / 5)  # ids 1 and 2 have no answer in b's top 1
     assert "| nq_test |" in capsys.readouterr().out and json.loads((tmp_path / "d.json").read_text())["results"]
+    assert (tmp_path / "d.png").stat().st_size > 0  # the differences, drawn
     with pytest.raises(SystemExit):
         compare_runs.main([str(tmp_path / "a"), str(tmp_path / "missing")])
     assert "no folder" in capsys.readouterr().err
