@@ -495,7 +495,7 @@ def compare_predictions(
     """[`paired_bootstrap`] of a per-question metric (`correct@n`, or `recall@k` computed from
     `first_answer_rank`) between two retrievers' results on the same questions, matched by id."""
     ids = [r["id"] for r in records_a]
-    records_b = _aligned(records_b, ids, "The two result sets")
+    records_b = _aligned(records_b, ids, "The second result set's records")
     return paired_bootstrap(
         [_metric_value(r, metric) for r in records_a], [_metric_value(r, metric) for r in records_b], **kwargs
     )
