@@ -13,6 +13,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .utils import sha256_file
+
 
 @dataclass(frozen=True)
 class _Asset:
@@ -103,8 +105,7 @@ def offline_model_path(name: str) -> str:
     Args:
         name: `"all-minilm-l6-v2"` (BERT encoder, a good SIDR start), `"splade-tiny"` (a 4.4M-parameter
             `BertForMaskedLM`, for fast tests) or `"smollm2-135m-instruct"` (a causal LM for the reward; converted once
-            from GGUF into the r3hf cache and reused while the GGUF file's SHA-256, hashed once per size and
-            modification time, is the one it was converted from).
+            from GGUF into the r3hf cache and reused while the GGUF file's SHA-256 is the one it was converted from).
 
     Raises:
         KeyError: for an unknown name. ModuleNotFoundError: when the carrier package is missing (the message gives the
@@ -116,10 +117,8 @@ def offline_model_path(name: str) -> str:
     path = _package_file(asset)
     if path.suffix != ".gguf":
         return str(path)
-    from .index.serialization import cached_sha256  # that module imports this one
-
     out = cache_dir() / name
-    source = {"file": path.name, "sha256": cached_sha256(path)}
+    source = {"file": path.name, "sha256": sha256_file(path)}
     record = out / SOURCE_RECORD
     if not (out / "model.safetensors").exists() or not record.exists() or json.loads(record.read_text()) != source:
         _convert_gguf(path, out, source)  # new, or converted from other weights (the package was upgraded, say)
