@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .utils import sha256_file
+from .cache import cache_dir, cached_sha256
 
 
 @dataclass(frozen=True)
@@ -42,15 +42,6 @@ OFFLINE_ASSETS = {
         "HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
 }
-
-
-def cache_dir() -> Path:
-    """Where converted assets are kept: `$R3HF_CACHE`, else `$HF_HOME/r3hf`, else `~/.cache/r3hf`."""
-    if os.environ.get("R3HF_CACHE"):
-        return Path(os.environ["R3HF_CACHE"])
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]) / "r3hf"
-    return Path.home() / ".cache" / "r3hf"
 
 
 def _package_file(asset: _Asset) -> Path:
@@ -118,7 +109,7 @@ def offline_model_path(name: str) -> str:
     if path.suffix != ".gguf":
         return str(path)
     out = cache_dir() / name
-    source = {"file": path.name, "sha256": sha256_file(path)}
+    source = {"file": path.name, "sha256": cached_sha256(path)}
     record = out / SOURCE_RECORD
     if not (out / "model.safetensors").exists() or not record.exists() or json.loads(record.read_text()) != source:
         _convert_gguf(path, out, source)  # new, or converted from other weights (the package was upgraded, say)

@@ -195,7 +195,7 @@ def test_sharded_save_and_memory_mapped_load(bert_tokenizer, tmp_path, monkeypat
     assert not {"index.safetensors", "corpus.parquet"} & names
 
     hashed = []
-    monkeypatch.setattr("r3hf.index.serialization.sha256_file", lambda path: hashed.append(path) or "not-used")
+    monkeypatch.setattr("r3hf.cache.sha256_file", lambda path: hashed.append(path) or "not-used")
     loaded = BagOfTokensIndex.from_pretrained(tmp_path / "idx")  # checksums recorded by the save: no hashing
     assert hashed == []
     assert len(loaded.shards) == len(config["shards"])

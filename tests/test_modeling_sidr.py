@@ -246,12 +246,17 @@ def test_a_converted_gguf_asset_is_converted_again_when_its_package_ships_other_
     monkeypatch.setenv("R3HF_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(assets, "_package_file", lambda asset: gguf)
     monkeypatch.setattr(assets, "_convert_gguf", convert)
+    hashed = []
+    monkeypatch.setattr("r3hf.cache.sha256_file", lambda path: hashed.append(path) or path.read_bytes().hex())
     folder = Path(offline_model_path("smollm2-135m-instruct"))
     assert offline_model_path("smollm2-135m-instruct") == str(folder) and converted == [b"weights v1"]
-    gguf.write_bytes(b"weights v2")
+    assert hashed == [gguf]  # the GGUF is hashed once per content, not on every call
+    # Another size as well as other bytes: the remembered checksum is keyed on size and modification time, and a
+    # rewrite can land within the filesystem's timestamp resolution.
+    gguf.write_bytes(b"weights v2, retrained")
     offline_model_path("smollm2-135m-instruct")
-    assert converted == [b"weights v1", b"weights v2"]
-    assert (folder / "model.safetensors").read_bytes() == b"weights v2"
+    assert converted == [b"weights v1", b"weights v2, retrained"]
+    assert (folder / "model.safetensors").read_bytes() == b"weights v2, retrained"
     (folder / assets.SOURCE_RECORD).unlink()  # a conversion made before the record existed: converted again
     offline_model_path("smollm2-135m-instruct")
     assert len(converted) == 3

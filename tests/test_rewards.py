@@ -6,7 +6,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaForCausalLM
 
 from r3hf.assets import offline_model_path
 from r3hf.evaluation import has_answer
-from r3hf.rewards import AnswerProbabilityReward, Calibration, GenerationReward
+from r3hf.rewards import AnswerProbabilityReward, Calibration, GenerationReward, Reader
 from tests.testing_utils import make_tiny_causal_lm
 
 QUERY = "who wrote hamlet"
@@ -182,6 +182,16 @@ def test_scores_are_keyed_on_the_readers_weights_not_its_path(tiny_lm, bert_toke
     assert halved.reader.fingerprint not in {first.reader.fingerprint, again.reader.fingerprint}
     halved.model = retrained  # a new model object is fingerprinted again
     assert halved.reader.fingerprint == again.reader.fingerprint
+
+
+def test_a_model_object_runs_in_the_given_dtype_and_otherwise_in_its_own(tiny_lm, bert_tokenizer):
+    import copy
+
+    model = copy.deepcopy(tiny_lm)
+    assert Reader(model, tokenizer=bert_tokenizer, device="cpu").model.dtype == torch.float32
+    halved = Reader(model, tokenizer=bert_tokenizer, device="cpu", dtype=torch.bfloat16)
+    assert halved.model.dtype == torch.bfloat16 and all(p.dtype == torch.bfloat16 for p in halved.model.parameters())
+    assert Reader(halved.model, tokenizer=bert_tokenizer, device="cpu").model.dtype == torch.bfloat16
 
 
 def test_threshold_edges(reward):

@@ -20,6 +20,7 @@ from safetensors.numpy import save_file
 from transformers import AutoTokenizer
 from transformers.utils import logging
 
+from ..cache import remember_checksum
 from ..hub import push_folder
 from ..model_card import render_index_card
 from ..utils import (
@@ -41,7 +42,6 @@ from .serialization import (
     FORMAT_VERSION,
     INDEX_CONFIG,
     _load_shard,
-    remember_checksum,
     verify_files,
 )
 from .shard import IndexShard

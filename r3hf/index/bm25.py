@@ -20,10 +20,11 @@ import datasets
 import numpy as np
 import torch
 
+from ..cache import remember_checksum
 from ..utils import atomic_write_text, iter_batches, plain_passage_text, sha256_file, staging_dir
 from . import postings
 from .search_results import SearchResults
-from .serialization import remember_checksum, verify_files
+from .serialization import verify_files
 
 BM25_CONFIG = "r3hf_bm25.json"
 BM25_FOLDER = "bm25"

@@ -3,9 +3,7 @@ checksums (each file hashed once per content, remembered under r3hf's cache fold
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
 from pathlib import Path
 
@@ -13,11 +11,7 @@ import numpy as np
 from safetensors.numpy import load_file
 from transformers.utils import logging
 
-from ..assets import cache_dir
-from ..utils import (
-    atomic_write_text,
-    sha256_file,
-)
+from ..cache import cached_sha256
 from .shard import IndexShard
 
 logger = logging.get_logger(__name__)
@@ -85,36 +79,6 @@ def _load_shard(file: Path, entry: dict, vocab_size: int, mmap: bool) -> IndexSh
         term_rows=arrays["term_rows"],
         term_values=arrays.get("term_values"),
     )
-
-
-def _record(path: Path) -> Path:
-    key = hashlib.sha256(os.path.realpath(path).encode()).hexdigest()
-    return cache_dir() / "verified" / f"{key}.json"
-
-
-def remember_checksum(path: Path, sha256: str) -> None:
-    """Record a file's checksum (known from writing it) with its size and modification time."""
-    stat = path.stat()
-    try:
-        atomic_write_text(
-            _record(path), json.dumps({"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256})
-        )
-    except OSError as error:  # a read-only cache only costs re-hashing next time
-        logger.debug("Could not record the checksum of %s: %s", path, error)
-
-
-def cached_sha256(path: Path) -> str:
-    """SHA-256 of a file, computed once per content: remembered with the file's size and modification time."""
-    stat = path.stat()
-    try:
-        saved = json.loads(_record(path).read_text())
-        if saved["size"] == stat.st_size and saved["mtime_ns"] == stat.st_mtime_ns:
-            return saved["sha256"]
-    except (OSError, ValueError, KeyError):
-        pass
-    digest = sha256_file(path)
-    remember_checksum(path, digest)
-    return digest
 
 
 def verify_files(folder: Path, files: dict, record: str, fix: str, verify: bool = True) -> None:

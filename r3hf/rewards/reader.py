@@ -51,8 +51,8 @@ class Reader:
         max_new_tokens: Length of greedy generations unless a call says otherwise: 100, the paper's setting for
             free-form answers. A chatty small reader often states its answer after a sentence of preamble, so much
             shorter generations cut answers off (`benchmarks/bench_reader.py`).
-        device, dtype: Where and in which precision to run the model (default: CUDA if available; fp32 on CPU,
-            bf16 on GPU).
+        device, dtype: Where and in which precision to run the model (default: CUDA if available; a model loaded
+            from a path in fp32 on CPU and bf16 on GPU, a model object in its own precision unless `dtype` is given).
     """
 
     def __init__(
@@ -69,8 +69,8 @@ class Reader:
         dtype: torch.dtype | None = None,
     ):
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
         if isinstance(model, str | os.PathLike):
+            dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
             path = str(model)
             if os.path.exists(os.path.join(path, "adapter_config.json")):
                 from peft import AutoPeftModelForCausalLM
@@ -81,7 +81,7 @@ class Reader:
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
         elif tokenizer is None:
             tokenizer = AutoTokenizer.from_pretrained(model.config._name_or_path)
-        self.model = model.to(device).eval()
+        self.model = model.to(device=device, dtype=dtype).eval()
         self.model.requires_grad_(False)
         self.tokenizer = tokenizer
         self.device = device
