@@ -81,7 +81,9 @@ class Reader:
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
         elif tokenizer is None:
             tokenizer = AutoTokenizer.from_pretrained(model.config._name_or_path)
-        self.model = model.to(device=device, dtype=dtype).eval()
+        if dtype is not None:  # only then: quantized models refuse a dtype cast
+            model = model.to(dtype=dtype)
+        self.model = model.to(device).eval()
         self.model.requires_grad_(False)
         self.tokenizer = tokenizer
         self.device = device
