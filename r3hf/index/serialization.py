@@ -1,5 +1,5 @@
-"""The saved format of an index: file names, the memory-mapped safetensors reader, shard loading, and the record of
-checksums (each file hashed once per content, remembered under r3hf's cache folder)."""
+"""The saved format of an index: file names, the memory-mapped safetensors reader, shard loading, and the check of
+each file against its recorded size and checksum (hashed once per content, by `r3hf.cache`)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,9 @@ from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import load_file
-from transformers.utils import logging
 
 from ..cache import cached_sha256
 from .shard import IndexShard
-
-logger = logging.get_logger(__name__)
-
 
 INDEX_CONFIG = "index_config.json"
 ARRAYS_FILE = "index.safetensors"

@@ -79,10 +79,11 @@ class Reader:
             else:
                 model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
-        elif tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(model.config._name_or_path)
-        if dtype is not None:  # only then: quantized models refuse a dtype cast
-            model = model.to(dtype=dtype)
+        else:
+            if dtype is not None:  # only then: quantized models refuse any dtype argument to `to`
+                model = model.to(dtype=dtype)
+            if tokenizer is None:
+                tokenizer = AutoTokenizer.from_pretrained(model.config._name_or_path)
         self.model = model.to(device).eval()
         self.model.requires_grad_(False)
         self.tokenizer = tokenizer
