@@ -960,3 +960,39 @@ def test_average_checkpoints_takes_the_mean_of_every_parameter(bert_tokenizer, t
         torch.testing.assert_close(mean[k], (a[k] + b[k]) / 2)
     with pytest.raises(SystemExit):
         average.main([str(tmp_path / "mean"), str(tmp_path / "seed0")])
+
+
+def test_hybrid_variants_reads_every_difference_the_demo_page_reports(tmp_path, monkeypatch):
+    """`benchmarks/hybrid_variants.py` over the committed results: every listed difference resolves to a pair in its
+    result file, links a section of the demo page that exists, and is the number that file holds; a missing file or
+    pair is named with its fix."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import hybrid_variants as hv
+    from markdown.extensions.toc import slugify
+
+    headings = [line.lstrip("#").strip() for line in hv.PAGE.read_text().splitlines() if line.startswith("#")]
+    anchors = {slugify(h, "-") for h in headings}
+    report = hv.main(["--out", str(tmp_path / "variants.json")])
+    rows = report["variants"]
+    assert len(rows) == len(hv.VARIANTS) and (tmp_path / "variants.png").stat().st_size > 0
+    assert {hv.anchor(row["section"]) for row in rows} <= anchors
+    assert hv.table(rows) in hv.PAGE.read_text()  # the page shows the table the results files give
+    first = json.loads((hv.RESULTS / "demo_500" / "results.json").read_text())["results"]["nq_test"]
+    assert rows[0]["nq_test"] == first["paired_differences"]["r3_hybrid @ hybrid - initial @ hybrid"]["correct@1"]
+    for name, s in report["summary"].items():
+        assert s["largest"]["difference"] == max(row[name]["difference"] for row in rows)
+        assert s["target_met"] <= min(s["at_least_target"], s["interval_above_0"]) <= s["differences"] == len(rows)
+    assert 0 < report["perfect_reranking"]["nq_test"] < 1
+    assert hv.points(-0.0004) == "−0.04" and hv.points(0.022) == "+2.2" and hv.points(1e-12) == "+0.0"
+
+    (tmp_path / "results").mkdir()
+    with pytest.raises(FileNotFoundError, match="500 \\+ 500 questions"):
+        hv.collect(tmp_path / "results")
+    (tmp_path / "results" / "demo_500").mkdir()
+    (tmp_path / "results" / "demo_500" / "results.json").write_text(
+        json.dumps({"results": {"nq_test": {"paired_differences": {"other - pair": {}}}}})
+    )
+    with pytest.raises(KeyError, match="no pair 'r3_hybrid @ hybrid - initial @ hybrid'.*other - pair"):
+        hv.difference(hv.VARIANTS[0], "nq_test", tmp_path / "results")
+    with pytest.raises(KeyError, match="no results for squad_test"):
+        hv.difference(hv.VARIANTS[0], "squad_test", tmp_path / "results")
