@@ -97,29 +97,48 @@ def make_parser() -> argparse.ArgumentParser:
     )
     build = index.add_parser("build", help="tokenize a corpus into a bag-of-tokens index")
     build.add_argument("--corpus", required=True, help="JSONL/Parquet file or Hub dataset id (id, title, text)")
-    build.add_argument("--retriever", required=True, help="the retriever whose tokenizer the index uses")
-    build.add_argument("--output", required=True)
-    build.add_argument("--split", default="train")
-    build.add_argument("--max-length", type=int, default=None)
+    build.add_argument(
+        "--retriever",
+        required=True,
+        help="the retriever whose tokenizer the index uses (folder, Hub id or packaged name)",
+    )
+    build.add_argument("--output", required=True, help="the folder to save the index in")
+    build.add_argument("--split", default="train", help="the split to index, for a Hub dataset")
+    build.add_argument(
+        "--max-length", type=int, default=None, help="passage tokens indexed (default: the retriever's passage length)"
+    )
     build.add_argument("--num-proc", type=int, default=None, help="build in this many processes (one shard each)")
     build.add_argument("--max-shard-size", default="500MB", help="largest array file of the saved index")
     build.add_argument("--bm25", action="store_true", help="add a bm25s part (for bm25 and hybrid first stages)")
     build.add_argument("--bm25-stopwords", default="en", help="bm25s stopword list, or 'none'")
     build.add_argument("--push-to", default=None, help="also push to this dataset repo")
-    build.add_argument("--private", action="store_true")
+    build.add_argument("--private", action="store_true", help="make the pushed repo private")
     build.set_defaults(func=_index_build)
     push = index.add_parser("push", help="push a saved index to a Hub dataset repo")
-    push.add_argument("index")
-    push.add_argument("repo_id")
-    push.add_argument("--private", action="store_true")
+    push.add_argument("index", help="a saved index folder")
+    push.add_argument("repo_id", help="the Hub dataset repo to push to (made if missing)")
+    push.add_argument("--private", action="store_true", help="make the repo private")
     push.set_defaults(func=_index_push)
 
-    search = sub.add_parser("search", help="late-parametric search of a saved index")
-    search.add_argument("queries", nargs="+")
-    search.add_argument("--retriever", required=True)
-    search.add_argument("--index", required=True)
-    search.add_argument("-k", type=int, default=5)
-    search.add_argument("--rerank-top-m", type=int, default=100)
+    search = sub.add_parser(
+        "search",
+        help="late-parametric search of a saved index",
+        description="Search a saved index; prints one JSON line per query, its top k passages best first.",
+    )
+    search.add_argument("queries", nargs="+", help="the questions to search for")
+    search.add_argument(
+        "--retriever",
+        required=True,
+        help="a SIDR checkpoint or a BERT-style encoder to start one from: a folder, a Hub id, or a packaged name such as all-minilm-l6-v2",
+    )
+    search.add_argument("--index", required=True, help="a saved index: a folder or a Hub dataset id")
+    search.add_argument("-k", type=int, default=5, help="passages printed per query")
+    search.add_argument(
+        "--rerank-top-m",
+        type=int,
+        default=100,
+        help="candidates each first stage hands to the re-ranking by E(q)·E(d)",
+    )
     from .scripts import add_first_stage_arguments
 
     add_first_stage_arguments(search)
@@ -133,8 +152,8 @@ def make_parser() -> argparse.ArgumentParser:
     )
 
     convert = sub.add_parser("convert-sidr", help="convert an original SiDR checkpoint into an r3hf SIDRModel")
-    convert.add_argument("src")
-    convert.add_argument("out")
+    convert.add_argument("src", help="the original checkpoint's folder")
+    convert.add_argument("out", help="the folder to write the r3hf SIDRModel to")
     convert.add_argument("--encoder-config", default=None, help="BERT config (default: the checkpoint's model_id's)")
     convert.add_argument("--tokenizer", default=None, help="tokenizer path or Hub id (default: the one in src)")
     convert.add_argument("--no-activate-lexical", action="store_true", help="keep only the top-k dimensions")
