@@ -1,7 +1,7 @@
-"""Every R3 (hybrid) − initial (hybrid) difference the demo page reports, in one table and one plot.
+"""Every R3 (hybrid) − initial (hybrid) difference the demo pages report, in one table and one plot.
 
 The issue's second target asks training inside the hybrid pipeline to add at least 3 RAG accuracy@1 points over the
-initial retriever in that pipeline, with an interval above 0, on one test set. The demo page tries many training and
+initial retriever in that pipeline, with an interval above 0, on one test set. The demo's pages try many training and
 fusion variants for it, each in its own section. This reads the result files those sections wrote (it computes no
 new difference), and lists each trained retriever's difference from the initial one, both in the hybrid pipeline, on
 the same 500 + 500 test questions, with the section that explains it. Prints a Markdown table; `--out` also writes
@@ -24,6 +24,7 @@ from r3hf.utils import ArgumentParser
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 PAGE = ROOT / "docs" / "benchmarks" / "demo.md"
+VARIANTS_PAGE = PAGE.with_name("demo_variants.md")
 TEST_SETS = ("nq_test", "squad_test")
 TARGET = 0.03
 INITIAL_OWN_DEV = "benchmarks/results/fusion_dev/initial@hybrid_own_dev"
@@ -31,7 +32,7 @@ INITIAL_POOLED_DEV = "benchmarks/results/fusion_dev/initial@hybrid_pooled_dev"
 
 
 class Variant(NamedTuple):
-    """One reported difference: what was trained, how the fusions were chosen, the demo page's section on it, the
+    """One reported difference: what was trained, how the fusions were chosen, the docs section on it, the
     result file (relative to `benchmarks/results/`) and the pair's key in it."""
 
     label: str
@@ -118,10 +119,24 @@ VARIANTS = (
 
 
 def anchor(section: str) -> str:
-    """The demo page's anchor of a section heading, as mkdocs makes it."""
+    """The anchor of a section heading, as mkdocs makes it."""
     from markdown.extensions.toc import slugify
 
     return slugify(section, "-")
+
+
+def headings(page: Path) -> list[str]:
+    """The section headings of a Markdown page."""
+    return [line.lstrip("#").strip() for line in page.read_text().splitlines() if line.startswith("#")]
+
+
+def link(section: str) -> str:
+    """The demo page's link to a section: on the page itself, or on the variants page beside it."""
+    if section in headings(PAGE):
+        return f"#{anchor(section)}"
+    if section in headings(VARIANTS_PAGE):
+        return f"{VARIANTS_PAGE.name}#{anchor(section)}"
+    raise ValueError(f"No section '{section}' on {PAGE} or {VARIANTS_PAGE}: name one of their headings.")
 
 
 def difference(variant: Variant, test_set: str, results: Path = RESULTS) -> dict:
@@ -129,7 +144,7 @@ def difference(variant: Variant, test_set: str, results: Path = RESULTS) -> dict
     from its result file: a demo or benchmark run's `paired_differences`, or a `compare_runs.py` file."""
     path = results / variant.file
     if not path.is_file():
-        raise FileNotFoundError(f"No result file {path}: run the command of the demo page's '{variant.section}'.")
+        raise FileNotFoundError(f"No result file {path}: run the command of the docs section '{variant.section}'.")
     by_set = json.loads(path.read_text())["results"]
     if test_set not in by_set:
         raise KeyError(f"{path} has no results for {test_set}: it holds {', '.join(by_set)}.")
@@ -171,9 +186,8 @@ def summary(rows: Sequence[dict]) -> dict:
     return out
 
 
-def table(rows: Sequence[dict], page: str = "") -> str:
-    """The differences as a Markdown table, each row linked to its section of the demo page (`page` is the link
-    target before the anchor: "" on the page itself)."""
+def table(rows: Sequence[dict]) -> str:
+    """The differences as a Markdown table for the demo page, each row linked to the section that explains it."""
     lines = [
         "| trained retriever | fusion chosen on | nq_test | squad_test | section |",
         "|---|---|---|---|---|",
@@ -183,7 +197,7 @@ def table(rows: Sequence[dict], page: str = "") -> str:
             f"{points(row[n]['difference'])} [{points(row[n]['low'])}, {points(row[n]['high'])}]" for n in TEST_SETS
         ]
         lines.append(
-            f"| {row['label']} | {row['fusion']} | {' | '.join(cells)} | [{row['section']}]({page}#{anchor(row['section'])}) |"
+            f"| {row['label']} | {row['fusion']} | {' | '.join(cells)} | [{row['section']}]({link(row['section'])}) |"
         )
     return "\n".join(lines)
 

@@ -964,18 +964,20 @@ def test_average_checkpoints_takes_the_mean_of_every_parameter(bert_tokenizer, t
 
 def test_hybrid_variants_reads_every_difference_the_demo_page_reports(tmp_path, monkeypatch):
     """`benchmarks/hybrid_variants.py` over the committed results: every listed difference resolves to a pair in its
-    result file, links a section of the demo page that exists, and is the number that file holds; a missing file or
-    pair is named with its fix."""
+    result file, links a section of the demo pages that exists, and is the number that file holds; the demo page
+    shows the table; a missing file or pair is named with its fix."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import hybrid_variants as hv
-    from markdown.extensions.toc import slugify
 
-    headings = [line.lstrip("#").strip() for line in hv.PAGE.read_text().splitlines() if line.startswith("#")]
-    anchors = {slugify(h, "-") for h in headings}
     report = hv.main(["--out", str(tmp_path / "variants.json")])
     rows = report["variants"]
     assert len(rows) == len(hv.VARIANTS) and (tmp_path / "variants.png").stat().st_size > 0
-    assert {hv.anchor(row["section"]) for row in rows} <= anchors
+    sections = set(hv.headings(hv.PAGE)) | set(hv.headings(hv.VARIANTS_PAGE))
+    assert {row["section"] for row in rows} <= sections
+    assert hv.link(rows[0]["section"]) == "#500-500-questions"
+    assert hv.link(rows[1]["section"]) == "demo_variants.md#a-longer-on-policy-stage-in-the-hybrid-pipeline"
+    with pytest.raises(ValueError, match="No section 'Nowhere'"):
+        hv.link("Nowhere")
     assert hv.table(rows) in hv.PAGE.read_text()  # the page shows the table the results files give
     first = json.loads((hv.RESULTS / "demo_500" / "results.json").read_text())["results"]["nq_test"]
     assert rows[0]["nq_test"] == first["paired_differences"]["r3_hybrid @ hybrid - initial @ hybrid"]["correct@1"]
