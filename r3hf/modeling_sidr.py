@@ -158,6 +158,26 @@ def _build_encoder(config: PreTrainedConfig) -> PreTrainedModel:
     return AutoModel._model_mapping[type(config)](config, **_encoder_kwargs(config))
 
 
+# Checkpoint parts SIDR does not use: a pooler (sentence-transformers' BERTs keep one) and BERT's MLM head.
+UNUSED_CHECKPOINT_KEYS = (r"^pooler\.", r"^cls\.")
+
+
+def _load_encoder(path: str | os.PathLike, config: PreTrainedConfig) -> PreTrainedModel:
+    """An encoder's pretrained weights, without its pooler. The checkpoint's unused parts are expected, so they are
+    not reported as unexpected; a checkpoint that lacks an encoder weight is refused rather than filled at random."""
+    model_class = AutoModel._model_mapping[type(config)]
+    ignored = [*(model_class._keys_to_ignore_on_load_unexpected or []), *UNUSED_CHECKPOINT_KEYS]
+    # a subclass carries the ignore list for this load alone; the class transformers registers is left as it is
+    loader = type(model_class.__name__, (model_class,), {"_keys_to_ignore_on_load_unexpected": ignored})
+    encoder, info = loader.from_pretrained(path, output_loading_info=True, **_encoder_kwargs(config))
+    if info["missing_keys"]:
+        raise ValueError(
+            f"{path} lacks encoder weights {sorted(info['missing_keys'])[:5]}: start from a complete checkpoint of a "
+            "BERT-style encoder (a BertModel or BertForMaskedLM folder, or its Hub id)."
+        )
+    return encoder
+
+
 class SIDRModel(PreTrainedModel):
     """A SiDR retriever: texts → non-negative, top-k sparse vectors over the tokenizer's vocabulary.
 
@@ -223,7 +243,7 @@ class SIDRModel(PreTrainedModel):
         if tokenizer is None or isinstance(tokenizer, str | os.PathLike):
             tokenizer = AutoTokenizer.from_pretrained(tokenizer or pretrained_model_name_or_path)
         encoder_config = AutoConfig.from_pretrained(pretrained_model_name_or_path)
-        encoder = AutoModel.from_pretrained(pretrained_model_name_or_path, **_encoder_kwargs(encoder_config))
+        encoder = _load_encoder(pretrained_model_name_or_path, encoder_config)
         if len(tokenizer) > encoder_config.vocab_size:
             raise ValueError(
                 f"The tokenizer has {len(tokenizer)} tokens but the encoder's vocabulary has "

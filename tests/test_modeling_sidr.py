@@ -6,12 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from transformers import AutoConfig, AutoModel, BertModel
+from transformers import AutoConfig, AutoModel, BertConfig, BertModel
 
 import r3hf
 from r3hf import SIDRConfig, SIDRModel
 from r3hf.assets import offline_model_path
-from tests.testing_utils import dense_document, dense_query, make_tiny_sidr
+from tests.testing_utils import TINY_BERT, dense_document, dense_query, make_tiny_sidr
 
 QUERIES = ["who wrote hamlet", "what is the tallest mountain on earth and where is it located"]
 PASSAGES = [
@@ -136,6 +136,36 @@ def test_from_encoder_on_real_weights(name):
     )
     scores = dense_query(model, ["who wrote hamlet"]) @ dense_document(model, PASSAGES).T
     assert scores[0, 0] > scores[0, 1]  # real weights: the Hamlet passage wins
+
+
+def test_from_encoder_reports_no_unused_checkpoint_part_and_refuses_missing_weights(bert_tokenizer, tmp_path):
+    """A checkpoint's pooler and MLM head, which SIDR drops, load without transformers' load report; an unexpected
+    weight of another kind is still reported, and a missing encoder weight is an error, not a random one."""
+    import logging
+
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        for name in ("all-minilm-l6-v2", "splade-tiny"):  # a pooler; an MLM head (cls.*)
+            SIDRModel.from_encoder(offline_model_path(name))
+        assert not any("LOAD REPORT" in m for m in messages), messages
+        assert BertModel._keys_to_ignore_on_load_unexpected is None  # the registered class is left as it was
+
+        bert = BertModel(BertConfig(vocab_size=len(bert_tokenizer), **TINY_BERT), add_pooling_layer=True)
+        bert.save_pretrained(tmp_path)
+        bert_tokenizer.save_pretrained(tmp_path)
+        weights = load_file(tmp_path / "model.safetensors")
+        save_file({**weights, "extra.weight": torch.zeros(2)}, tmp_path / "model.safetensors")
+        SIDRModel.from_encoder(str(tmp_path))
+        assert any("LOAD REPORT" in m and "extra.weight" in m for m in messages)
+        del weights["encoder.layer.0.attention.self.query.weight"]
+        save_file(weights, tmp_path / "model.safetensors")
+        with pytest.raises(ValueError, match="lacks encoder weights.*encoder.layer.0.attention.self.query.weight"):
+            SIDRModel.from_encoder(str(tmp_path))
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
 
 
 def test_shared_vs_separate_encoders(bert_tokenizer):
