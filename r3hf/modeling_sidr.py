@@ -20,7 +20,7 @@ from .configuration_sidr import SIDRConfig
 from .hub import push_folder
 from .model_card import SIDRModelCardData, public_model_id
 from .retrieval import retrieve
-from .utils import Passage, check_texts, iter_batches, zeroed_token_ids
+from .utils import Passage, check_texts, iter_batches, special_token_ids, zeroed_token_ids
 
 logger = logging.get_logger(__name__)
 
@@ -250,6 +250,7 @@ class SIDRModel(PreTrainedModel):
                 f"{encoder_config.vocab_size}: use the encoder's own tokenizer."
             )
         kwargs.setdefault("zeroed_token_ids", zeroed_token_ids(tokenizer))
+        kwargs = {**special_token_ids(tokenizer), **kwargs}
         config = SIDRConfig(
             encoder_config=encoder_config.to_dict(),
             shared_encoder=shared_encoder,
@@ -388,8 +389,14 @@ class SIDRModel(PreTrainedModel):
         encoder_config = _encoder_config(encoder_config or model_id, path, hub_kwargs)
         if tokenizer is None:
             tokenizer = _first_tokenizer([path, model_id], hub_kwargs)
-        config = SIDRConfig(encoder_config=encoder_config.to_dict(), activate_lexical=activate_lexical, **settings)
-        model = cls(config, tokenizer=_load_tokenizer(tokenizer, hub_kwargs))
+        tokenizer = _load_tokenizer(tokenizer, hub_kwargs)
+        config = SIDRConfig(
+            encoder_config=encoder_config.to_dict(),
+            activate_lexical=activate_lexical,
+            **special_token_ids(tokenizer),
+            **settings,
+        )
+        model = cls(config, tokenizer=tokenizer)
         model.load_state_dict(_original_state_dict(weights, model.state_dict(), settings["shared_encoder"]))
         model.config.name_or_path = str(path)
         model.model_card_data.base_model = public_model_id(path)

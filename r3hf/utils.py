@@ -67,6 +67,13 @@ def zeroed_token_ids(tokenizer) -> list[int]:
     return sorted(ids)
 
 
+def special_token_ids(tokenizer) -> dict[str, int]:
+    """The pad, bos and eos ids a tokenizer defines, as config fields: a model config that holds them is one the
+    `Trainer` need not align with its tokenizer (a warning) before training."""
+    names = ("pad_token_id", "bos_token_id", "eos_token_id")
+    return {name: getattr(tokenizer, name) for name in names if getattr(tokenizer, name, None) is not None}
+
+
 def vocabulary_fingerprint(tokenizer) -> str:
     """SHA-256 of the tokenizer's (token, id) pairs: two tokenizers with the same fingerprint tokenize alike."""
     items = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])

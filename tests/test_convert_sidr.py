@@ -58,6 +58,7 @@ def test_converter_requires_a_tokenizer(tmp_path, bert_tokenizer):
         src, tmp_path / "out", encoder_config=src / "bert_config.json", tokenizer=offline_model_path("splade-tiny")
     )
     assert model.config.shared_encoder and model.passage_encoder is None
+    assert model.config.pad_token_id == model.tokenizer.pad_token_id  # the Trainer has nothing to align
 
 
 def test_original_layout_loads_directly_like_the_converter(tmp_path, bert_tokenizer):

@@ -11,7 +11,7 @@ from transformers import AutoConfig, AutoModel, BertConfig, BertModel
 import r3hf
 from r3hf import SIDRConfig, SIDRModel
 from r3hf.assets import offline_model_path
-from tests.testing_utils import TINY_BERT, dense_document, dense_query, make_tiny_sidr
+from tests.testing_utils import TINY_BERT, dense_document, dense_query, make_tiny_sidr, transformers_messages
 
 QUERIES = ["who wrote hamlet", "what is the tallest mountain on earth and where is it located"]
 PASSAGES = [
@@ -141,13 +141,7 @@ def test_from_encoder_on_real_weights(name):
 def test_from_encoder_reports_no_unused_checkpoint_part_and_refuses_missing_weights(bert_tokenizer, tmp_path):
     """A checkpoint's pooler and MLM head, which SIDR drops, load without transformers' load report; an unexpected
     weight of another kind is still reported, and a missing encoder weight is an error, not a random one."""
-    import logging
-
-    messages = []
-    handler = logging.Handler()
-    handler.emit = lambda record: messages.append(record.getMessage())
-    logging.getLogger("transformers").addHandler(handler)
-    try:
+    with transformers_messages() as messages:
         for name in ("all-minilm-l6-v2", "splade-tiny"):  # a pooler; an MLM head (cls.*)
             SIDRModel.from_encoder(offline_model_path(name))
         assert not any("LOAD REPORT" in m for m in messages), messages
@@ -164,8 +158,18 @@ def test_from_encoder_reports_no_unused_checkpoint_part_and_refuses_missing_weig
         save_file(weights, tmp_path / "model.safetensors")
         with pytest.raises(ValueError, match="lacks encoder weights.*encoder.layer.0.attention.self.query.weight"):
             SIDRModel.from_encoder(str(tmp_path))
-    finally:
-        logging.getLogger("transformers").removeHandler(handler)
+
+
+def test_a_new_retriever_holds_its_tokenizers_special_ids_so_the_trainer_aligns_nothing():
+    """transformers' `Trainer` aligns a model config's pad/bos/eos ids with the tokenizer before training, with a
+    warning, wherever they differ; a retriever made by `from_encoder` already holds the tokenizer's."""
+    from transformers.trainer_utils import align_special_tokens
+
+    model = SIDRModel.from_encoder(offline_model_path("all-minilm-l6-v2"))
+    assert model.config.pad_token_id == model.tokenizer.pad_token_id == 0
+    with transformers_messages() as messages:
+        align_special_tokens(model, model.tokenizer)
+    assert not any("PAD/BOS/EOS" in m for m in messages), messages
 
 
 def test_shared_vs_separate_encoders(bert_tokenizer):

@@ -1,7 +1,9 @@
 """Helpers the tests share: tiny random models built from configs, dense embeddings for comparisons, and a launcher
 for 2-process runs. Imported by tests and by the scripts they launch; fixtures stay in `conftest.py`."""
 
+import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -46,6 +48,20 @@ def dense_query(model, texts, **kwargs):
 def dense_document(model, texts, **kwargs):
     """E(d) as a dense tensor."""
     return model.encode_document(texts, convert_to_sparse_tensor=False, **kwargs)
+
+
+@contextlib.contextmanager
+def transformers_messages():
+    """The messages transformers logs inside the block, as a list (its logger does not propagate to pytest's)."""
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("transformers")
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
 
 
 def make_tiny_causal_lm(tokenizer, seed: int = 0, num_hidden_layers: int = 1, **kwargs) -> LlamaForCausalLM:
