@@ -13,6 +13,7 @@ JSON and, beside it, a plot of the differences against the target.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -125,8 +126,9 @@ def anchor(section: str) -> str:
     return slugify(section, "-")
 
 
+@functools.cache
 def headings(page: Path) -> list[str]:
-    """The section headings of a Markdown page."""
+    """The section headings of a Markdown page (read once per run)."""
     return [line.lstrip("#").strip() for line in page.read_text().splitlines() if line.startswith("#")]
 
 
@@ -139,19 +141,22 @@ def link(section: str) -> str:
     raise ValueError(f"No section '{section}' on {PAGE} or {VARIANTS_PAGE}: name one of their headings.")
 
 
-def difference(variant: Variant, test_set: str, results: Path = RESULTS) -> dict:
-    """The variant's RAG accuracy@1 difference on one test set, `{"difference", "low", "high", "n"}` as shares, read
-    from its result file: a demo or benchmark run's `paired_differences`, or a `compare_runs.py` file."""
+def differences(variant: Variant, results: Path = RESULTS) -> dict[str, dict]:
+    """The variant's RAG accuracy@1 difference per test set, each `{"difference", "low", "high", "n"}` as shares,
+    read from its result file: a demo or benchmark run's `paired_differences`, or a `compare_runs.py` file."""
     path = results / variant.file
     if not path.is_file():
         raise FileNotFoundError(f"No result file {path}: run the command of the docs section '{variant.section}'.")
     by_set = json.loads(path.read_text())["results"]
-    if test_set not in by_set:
-        raise KeyError(f"{path} has no results for {test_set}: it holds {', '.join(by_set)}.")
-    pairs = by_set[test_set].get("paired_differences", by_set[test_set])
-    if variant.pair not in pairs:
-        raise KeyError(f"{path} has no pair '{variant.pair}' for {test_set}; it has: {', '.join(pairs)}.")
-    return pairs[variant.pair]["correct@1"]
+    out = {}
+    for test_set in TEST_SETS:
+        if test_set not in by_set:
+            raise KeyError(f"{path} has no results for {test_set}: it holds {', '.join(by_set)}.")
+        pairs = by_set[test_set].get("paired_differences", by_set[test_set])
+        if variant.pair not in pairs:
+            raise KeyError(f"{path} has no pair '{variant.pair}' for {test_set}; it has: {', '.join(pairs)}.")
+        out[test_set] = pairs[variant.pair]["correct@1"]
+    return out
 
 
 def points(share: float) -> str:
@@ -165,10 +170,7 @@ def points(share: float) -> str:
 
 def collect(results: Path = RESULTS) -> list[dict]:
     """Every variant with its difference per test set."""
-    return [
-        {**variant._asdict(), **{name: difference(variant, name, results) for name in TEST_SETS}}
-        for variant in VARIANTS
-    ]
+    return [{**variant._asdict(), **differences(variant, results)} for variant in VARIANTS]
 
 
 def summary(rows: Sequence[dict]) -> dict:

@@ -249,8 +249,7 @@ class SIDRModel(PreTrainedModel):
                 f"The tokenizer has {len(tokenizer)} tokens but the encoder's vocabulary has "
                 f"{encoder_config.vocab_size}: use the encoder's own tokenizer."
             )
-        kwargs.setdefault("zeroed_token_ids", zeroed_token_ids(tokenizer))
-        kwargs = {**special_token_ids(tokenizer), **kwargs}
+        kwargs = {"zeroed_token_ids": zeroed_token_ids(tokenizer), **special_token_ids(tokenizer), **kwargs}
         config = SIDRConfig(
             encoder_config=encoder_config.to_dict(),
             shared_encoder=shared_encoder,

@@ -991,10 +991,11 @@ def test_hybrid_variants_reads_every_difference_the_demo_page_reports(tmp_path, 
     with pytest.raises(FileNotFoundError, match="500 \\+ 500 questions"):
         hv.collect(tmp_path / "results")
     (tmp_path / "results" / "demo_500").mkdir()
-    (tmp_path / "results" / "demo_500" / "results.json").write_text(
-        json.dumps({"results": {"nq_test": {"paired_differences": {"other - pair": {}}}}})
-    )
+    written = tmp_path / "results" / "demo_500" / "results.json"
+    written.write_text(json.dumps({"results": {"nq_test": {"paired_differences": {"other - pair": {}}}}}))
     with pytest.raises(KeyError, match="no pair 'r3_hybrid @ hybrid - initial @ hybrid'.*other - pair"):
-        hv.difference(hv.VARIANTS[0], "nq_test", tmp_path / "results")
+        hv.differences(hv.VARIANTS[0], tmp_path / "results")
+    pair = {hv.VARIANTS[0].pair: {"correct@1": {"difference": 0.0}}}
+    written.write_text(json.dumps({"results": {"nq_test": {"paired_differences": pair}}}))
     with pytest.raises(KeyError, match="no results for squad_test"):
-        hv.difference(hv.VARIANTS[0], "squad_test", tmp_path / "results")
+        hv.differences(hv.VARIANTS[0], tmp_path / "results")
