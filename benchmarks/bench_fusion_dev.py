@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     evaluator.fusion, evaluator.fusion_weight = fusion["fusion"], fusion["fusion_weight"]
                     records[name][(label, choice)] = evaluator.predict(retriever)
                     folder = ours.out.with_suffix("") / f"{label}@hybrid_{CHOICES[choice]}"
-                    evaluator.save(records[name][(label, choice)], {}, folder)
+                    evaluator.save_predictions(records[name][(label, choice)], folder)
                     fused = f"{fusion['fusion']} {fusion['fusion_weight']}"
                     logger.info(f"{label}, {choice}, {name}: {fused} ({time.time() - start:.0f}s)")
 

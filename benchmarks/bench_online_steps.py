@@ -207,7 +207,9 @@ def main() -> None:
         fusions[label], by_set = demo.predict_with_own_fusion(retriever, choose, evaluators)
         for name, records in by_set.items():
             predictions[name][label] = records
-            evaluators[name].save(records, {}, out / "predictions" / label.replace(" @ ", "@").replace(" ", "_"))
+            evaluators[name].save_predictions(
+                records, out / "predictions" / label.replace(" @ ", "@").replace(" ", "_")
+            )
             logger.info(f"{label} on {name}: {evaluators[name].compute_metrics(records)} ({time.time() - start:.0f}s)")
         seconds[f"evaluation: {label}"] = time.time() - began
 

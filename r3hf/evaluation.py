@@ -272,20 +272,33 @@ class RAGEvaluator:
         records = self.predict(model)
         metrics = self.compute_metrics(records)
         if output_path is not None:
-            self.save(records, metrics, output_path, epoch=epoch, steps=steps)
+            self.save_predictions(records, output_path)
+            self.save_metrics(metrics, output_path, epoch=epoch, steps=steps)
         logger.info(f"RAG evaluation {self.name or ''} (epoch {epoch}, step {steps}): {metrics}")
         return metrics
 
-    def save(self, records: Sequence[dict], metrics: dict, output_path, epoch: float = -1, steps: int = -1) -> Path:
-        """Write per-question results as JSON Lines (atomically) and append the metrics line; returns the results
-        file."""
-        folder = Path(output_path)
-        prefix = f"{self.name}_" if self.name else ""
-        predictions = folder / f"{prefix}predictions.jsonl"
+    def _file(self, output_path: str | os.PathLike, kind: str) -> Path:
+        return Path(output_path) / (f"{self.name}_{kind}.jsonl" if self.name else f"{kind}.jsonl")
+
+    def save_predictions(self, records: Sequence[dict], output_path: str | os.PathLike) -> Path:
+        """Write per-question results (as [`predict`] returns them) to `{name}_predictions.jsonl` in `output_path`,
+        atomically; returns the file."""
+        predictions = self._file(output_path, "predictions")
         atomic_write_text(predictions, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        with open(folder / f"{prefix}results.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps({"epoch": epoch, "steps": steps, **metrics}) + "\n")
         return predictions
+
+    def save_metrics(
+        self, metrics: dict[str, float], output_path: str | os.PathLike, epoch: float = -1, steps: int = -1
+    ) -> Path:
+        """Append one line of metrics (as [`compute_metrics`] returns them), with the epoch and step they were
+        measured at, to `{name}_results.jsonl` in `output_path`; returns the file."""
+        if not metrics:
+            raise ValueError("No metrics to save: pass compute_metrics(records), or save the records alone.")
+        results = self._file(output_path, "results")
+        results.parent.mkdir(parents=True, exist_ok=True)
+        with open(results, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"epoch": epoch, "steps": steps, **metrics}) + "\n")
+        return results
 
 
 FUSION_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

@@ -394,9 +394,9 @@ class R3Trainer(Trainer):
             records = gather_object(records)
         metrics = {f"{metric_key_prefix}_{k}": v for k, v in evaluator.compute_metrics(records).items()}
         if self.is_world_process_zero():
-            evaluator.save(
-                records, metrics, Path(self.args.output_dir, "eval"), self.state.epoch or 0, self.state.global_step
-            )
+            folder = Path(self.args.output_dir, "eval")
+            evaluator.save_predictions(records, folder)
+            evaluator.save_metrics(metrics, folder, self.state.epoch or 0, self.state.global_step)
         # Trainer.log directly: the pending training-step metrics belong to the next training log, whatever the prefix
         super().log(dict(metrics))
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)

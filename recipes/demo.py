@@ -755,7 +755,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     evaluator = evaluators[(name, pipeline)]
                     full = label if label == "bm25s" else f"{label} @ {pipeline}"
                     predictions[name][full] = records = evaluator.predict(retriever)
-                    evaluator.save(records, {}, out / "predictions" / full.replace(" @ ", "@"))
+                    evaluator.save_predictions(records, out / "predictions" / full.replace(" @ ", "@"))
                     logger.info(f"{full} on {name}: {evaluator.compute_metrics(records)} ({time.time() - start:.0f}s)")
         if args.full_parametric and hasattr(retriever, "encode_document"):
             parametric = SparseEmbeddingIndex.build(index.corpus, retriever, show_progress_bar=True)

@@ -74,6 +74,9 @@ def test_rag_evaluator_metrics_outputs_and_generation_cache(qa_index, tmp_path):
     assert [r["id"] for r in records] == ["q1", "q2"] and records[0]["retrieved_ids"][0] == "h"
     assert records[1]["generation@1"] == "Paris" and records[1]["correct@1"] is True
     assert json.loads((tmp_path / "toy_results.jsonl").read_text())["steps"] == 10
+    with pytest.raises(ValueError, match="No metrics to save"):  # never a placeholder line without metrics
+        evaluator.save_metrics({}, tmp_path)
+    assert len((tmp_path / "toy_results.jsonl").read_text().splitlines()) == 1
     evaluator(bm25)  # same top passages: served from the generation cache
     assert reader.calls == 2
     RAGEvaluator(["who wrote hamlet"], [["Shakespeare"]], qa_index, reader=reader, max_new_tokens=7).predict(bm25)
