@@ -16,6 +16,7 @@ from scipy.stats import bootstrap
 from transformers.utils import logging
 
 from .closed_set import matched_choice
+from .integrations.sparse_encoder_retriever import as_retriever
 from .protocols import ReaderLike, RetrieverLike
 from .retrieval import FUSIONS, candidate_scores, check_first_stage, first_stage_candidates, fuse
 from .utils import atomic_write_text, plain_passage_text
@@ -200,12 +201,14 @@ class RAGEvaluator:
         return min(max([*self.recall_at, *self.rag_contexts, 1]), len(self.index))
 
     def predict(self, retriever: RetrieverLike, rows: Sequence[int] | None = None) -> list[dict]:
-        """Per-question results of a retriever (for the given question rows, default all): the retrieved passage ids,
-        the rank of the first passage with an answer, and per context size the reader's generation and whether it is
-        correct."""
+        """Per-question results of a retriever ([`SIDRModel`], [`BM25Retriever`], or any sentence-transformers
+        `SparseEncoder`, scored by E(q)·E(d) as a SIDRModel is) for the given question rows (default all): the
+        retrieved passage ids, the rank of the first passage with an answer, and per context size the reader's
+        generation and whether it is correct."""
         rows = list(range(len(self.questions))) if rows is None else list(rows)
         if not rows:
             return []
+        retriever = as_retriever(retriever)
         questions = [self.questions[i] for i in rows]
         results = retriever.retrieve(
             questions,

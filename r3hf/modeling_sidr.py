@@ -18,6 +18,7 @@ from transformers.utils import ModelOutput, cached_file, logging
 
 from .configuration_sidr import SIDRConfig
 from .hub import push_folder
+from .integrations.sparse_encoder_files import write_sparse_encoder_files
 from .model_card import SIDRModelCardData, public_model_id
 from .retrieval import retrieve
 from .utils import Passage, check_texts, iter_batches, special_token_ids, zeroed_token_ids
@@ -269,6 +270,9 @@ class SIDRModel(PreTrainedModel):
     def save_pretrained(self, save_directory: str | os.PathLike, *args, create_model_card: bool = True, **kwargs):
         """Save weights (safetensors), config, the tokenizer and a model card (`README.md`) to `save_directory`.
 
+        The folder is also a sentence-transformers `SparseEncoder` (`SparseEncoder(path, trust_remote_code=True)`):
+        `modules.json`, `config_sentence_transformers.json` and the module file that reads these same weights.
+
         The card is rendered from `model.model_card_data` (filled by [`R3Trainer`]: base retriever, reward LLM,
         training data, evaluation results, hyperparameters); `push_to_hub` uploads it too.
         """
@@ -278,6 +282,7 @@ class SIDRModel(PreTrainedModel):
             return
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(save_directory)
+        write_sparse_encoder_files(save_directory, self.config.max_active_dims, self.config.activate_lexical)
         if create_model_card:
             self.create_model_card().save(os.path.join(save_directory, "README.md"))
 
