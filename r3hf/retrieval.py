@@ -53,8 +53,16 @@ def first_stage_candidates(
     ranks = torch.arange(1, bm25_rows.shape[1] + 1).expand_as(bm25_rows)
     if first_stage == "bm25":
         return bm25_rows, ranks.clone(), bm25_scores
-    lexical = index.search(query_embeds, k=m).rows.cpu().tolist()
-    merged = [list(dict.fromkeys(a + b)) for a, b in zip(lexical, bm25_rows.tolist())]
+    return merge_candidates(index.search(query_embeds, k=m).rows.cpu().tolist(), bm25_rows, bm25_scores)
+
+
+def merge_candidates(
+    lexical: Sequence[Sequence[int]], bm25_rows: torch.Tensor, bm25_scores: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The hybrid first stage's candidates: per query its bag-of-tokens rows, then bm25s's rows not already among
+    them, with each candidate's 1-based bm25s rank and BM25 score (0 outside bm25s's list); `-1` pads the rows, as
+    [`first_stage_candidates`] returns them."""
+    merged = [list(dict.fromkeys(list(a) + b)) for a, b in zip(lexical, bm25_rows.tolist())]
     width = max(len(row) for row in merged)
     rows = torch.full((len(merged), width), -1, dtype=torch.long)
     bm25_ranks = torch.zeros_like(rows)
@@ -177,10 +185,15 @@ def rerank(
         bm25_scores: `[n, w]` their BM25 scores (`0`: not in its list), for a `"score"` fusion.
     """
     rows = (candidates.rows if isinstance(candidates, SearchResults) else candidates).cpu()
-    valid = rows >= 0
     dense = candidate_scores(model, query_embeds, rows, index, batch_size)
     final = fuse(dense, bm25_ranks, fusion, fusion_weight, bm25_scores)
-    k = min(k, int(valid.sum(dim=1).min()))
+    return top_k(final, rows, k)
+
+
+def top_k(final: torch.Tensor, rows: torch.Tensor, k: int) -> SearchResults:
+    """The `k` best of `[n, w]` candidate rows (`-1`: padding) by their final scores, the earlier candidate first
+    on a tie; `k` is cut to the fewest candidates any query has."""
+    k = min(k, int((rows >= 0).sum(dim=1).min()))
     order = final.sort(dim=1, descending=True, stable=True).indices[:, :k]
     return SearchResults(rows=rows.gather(1, order), scores=final.gather(1, order))
 
