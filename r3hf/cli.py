@@ -1,4 +1,4 @@
-"""The `r3hf` command line: `r3hf {index build|index push|search|train|evaluate|convert-sidr} ...`."""
+"""The `r3hf` command line: `r3hf {index build|index push|index export|search|train|evaluate|convert-sidr} ...`."""
 
 from __future__ import annotations
 
@@ -43,6 +43,10 @@ def _search(args) -> None:
     from .models import load_retriever
 
     model = load_retriever(args.retriever)
+    if args.qdrant:
+        return _search_qdrant(args, model)
+    if not args.index:
+        raise SystemExit("r3hf: search needs --index (a saved index) or --qdrant (a collection made by index export).")
     index = BagOfTokensIndex.from_pretrained(args.index, tokenizer=model.tokenizer)
     results = model.retrieve(
         args.queries,
@@ -60,6 +64,71 @@ def _search(args) -> None:
                 ensure_ascii=False,
             )
         )
+
+
+def _qdrant_client(location: str):
+    """A Qdrant client for a server URL (checked reachable) or an in-process store in a local folder."""
+    from .integrations.qdrant import _qdrant_models
+
+    _qdrant_models()  # names the extra when qdrant-client is missing
+    from qdrant_client import QdrantClient
+
+    if not location.startswith(("http://", "https://")):
+        return QdrantClient(path=location)
+    client = QdrantClient(url=location, timeout=10)
+    try:
+        client.get_collections()
+    except Exception as error:  # the client raises several kinds for a refused, timed-out or non-Qdrant address
+        raise SystemExit(
+            f"r3hf: cannot reach Qdrant at {location} ({type(error).__name__}): is the server running?"
+        ) from None
+    return client
+
+
+def _index_export(args) -> None:
+    from .index import BagOfTokensIndex
+    from .integrations.qdrant import export_index
+    from .models import load_retriever
+
+    model = load_retriever(args.retriever) if args.retriever else None
+    tokenizer = model.tokenizer if model is not None else None
+    index = BagOfTokensIndex.from_pretrained(args.index, tokenizer=tokenizer)
+    counts = export_index(
+        index,
+        _qdrant_client(args.qdrant),
+        args.collection,
+        model=model,
+        batch_size=args.batch_size,
+        show_progress_bar=True,
+    )
+    print(f"Collection {args.collection!r} holds {counts['passages']} passages ({counts['added']} added now)")
+
+
+def _search_qdrant(args, model) -> None:
+    from .index import BagOfTokensIndex
+    from .integrations.qdrant import QdrantRetriever
+
+    bm25 = None
+    if args.first_stage != "bag_of_tokens":
+        if not args.index:
+            raise SystemExit("r3hf: a bm25 or hybrid first stage through Qdrant needs --index (its bm25s tokenizer).")
+        bm25 = BagOfTokensIndex.from_pretrained(args.index, tokenizer=model.tokenizer).require_bm25()
+    client = _qdrant_client(args.qdrant)
+    retriever = QdrantRetriever(
+        client,
+        args.collection,
+        model,
+        first_stage=args.first_stage,
+        rerank_top_m=max(args.k, args.rerank_top_m),
+        fusion=args.fusion,
+        fusion_weight=args.fusion_weight,
+        bm25=bm25,
+    )
+    results = retriever.retrieve(args.queries, k=args.k)
+    for query, ids, scores in zip(args.queries, results.rows.tolist(), results.scores.tolist()):
+        payloads = {p.id: p.payload for p in client.retrieve(args.collection, ids=ids)}
+        hits = [{"score": round(s, 4), **payloads[i]} for i, s in zip(ids, scores)]
+        print(json.dumps({"query": query, "results": hits}, ensure_ascii=False))
 
 
 def _train(args, rest: list[str]) -> None:
@@ -119,6 +188,20 @@ def make_parser() -> argparse.ArgumentParser:
     push.add_argument("repo_id", help="the Hub dataset repo to push to (made if missing)")
     push.add_argument("--private", action="store_true", help="make the repo private")
     push.set_defaults(func=_index_push)
+    export = index.add_parser(
+        "export",
+        help="export a saved index to a search engine",
+        description="Export a saved index to a Qdrant collection (made if missing; an interrupted export resumes).",
+    )
+    export.add_argument("engine", choices=["qdrant"], help="the engine to export to")
+    export.add_argument("--index", required=True, help="a saved index: a folder or a Hub dataset id")
+    export.add_argument("--qdrant", required=True, help="a Qdrant server URL (http://...) or a local folder")
+    export.add_argument("--collection", required=True, help="the collection to make or complete")
+    export.add_argument(
+        "--retriever", default=None, help="also store this retriever's E(d), so Qdrant re-ranks in one request"
+    )
+    export.add_argument("--batch-size", type=int, default=256, help="passages uploaded at a time")
+    export.set_defaults(func=_index_export)
 
     search = sub.add_parser(
         "search",
@@ -131,7 +214,13 @@ def make_parser() -> argparse.ArgumentParser:
         required=True,
         help="a SIDR checkpoint or a BERT-style encoder to start one from: a folder, a Hub id, or a packaged name such as all-minilm-l6-v2",
     )
-    search.add_argument("--index", required=True, help="a saved index: a folder or a Hub dataset id")
+    search.add_argument("--index", default=None, help="a saved index: a folder or a Hub dataset id")
+    search.add_argument(
+        "--qdrant",
+        default=None,
+        help="search a Qdrant collection instead: a server URL (http://...) or a local folder",
+    )
+    search.add_argument("--collection", default="r3hf", help="the Qdrant collection (with --qdrant)")
     search.add_argument("-k", type=int, default=5, help="passages printed per query")
     search.add_argument(
         "--rerank-top-m",

@@ -1,6 +1,8 @@
 """Serving from Qdrant, in-process: the same rows and scores as r3hf's own search in every pipeline and mode, a
 resumable export, updates, restarts from disk, and every bad input refused without changing the collection."""
 
+import json
+
 import pytest
 import torch
 
@@ -149,3 +151,36 @@ def test_bad_input_is_refused_and_changes_nothing(collection, index, model, bert
     monkeypatch.setitem(__import__("sys").modules, "qdrant_client", None)
     with pytest.raises(ImportError, match="r3hf\\[qdrant\\]"):
         export_index(index, collection, "passages")
+
+
+def test_the_command_line_exports_and_searches_through_qdrant(index, model, tmp_path, capsys):
+    from r3hf.cli import main as cli_main
+
+    model.save_pretrained(tmp_path / "sidr")
+    index.save_pretrained(tmp_path / "idx")
+    store = str(tmp_path / "qdrant")
+    export = ["index", "export", "qdrant", "--index", str(tmp_path / "idx"), "--qdrant", store]
+    cli_main([*export, "--collection", "demo", "--retriever", str(tmp_path / "sidr")])
+    assert "Collection 'demo' holds 160 passages (160 added now)" in capsys.readouterr().out
+    search = ["search", *QUERIES[:2], "--retriever", str(tmp_path / "sidr"), "-k", "3", "--rerank-top-m", "12"]
+    cli_main([*search, "--index", str(tmp_path / "idx"), "--first-stage", "hybrid"])
+    local = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    cli_main(
+        [
+            *search,
+            "--qdrant",
+            store,
+            "--collection",
+            "demo",
+            "--index",
+            str(tmp_path / "idx"),
+            "--first-stage",
+            "hybrid",
+        ]
+    )
+    served = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [[r["id"] for r in q["results"]] for q in served] == [[r["id"] for r in q["results"]] for q in local]
+    with pytest.raises(SystemExit, match="cannot reach Qdrant at http://127.0.0.1:9"):
+        cli_main([*search, "--qdrant", "http://127.0.0.1:9", "--collection", "demo"])
+    with pytest.raises(SystemExit, match="needs --index"):
+        cli_main([*search, "--qdrant", store, "--collection", "demo", "--first-stage", "bm25"])

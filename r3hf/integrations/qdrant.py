@@ -9,7 +9,7 @@ sparse vectors:
 - `bm25`: the passage's BM25 term weights as the index's bm25s part computes them (IDF × saturated term frequency),
   when the index has that part, so that a query's dot product with it is bm25s's score.
 
-[`QdrantRetriever`] then runs r3hf's pipelines: candidates from `bag` (E(q)·T(d)), `bm25` or both, re-ranked by
+`QdrantRetriever` then runs r3hf's pipelines: candidates from `bag` (E(q)·T(d)), `bm25` or both, re-ranked by
 E(q)·E(d). With `emb` stored and no fusion, that is one Query API request (prefetches, then the main query on `emb`);
 otherwise the candidates' E(d) come from `emb` or, without it, from the model over their payload text, and r3hf's own
 fusion ranks them.
@@ -90,6 +90,7 @@ def export_index(
     model=None,
     batch_size: int = 256,
     show_progress_bar: bool | None = None,
+    **create_kwargs,
 ) -> dict[str, int]:
     """Export a bag-of-tokens index (and, with `model`, the retriever's passage embeddings) to a Qdrant collection.
 
@@ -105,6 +106,8 @@ def export_index(
         model: A [`SIDRModel`] whose E(d) become the `emb` vector, so the re-rank runs inside Qdrant.
         batch_size: Passages uploaded at a time (the model embeds them 32 at a time).
         show_progress_bar: Show a progress bar (default: for more than 4 batches).
+        **create_kwargs: Further `client.create_collection` arguments for a new collection, e.g. a cluster's
+            `shard_number` and `replication_factor`.
 
     Returns:
         `{"passages": in the index, "added": uploaded by this call}`.
@@ -131,6 +134,7 @@ def export_index(
             vectors_config={},
             sparse_vectors_config=sparse,
             metadata={METADATA_KEY: provenance},
+            **create_kwargs,
         )
     # Which rows the collection holds already, checked against the index's passage ids before any write.
     missing = []
