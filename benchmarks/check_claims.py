@@ -124,10 +124,11 @@ def lookup(report: dict, key: Sequence) -> float:
 def check_values(claim: dict, archive: str) -> tuple[list[str], list[str]]:
     """Failures and missing files of a claim whose numbers are read from results files."""
     failures, missing = [], []
+    commit = claim.get("commit", archive)  # a claim made after the archive names the commit that holds its file
     for item in claim["values"]:
-        report = read_archived(item["file"], archive)
+        report = read_archived(item["file"], commit)
         if report is None:
-            missing.append(f"{item['file']} (at {archive[:8]})")
+            missing.append(f"{item['file']} (at {commit[:8]})")
             continue
         try:
             found = lookup(report, item["key"])

@@ -43,27 +43,22 @@ def _search(args) -> None:
     from .models import load_retriever
 
     model = load_retriever(args.retriever)
+    pipeline = {
+        "rerank_top_m": max(args.k, args.rerank_top_m),
+        "first_stage": args.first_stage,
+        "fusion": args.fusion,
+        "fusion_weight": args.fusion_weight,
+    }
     if args.qdrant:
-        return _search_qdrant(args, model)
-    if not args.index:
+        results, passages = _qdrant_search(args, model, pipeline)
+    elif args.index:
+        index = BagOfTokensIndex.from_pretrained(args.index, tokenizer=model.tokenizer)
+        results, passages = model.retrieve(args.queries, index, k=args.k, **pipeline), index.get_passages
+    else:
         raise SystemExit("r3hf: search needs --index (a saved index) or --qdrant (a collection made by index export).")
-    index = BagOfTokensIndex.from_pretrained(args.index, tokenizer=model.tokenizer)
-    results = model.retrieve(
-        args.queries,
-        index,
-        k=args.k,
-        rerank_top_m=max(args.k, args.rerank_top_m),
-        first_stage=args.first_stage,
-        fusion=args.fusion,
-        fusion_weight=args.fusion_weight,
-    )
-    for query, ids, scores in zip(args.queries, results.rows.tolist(), results.scores.tolist()):
-        print(
-            json.dumps(
-                {"query": query, "results": [{"score": round(s, 4), **index.corpus[i]} for i, s in zip(ids, scores)]},
-                ensure_ascii=False,
-            )
-        )
+    for query, rows, scores in zip(args.queries, results.rows.tolist(), results.scores.tolist()):
+        hits = [{"score": round(s, 4), **p} for p, s in zip(passages(rows), scores)]
+        print(json.dumps({"query": query, "results": hits}, ensure_ascii=False))
 
 
 def _qdrant_client(location: str):
@@ -104,7 +99,8 @@ def _index_export(args) -> None:
     print(f"Collection {args.collection!r} holds {counts['passages']} passages ({counts['added']} added now)")
 
 
-def _search_qdrant(args, model) -> None:
+def _qdrant_search(args, model, pipeline: dict):
+    """The results of `r3hf search --qdrant`, and a function giving the passages of result rows."""
     from .index import BagOfTokensIndex
     from .integrations.qdrant import QdrantRetriever
 
@@ -114,21 +110,13 @@ def _search_qdrant(args, model) -> None:
             raise SystemExit("r3hf: a bm25 or hybrid first stage through Qdrant needs --index (its bm25s tokenizer).")
         bm25 = BagOfTokensIndex.from_pretrained(args.index, tokenizer=model.tokenizer).require_bm25()
     client = _qdrant_client(args.qdrant)
-    retriever = QdrantRetriever(
-        client,
-        args.collection,
-        model,
-        first_stage=args.first_stage,
-        rerank_top_m=max(args.k, args.rerank_top_m),
-        fusion=args.fusion,
-        fusion_weight=args.fusion_weight,
-        bm25=bm25,
-    )
-    results = retriever.retrieve(args.queries, k=args.k)
-    for query, ids, scores in zip(args.queries, results.rows.tolist(), results.scores.tolist()):
-        payloads = {p.id: p.payload for p in client.retrieve(args.collection, ids=ids)}
-        hits = [{"score": round(s, 4), **payloads[i]} for i, s in zip(ids, scores)]
-        print(json.dumps({"query": query, "results": hits}, ensure_ascii=False))
+    retriever = QdrantRetriever(client, args.collection, model, bm25=bm25, **pipeline)
+
+    def passages(rows: list[int]) -> list[dict]:
+        payloads = {p.id: p.payload for p in client.retrieve(args.collection, ids=rows)}
+        return [payloads[i] for i in rows]
+
+    return retriever.retrieve(args.queries, k=args.k), passages
 
 
 def _train(args, rest: list[str]) -> None:

@@ -17,11 +17,23 @@ def resolve_model_path(name: str) -> str:
     return offline_model_path(name) if name in OFFLINE_ASSETS else name
 
 
+def is_sidr_checkpoint(name_or_path: str) -> bool:
+    """Whether a name, path or Hub id holds a saved retriever (r3hf's or the original SiDR layout), not an encoder."""
+    config = json.loads(Path(cached_file(resolve_model_path(name_or_path), "config.json")).read_text())
+    return config.get("model_type") in (None, "sidr")  # None: the original SiDR layout
+
+
 def load_retriever(name_or_path: str, **kwargs) -> SIDRModel:
     """A [`SIDRModel`] from an r3hf (or original SiDR) checkpoint, or a new one initialised from a BERT-style encoder
-    (an offline asset name, a path or a Hub id); `kwargs` are [`SIDRConfig`] fields for a new one."""
+    (an offline asset name, a path or a Hub id); `kwargs` are [`SIDRConfig`] fields for a new one. A saved retriever
+    keeps the settings it was trained with, so `kwargs` for one are refused rather than dropped."""
     path = resolve_model_path(name_or_path)
-    config = json.loads(Path(cached_file(path, "config.json")).read_text())
-    if config.get("model_type") not in (None, "sidr"):  # None: the original SiDR layout
+    if not is_sidr_checkpoint(path):
         return SIDRModel.from_encoder(path, **kwargs)
+    if kwargs:
+        raise ValueError(
+            f"{name_or_path} is a saved retriever, which keeps its own settings: load_retriever cannot apply "
+            f"{sorted(kwargs)} to it. Change them on the loaded model's config (model.config.query_max_length = ...) "
+            "if you mean to."
+        )
     return SIDRModel.from_pretrained(path)

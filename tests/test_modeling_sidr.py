@@ -386,3 +386,14 @@ def test_weights_that_do_not_match_the_config_are_refused(tiny_sidr, tmp_path):
     save_file(weights, tmp_path / "model.safetensors")
     with pytest.raises(ValueError, match="do not match its SIDR config.*passage_norm.bias"):
         SIDRModel.from_pretrained(tmp_path)
+
+
+def test_load_retriever_refuses_settings_it_cannot_apply_to_a_saved_retriever(tiny_sidr, tmp_path):
+    from r3hf import load_retriever
+
+    tiny_sidr.save_pretrained(tmp_path)
+    assert load_retriever(str(tmp_path)).config.query_max_length == tiny_sidr.config.query_max_length
+    with pytest.raises(ValueError, match=r"cannot apply \['passage_max_length', 'query_max_length'\]"):
+        load_retriever(str(tmp_path), query_max_length=16, passage_max_length=64)
+    fresh = load_retriever("splade-tiny", query_max_length=16)  # an encoder: a new retriever takes them
+    assert fresh.config.query_max_length == 16

@@ -240,6 +240,8 @@ def test_an_offline_only_run_needs_no_reward_and_calls_none(tmp_path, bert_token
     common = dict(per_device_train_batch_size=8, max_steps=2, logging_steps=1, save_strategy="no", use_cpu=True)
     with pytest.raises(ValueError, match="offline_only"):
         R3Trainer(model, None, R3Config(output_dir=str(tmp_path / "a"), **common), train, index=index)
+    with pytest.raises(TypeError, match="missing 1 required keyword-only argument: 'index'"):
+        R3Trainer(model, None, R3Config(output_dir=str(tmp_path / "a"), **common), train)
     config = R3Config(output_dir=str(tmp_path / "b"), offline_only=True, positive_fallback="gold", **common)
     trainer = R3Trainer(model, None, config, train, index=index)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}

@@ -20,7 +20,7 @@ import torch
 from ..data import load_table
 from ..index import BagOfTokensIndex
 from ..modeling_sidr import SIDRModel
-from ..models import load_retriever
+from ..models import is_sidr_checkpoint, load_retriever
 from ..r3_config import R3Config
 from ..utils import atomic_write_text
 from ..version import __version__
@@ -33,7 +33,10 @@ DEMO_READER = "smollm2-135m-instruct"
 
 
 def demo_retriever(name_or_path: str = DEMO_RETRIEVER) -> SIDRModel:
-    """The demo's starting retriever: 32-token queries, 128-token passages."""
+    """The demo's starting retriever from an encoder: 32-token queries, 128-token passages; a saved retriever (a
+    trained one) as it was saved."""
+    if is_sidr_checkpoint(name_or_path):
+        return load_retriever(name_or_path)
     return load_retriever(name_or_path, query_max_length=32, passage_max_length=128)
 
 
