@@ -219,3 +219,30 @@ def test_push_to_hub_uploads_a_dataset_repo(bert_tokenizer, monkeypatch):
     assert calls["create"] == ("me/idx", {"repo_type": "dataset", "private": True, "exist_ok": True})
     assert calls["upload"]["repo_type"] == "dataset" and calls["upload"]["repo_id"] == "me/idx"
     assert {"index.safetensors", "corpus.parquet", INDEX_CONFIG, "README.md"} <= set(calls["files"])
+
+
+def test_adds_and_deletes_search_as_a_fresh_build_and_save_compacts(bert_tokenizer, tmp_path):
+    from r3hf import load_table
+
+    corpus = load_table("data/corpus.jsonl.gz").select(range(300))
+    index = BagOfTokensIndex.build(corpus.select(range(200)), bert_tokenizer, max_length=48)
+    index.add_bm25()
+    assert index.add(corpus.select(range(200, 300))) == list(range(200, 300))
+    deleted = [3, 150, 250, 299]
+    index.delete(deleted)
+    live = [i for i in range(300) if i not in deleted]
+    fresh = BagOfTokensIndex.build(corpus.select(live), bert_tokenizer, max_length=48)
+    queries = torch.rand(5, index.vocab_size) * (torch.rand(5, index.vocab_size) < 0.05)
+    for k in (1, 10, 296):
+        ours, theirs = index.search(queries, k=k), fresh.search(queries, k=k)
+        assert torch.equal(torch.tensor(live)[theirs.rows], ours.rows) and torch.equal(theirs.scores, ours.scores)
+    with pytest.raises(ValueError, match="added to or deleted from this index.*add_bm25"):
+        index.require_bm25()
+    index.save_pretrained(tmp_path / "saved")
+    loaded = BagOfTokensIndex.from_pretrained(tmp_path / "saved", tokenizer=bert_tokenizer)
+    assert len(loaded) == 296 and loaded.corpus["id"] == fresh.corpus["id"]
+    assert torch.equal(loaded.search(queries, k=10).rows, fresh.search(queries, k=10).rows)
+    with pytest.raises(IndexError, match="rows_of"):
+        index.delete([300])
+    with pytest.raises(ValueError, match="same fields"):
+        index.add([{"text": "no id or title"}])

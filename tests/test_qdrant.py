@@ -36,7 +36,7 @@ def index(bert_tokenizer):
 @pytest.fixture(scope="module")
 def collection(index, model):
     client = QdrantClient(":memory:")
-    assert export_index(index, client, "passages", model=model) == {"passages": 160, "added": 160}
+    assert export_index(index, client, "passages", model=model) == {"passages": 160, "added": 160, "deleted": 0}
     return client
 
 
@@ -91,7 +91,7 @@ def test_an_interrupted_export_resumes_with_every_passage_once(index, model, mon
     with pytest.raises(ConnectionError):
         export_index(index, client, "passages", batch_size=64)
     assert client.count("passages").count == 64
-    assert export_index(index, client, "passages", batch_size=64) == {"passages": 160, "added": 96}
+    assert export_index(index, client, "passages", batch_size=64) == {"passages": 160, "added": 96, "deleted": 0}
     assert client.count("passages").count == 160
     rows = sorted(p.id for p in client.scroll("passages", limit=1000)[0])
     assert rows == list(range(160))
@@ -106,13 +106,18 @@ def test_restart_from_disk_and_updates(bert_tokenizer, model, tmp_path):
     export_index(small, client, "passages", model=model)
     client.close()
     client = QdrantClient(path=str(tmp_path / "qdrant"))  # a restart: the collection and its settings are on disk
-    assert export_index(grown, client, "passages", model=model) == {"passages": 120, "added": 20}
+    assert export_index(grown, client, "passages", model=model) == {"passages": 120, "added": 20, "deleted": 0}
     retriever = QdrantRetriever(client, "passages", model, rerank_top_m=12)
     assert_same_results(model.retrieve(QUERIES, grown, k=5, rerank_top_m=12), retriever.retrieve(QUERIES, k=5))
     best = retriever.retrieve(QUERIES, k=1).rows[:, 0].tolist()
     delete_passages(client, "passages", best)
     after = retriever.retrieve(QUERIES, k=5).rows
     assert not set(best) & set(after.flatten().tolist()) and client.count("passages").count == 120 - len(set(best))
+    grown.delete([5, 6])  # deleted from the index: the next export removes them from the collection too
+    counts = export_index(grown, client, "passages", model=model)
+    assert counts["deleted"] == 2 and counts["added"] == len(set(best) - {5, 6})
+    assert client.count("passages").count == 118
+    assert_same_results(model.retrieve(QUERIES, grown, k=5, rerank_top_m=12), retriever.retrieve(QUERIES, k=5))
     client.close()
 
 

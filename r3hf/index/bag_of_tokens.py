@@ -86,6 +86,33 @@ class BagOfTokensIndex(CSRIndex):
             )
         return cls(shards, len(tokenizer), corpus, tokenizer, max_length)
 
+    def add(self, passages, batch_size: int = 2048, show_progress_bar: bool | None = None) -> list[int]:
+        """Index more passages, as a new shard after the last row: a bag of tokens needs no corpus statistics, so
+        nothing already indexed changes. A bm25s part, whose IDF covers the whole corpus, is dropped: rebuild it with
+        [`~CSRIndex.add_bm25`]. Returns the new passages' rows.
+
+        Args:
+            passages: As the corpus of [`build`], with the same columns as this index's corpus.
+            batch_size: Passages tokenized at a time.
+            show_progress_bar: Show a progress bar (default: for more than 4 batches).
+        """
+        new = as_corpus_dataset(passages)
+        if set(new.column_names) != set(self.corpus.column_names):
+            raise ValueError(
+                f"The new passages have columns {new.column_names}, the index's corpus {self.corpus.column_names}: "
+                "give passages with the same fields."
+            )
+        start = len(self)
+        new = new.select_columns(self.corpus.column_names).cast(self.corpus.features)
+        shards = _build_bag_of_tokens_shards(
+            new, self.tokenizer, self.max_length, batch_size, show_progress_bar, 1_000_000, start
+        )
+        self.shards.extend(shards)
+        self.corpus = datasets.concatenate_datasets([self.corpus, new])
+        self.deleted = np.concatenate([self.deleted, np.zeros(len(new), dtype=bool)])
+        self._passages_changed()
+        return list(range(start, len(self)))
+
 
 def _build_bag_of_tokens_shards(
     corpus: datasets.Dataset,

@@ -93,6 +93,9 @@ class CSRIndex:
         self._corpus_fingerprint: str | None = self.extra.pop("corpus_fingerprint", None)
         self.bm25: BM25Retriever | None = None
         self.source: str | None = None
+        # Rows deleted since the index was built or loaded: search skips them, save_pretrained leaves them out.
+        self.deleted = np.zeros(len(self), dtype=bool)
+        self._bm25_dropped = False
 
     @property
     def corpus_fingerprint(self) -> str:
@@ -111,6 +114,12 @@ class CSRIndex:
     def require_bm25(self, settings: dict | None = None) -> BM25Retriever:
         """The BM25 part, refused (with the fix) when the index has none, or when it was built with tokenizer
         `settings` (e.g. `{"stopwords": None}`) other than the ones given."""
+        if self.bm25 is None and self._bm25_dropped:
+            raise ValueError(
+                "Passages were added to or deleted from this index since its bm25s part was built, and BM25's IDF and "
+                "average length cover the whole corpus: call index.add_bm25() to rebuild it for a 'bm25' or 'hybrid' "
+                "first stage."
+            )
         if self.bm25 is None:
             where = f"The index saved in {self.source}" if self.source else "This index"
             raise ValueError(
@@ -199,11 +208,22 @@ class CSRIndex:
             raise ValueError(
                 "The term-major layout searches on CPU: move the queries to CPU or use layout='row_major'."
             )
-        k = min(k, len(self))
+        live = len(self) - int(self.deleted.sum())
+        if live == 0:
+            raise ValueError("Every passage of this index is deleted: add passages before searching it.")
+        k = min(k, live)
+        # The k best live rows are among the k + (deleted) best rows: search that deep, then drop the deleted ones.
+        depth = min(len(self), k + (len(self) - live))
         num_threads = num_threads or torch.get_num_threads()
         if layout == "row_major" or not on_cpu or (layout == "auto" and len(self) < 100_000):
-            return self._search_row_major(query_embeds, k, chunk_size, num_threads)
-        return self._search_term_major(query_embeds.detach(), k, num_threads)
+            results = self._search_row_major(query_embeds, depth, chunk_size, num_threads)
+        else:
+            results = self._search_term_major(query_embeds.detach(), depth, num_threads)
+        if depth == k:
+            return results
+        keep = ~torch.from_numpy(self.deleted).to(results.rows.device)[results.rows]
+        order = keep.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :k]
+        return SearchResults(rows=results.rows.gather(1, order), scores=results.scores.gather(1, order))
 
     def _search_term_major(self, query_embeds: torch.Tensor, k: int, num_threads: int) -> SearchResults:
         with warnings.catch_warnings():  # torch flags sparse CSR as beta
@@ -334,6 +354,45 @@ class CSRIndex:
             **self.extra,
         }
 
+    def delete(self, rows: Sequence[int]) -> None:
+        """Delete passages by row: search skips them from now on, and [`save_pretrained`] writes the index without
+        them (renumbering the rows after them, as a fresh build on the remaining passages would). A bm25s part, whose
+        statistics cover the whole corpus, is dropped: rebuild it with [`add_bm25`].
+
+        Args:
+            rows: Row numbers (use [`rows_of`] for passage ids).
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and not (0 <= rows.min() and rows.max() < len(self)):
+            raise IndexError(f"Rows must lie in [0, {len(self)}): use index.rows_of(ids) for passage ids.")
+        self.deleted[rows] = True
+        self._passages_changed()
+
+    def _passages_changed(self) -> None:
+        self._corpus_fingerprint, self._id_lookup = None, None
+        if self.bm25 is not None:
+            self.bm25, self._bm25_dropped = None, True
+
+    def compacted(self) -> CSRIndex:
+        """A copy of the index without its deleted rows (the same arrays when none is deleted)."""
+        if not self.deleted.any():
+            return self
+        live = np.flatnonzero(~self.deleted)
+        if not len(live):
+            raise ValueError("Every passage of this index is deleted: there is nothing to save.")
+        indptr, indices, values = self.indptr, self.indices, self.values
+        starts, lengths = indptr[live], indptr[live + 1] - indptr[live]
+        new_indptr = np.zeros(len(live) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=new_indptr[1:])
+        # each kept non-zero's position in the old arrays: its row's old start plus its offset in the row
+        take = np.repeat(starts - new_indptr[:-1], lengths) + np.arange(new_indptr[-1])
+        arrays = (new_indptr, indices[take], None if values is None else values[take])
+        out = type(self)(
+            arrays, self.vocab_size, self.corpus.select(live), self.tokenizer, self.max_length, self.extra
+        )
+        out._bm25_dropped = self._bm25_dropped
+        return out
+
     def _shards_of_size(self, max_bytes: int) -> list[IndexShard]:
         """The shards, those larger than `max_bytes` split into consecutive row ranges that fit."""
         out = []
@@ -365,6 +424,8 @@ class CSRIndex:
                 one file pair (`index.safetensors`, `corpus.parquet`) when everything fits, else
                 `index-00001-of-0000N.safetensors` with `corpus-00001-of-0000N.parquet`.
         """
+        if self.deleted.any():
+            return self.compacted().save_pretrained(save_directory, max_shard_size)
         out = Path(save_directory)
         shards = self._shards_of_size(parse_size(max_shard_size))
         names = (

@@ -96,7 +96,7 @@ def export_index(
 
     The collection is created when missing. Points are upserted by corpus row, so an export that was interrupted,
     run again, adds exactly the passages still missing, and one run on an index that has grown since adds its new
-    passages. A collection built from another tokenizer, model, bm25s part or corpus (a row whose passage id
+    passages and removes those it has deleted ([`~BagOfTokensIndex.add`], [`~CSRIndex.delete`]). A collection built from another tokenizer, model, bm25s part or corpus (a row whose passage id
     differs) is refused before anything is written.
 
     Args:
@@ -110,7 +110,7 @@ def export_index(
             `shard_number` and `replication_factor`.
 
     Returns:
-        `{"passages": in the index, "added": uploaded by this call}`.
+        `{"passages": in the index (deleted ones aside), "added": uploaded by this call, "deleted": removed by it}`.
     """
     models = _qdrant_models()
     provenance = _provenance(index, model)
@@ -137,15 +137,19 @@ def export_index(
             **create_kwargs,
         )
     # Which rows the collection holds already, checked against the index's passage ids before any write.
-    missing = []
+    missing, deleted = [], []
     passage_ids = index.corpus["id"] if "id" in index.corpus.column_names else None
     for rows in iter_batches(list(range(len(index))), 1024, False):
         held = {p.id: p.payload for p in client.retrieve(collection_name, ids=rows, with_payload=["id"])}
         for row in rows:
-            if row not in held:
+            if index.deleted[row]:
+                deleted.extend([row] if row in held else [])
+            elif row not in held:
                 missing.append(row)
             elif passage_ids is not None and held[row].get("id") != passage_ids[row]:
                 _refuse(collection_name, f"corpus (row {row} holds passage {held[row].get('id')!r})")
+    if deleted:  # passages deleted from the index since an earlier export
+        delete_passages(client, collection_name, deleted)
     indptr, indices = index.indptr, index.indices
     bm25 = _bm25_weights(index) if index.bm25 is not None else None
     for rows in iter_batches(missing, batch_size, show_progress_bar, f"Exporting to Qdrant {collection_name!r}"):
@@ -166,7 +170,7 @@ def export_index(
             for r, v, p in zip(rows, per_row, passages)
         ]
         client.upsert(collection_name, points=points)
-    return {"passages": len(index), "added": len(missing)}
+    return {"passages": len(index) - int(index.deleted.sum()), "added": len(missing), "deleted": len(deleted)}
 
 
 def delete_passages(client, collection_name: str, rows: Sequence[int]) -> None:
