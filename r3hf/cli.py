@@ -62,22 +62,12 @@ def _search(args) -> None:
 
 
 def _qdrant_client(location: str):
-    """A Qdrant client for a server URL (checked reachable) or an in-process store in a local folder."""
-    from .integrations.qdrant import _qdrant_models
+    from .integrations.qdrant import connect
 
-    _qdrant_models()  # names the extra when qdrant-client is missing
-    from qdrant_client import QdrantClient
-
-    if not location.startswith(("http://", "https://")):
-        return QdrantClient(path=location)
-    client = QdrantClient(url=location, timeout=10)
     try:
-        client.get_collections()
-    except Exception as error:  # the client raises several kinds for a refused, timed-out or non-Qdrant address
-        raise SystemExit(
-            f"r3hf: cannot reach Qdrant at {location} ({type(error).__name__}): is the server running?"
-        ) from None
-    return client
+        return connect(location)
+    except ConnectionError as error:
+        raise SystemExit(f"r3hf: {error}") from None
 
 
 def _index_export(args) -> None:

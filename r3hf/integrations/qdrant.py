@@ -173,6 +173,28 @@ def export_index(
     return {"passages": len(index) - int(index.deleted.sum()), "added": len(missing), "deleted": len(deleted)}
 
 
+def connect(location: str, timeout: int = 10):
+    """A `QdrantClient` for a server URL (`http://...`, checked reachable) or an in-process store in a local folder
+    (`":memory:"` for one in memory).
+
+    Raises:
+        ConnectionError: naming the URL, when no Qdrant server answers there.
+    """
+    _qdrant_models()  # names the extra when qdrant-client is missing
+    from qdrant_client import QdrantClient
+
+    if not location.startswith(("http://", "https://")):
+        return QdrantClient(location=location) if location == ":memory:" else QdrantClient(path=location)
+    client = QdrantClient(url=location, timeout=timeout)
+    try:
+        client.get_collections()
+    except Exception as error:  # the client raises several kinds for a refused, timed-out or non-Qdrant address
+        raise ConnectionError(
+            f"cannot reach Qdrant at {location} ({type(error).__name__}): is the server running?"
+        ) from error
+    return client
+
+
 def delete_passages(client, collection_name: str, rows: Sequence[int]) -> None:
     """Remove passages (by corpus row) from a collection that [`export_index`] made."""
     models = _qdrant_models()
