@@ -1,4 +1,4 @@
-"""Size and speed of the reward store (`r3hf.rewards.cache.RewardCache`) per million entries.
+"""Size and speed of the reward store (`r3hf.rewards.score_store.RewardCache`) per million entries.
 
 Appends `--entries` random (key, score) pairs split over `--writers` segments, in batches of `--batch` as the trainer
 flushes them (one batch per scored training step), then looks up steps' worth of keys (half stored, half new) in every segment as a resumed run does.
@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from r3hf.rewards.cache import RewardCache, reward_key
+from r3hf.rewards.score_store import RewardCache, reward_key
 from r3hf.scripts.utils import write_result
 from r3hf.utils import ArgumentParser
 

@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import cache_dir, cached_sha256
+from .file_cache import cache_dir, cached_sha256
 
 
 @dataclass(frozen=True)

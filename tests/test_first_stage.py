@@ -51,7 +51,7 @@ def test_bm25_part_saves_loads_memory_mapped_and_searches_the_same(hybrid_index,
     assert not list((tmp_path / "idx" / "bm25").glob("*.pkl"))  # no pickle anywhere
     hashed = []
     with monkeypatch.context() as patch:  # checksums recorded by the save: the load hashes nothing
-        patch.setattr("r3hf.cache.sha256_file", lambda path: hashed.append(path) or "not-used")
+        patch.setattr("r3hf.file_cache.sha256_file", lambda path: hashed.append(path) or "not-used")
         loaded = BagOfTokensIndex.from_pretrained(tmp_path / "idx")
     assert hashed == []
     assert isinstance(loaded.bm25.bm25.scores["data"], np.memmap)

@@ -195,7 +195,7 @@ def test_sharded_save_and_memory_mapped_load(bert_tokenizer, tmp_path, monkeypat
     assert not {"index.safetensors", "corpus.parquet"} & names
 
     hashed = []
-    monkeypatch.setattr("r3hf.cache.sha256_file", lambda path: hashed.append(path) or "not-used")
+    monkeypatch.setattr("r3hf.file_cache.sha256_file", lambda path: hashed.append(path) or "not-used")
     loaded = BagOfTokensIndex.from_pretrained(tmp_path / "idx")  # checksums recorded by the save: no hashing
     assert hashed == []
     assert len(loaded.shards) == len(config["shards"])
@@ -274,7 +274,7 @@ def test_bad_shards_are_clear_errors_and_a_failed_save_keeps_the_old_index(bert_
     def failing_save(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("r3hf.index.base.save_file", failing_save)
+    monkeypatch.setattr("r3hf.index.csr_index.save_file", failing_save)
     with pytest.raises(OSError, match="disk full"):
         BagOfTokensIndex.build(corpus[:5], bert_tokenizer).save_pretrained(tmp_path / "c")
     assert {p.name: p.read_bytes() for p in (tmp_path / "c").iterdir() if p.is_file()} == before

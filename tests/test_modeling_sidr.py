@@ -282,7 +282,7 @@ def test_a_converted_gguf_asset_is_converted_again_when_its_package_ships_other_
     monkeypatch.setattr(assets, "_package_file", lambda asset: gguf)
     monkeypatch.setattr(assets, "_convert_gguf", convert)
     hashed = []
-    monkeypatch.setattr("r3hf.cache.sha256_file", lambda path: hashed.append(path) or path.read_bytes().hex())
+    monkeypatch.setattr("r3hf.file_cache.sha256_file", lambda path: hashed.append(path) or path.read_bytes().hex())
     folder = Path(offline_model_path("smollm2-135m-instruct"))
     assert offline_model_path("smollm2-135m-instruct") == str(folder) and converted == [b"weights v1"]
     assert hashed == [gguf]  # the GGUF is hashed once per content, not on every call

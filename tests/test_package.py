@@ -99,7 +99,7 @@ def test_the_import_graph_has_no_cycle():
 
 
 def _subpackage(module: str) -> str | None:
-    """The subpackage of r3hf that holds a module (`r3hf.index` for `r3hf.index.base`), or `None` at the top level."""
+    """The subpackage of r3hf that holds a module (`r3hf.index` for `r3hf.index.csr_index`), or `None` at the top level."""
     parts = module.split(".")
     if len(parts) > 2 or (len(parts) == 2 and _module_path(module).name == "__init__.py"):
         return ".".join(parts[:2])
@@ -118,7 +118,7 @@ def test_no_module_imports_a_private_name_from_another_subpackage():
         and (_subpackage(m) is None or _subpackage(m) != _subpackage(target))
     ]
     assert offenders == []
-    assert _subpackage("r3hf.index.base") == _subpackage("r3hf.index.shard") == "r3hf.index"
+    assert _subpackage("r3hf.index.csr_index") == _subpackage("r3hf.index.shard") == "r3hf.index"
     assert _subpackage("r3hf.retrieval") is None
 
 

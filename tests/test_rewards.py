@@ -122,7 +122,7 @@ def test_cache_hits(reward, monkeypatch):
 
 
 def test_reward_cache_is_shared_across_processes_and_runs(reward, tmp_path, monkeypatch):
-    from r3hf.rewards.cache import RewardCache
+    from r3hf.rewards.score_store import RewardCache
 
     first = reward.cache = RewardCache(tmp_path / "cache", writer="rank0")
     score = reward.score([QUERY], [PASSAGE], ["shakespeare"])
@@ -152,7 +152,7 @@ def test_scores_are_keyed_on_the_readers_weights_not_its_path(tiny_lm, bert_toke
     store; the same weights loaded from another folder reuse the scores; another precision is other weights."""
     import copy
 
-    from r3hf.rewards.cache import RewardCache
+    from r3hf.rewards.score_store import RewardCache
 
     def reward_from(folder):
         return AnswerProbabilityReward(

@@ -174,7 +174,7 @@ def test_rewards_may_be_a_loaded_causal_lm_or_its_path(tmp_path, bert_tokenizer)
 
 
 def test_a_reward_reused_for_a_second_stage_moves_to_that_stages_store(tmp_path, bert_tokenizer):
-    from r3hf.rewards.cache import RewardCache
+    from r3hf.rewards.score_store import RewardCache
 
     _, index, train, hidden = make_environment(bert_tokenizer)
     model = make_tiny_sidr(bert_tokenizer, max_active_dims=32, query_max_length=16, passage_max_length=32)

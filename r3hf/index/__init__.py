@@ -13,9 +13,9 @@ lexical part), `serialization` (the saved format), `corpus`, and `loading` (`loa
 """
 
 from .bag_of_tokens import BagOfTokensIndex
-from .base import CSRIndex
 from .bm25 import BM25Retriever
 from .corpus import as_corpus_dataset
+from .csr_index import CSRIndex
 from .loading import load_index
 from .search_results import SearchResults
 from .serialization import INDEX_CONFIG

@@ -13,8 +13,8 @@ from ..utils import (
     encoder_passage_text,
     zeroed_token_ids,
 )
-from .base import CSRIndex
 from .corpus import as_corpus_dataset, iter_passage_batches
+from .csr_index import CSRIndex
 from .shard import IndexShard, _index_dtype
 from .tokenization import _BagTokenizer
 

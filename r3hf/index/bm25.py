@@ -20,7 +20,7 @@ import datasets
 import numpy as np
 import torch
 
-from ..cache import remember_checksum
+from ..file_cache import remember_checksum
 from ..utils import atomic_write_text, iter_batches, plain_passage_text, sha256_file, staging_dir
 from . import postings
 from .search_results import SearchResults

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from .bag_of_tokens import BagOfTokensIndex
-from .base import CSRIndex
+from .csr_index import CSRIndex
 from .serialization import INDEX_CONFIG
 from .sparse_embedding import SparseEmbeddingIndex
 

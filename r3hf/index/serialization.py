@@ -1,5 +1,5 @@
 """The saved format of an index: file names, the memory-mapped safetensors reader, shard loading, and the check of
-each file against its recorded size and checksum (hashed once per content, by `r3hf.cache`)."""
+each file against its recorded size and checksum (hashed once per content, by `r3hf.file_cache`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file
 
-from ..cache import cached_sha256
+from ..file_cache import cached_sha256
 from .shard import IndexShard
 
 INDEX_CONFIG = "index_config.json"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import CSRIndex
 from .corpus import as_corpus_dataset, iter_passage_batches
+from .csr_index import CSRIndex
 from .shard import _index_dtype
 
 

@@ -2,11 +2,11 @@
 generation, the exact generation reward, and the shared store of reward scores."""
 
 from .answer_probability import AnswerProbabilityReward
-from .cache import RewardCache
 from .calibration import Calibration, OfflinePools, calibrate_in_parts, label_by_generation
 from .generation import GenerationReward
 from .prompts import ARC_PROMPT, CHAT_PROMPT, CLOSED_SET_PROMPTS, OPENQA_PROMPT, PUBHEALTH_PROMPT, format_paragraphs
 from .reader import Reader
+from .score_store import RewardCache
 
 __all__ = [
     "ARC_PROMPT",

@@ -15,9 +15,9 @@ from functools import partial
 import torch
 from transformers import PreTrainedModel
 
-from .cache import RewardCache, reward_key
 from .calibration import Calibration, label_by_generation
 from .reader import Reader
+from .score_store import RewardCache, reward_key
 
 
 def _reader_attribute(name: str) -> property:

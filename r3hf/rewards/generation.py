@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from ..evaluation import has_answer
 from .answer_probability import AnswerProbabilityReward
-from .cache import reward_key
+from .score_store import reward_key
 
 
 class GenerationReward(AnswerProbabilityReward):

@@ -20,7 +20,7 @@ from safetensors.numpy import save_file
 from transformers import AutoTokenizer
 from transformers.utils import logging
 
-from ..cache import remember_checksum
+from ..file_cache import remember_checksum
 from ..hub import push_folder
 from ..model_card import render_index_card
 from ..utils import (
