@@ -41,11 +41,10 @@ def load_claims(path: Path = CLAIMS) -> dict:
 
 
 def tolerance(expected: float) -> float:
-    """Half a unit of the last digit written: 0.018 → 0.0005, 1003 → 0.5."""
-    text = repr(expected)
-    if "e" in text or "." not in text:
-        return 0.5
-    return 0.5 * 10 ** -len(text.split(".")[1].rstrip("0") or "0")
+    """Half a unit of the last digit written: 0.018 → 0.0005, 1003 → 0.5, 2.9e-7 → 5e-9."""
+    mantissa, _, exponent = repr(expected).partition("e")
+    decimals = len(mantissa.split(".")[1].rstrip("0")) if "." in mantissa else 0
+    return 0.5 * 10 ** (int(exponent or 0) - decimals)
 
 
 def matches(actual: float, expected: float) -> bool:

@@ -56,6 +56,7 @@ def test_a_run_folder_without_its_files_is_missing(tmp_path):
 
 def test_the_last_digit_written_is_the_tolerance():
     assert cc.tolerance(0.018) == pytest.approx(5e-4) and cc.tolerance(1003) == 0.5
+    assert cc.tolerance(2.9e-7) == pytest.approx(5e-9) and cc.tolerance(1.0) == 0.5
     assert cc.matches(0.0184, 0.018) and not cc.matches(0.0186, 0.018)
     assert cc.points(-0.0004) == "+0.0"  # rounds to zero: no signed zero
     assert cc.points(0.022) == "+2.2" and cc.points(-0.094) == "−9.4" and cc.points(-1e-12) == "+0.0"
