@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -360,6 +361,15 @@ class SIDRModel(PreTrainedModel):
             return cls._from_original(
                 pretrained_model_name_or_path, raw_config, tokenizer, encoder_config, activate_lexical, hub_kwargs
             )
+        if _called_by_sentence_transformers():
+            # sentence-transformers reaches here only for a folder without modules.json, which it would otherwise
+            # fill with a generic pooling head that cannot encode text.
+            raise ValueError(
+                f"{pretrained_model_name_or_path} was saved before r3hf wrote sentence-transformers files (it has no "
+                "modules.json), so sentence-transformers cannot load it as a SparseEncoder. Load it with "
+                f"SIDRModel.from_pretrained({str(pretrained_model_name_or_path)!r}) and save it again with "
+                "save_pretrained (or push_to_hub), which writes them."
+            )
         want_info = kwargs.pop("output_loading_info", False)
         kwargs["use_safetensors"] = True
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
@@ -647,6 +657,16 @@ class SIDRModel(PreTrainedModel):
         terms = self.decode(q * p, top_k=top)
         ids = tokenizer.convert_tokens_to_ids([token for token, _ in terms])
         return [(token, q[i].item(), p[i].item(), product) for (token, product), i in zip(terms, ids)]
+
+
+def _called_by_sentence_transformers() -> bool:
+    """Whether sentence-transformers' module loading is on the call stack."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith("sentence_transformers."):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _load_tokenizer(tokenizer, hub_kwargs: dict):

@@ -69,6 +69,16 @@ def test_without_trust_remote_code_sentence_transformers_refuses_the_module(tiny
         SparseEncoder(str(tmp_path))
 
 
+def test_a_folder_saved_before_the_sentence_transformers_files_is_refused_with_the_fix(tiny_sidr, tmp_path):
+    tiny_sidr.save_pretrained(tmp_path)
+    for name in SPARSE_ENCODER_FILES:  # as an older r3hf wrote it
+        (tmp_path / name).unlink()
+    with pytest.raises(ValueError, match="no modules.json.*save it again with save_pretrained"):
+        SparseEncoder(str(tmp_path), trust_remote_code=True)
+    SIDRModel.from_pretrained(tmp_path).save_pretrained(tmp_path)  # the fix the message names
+    assert_same_vectors(tiny_sidr, SparseEncoder(str(tmp_path), trust_remote_code=True))
+
+
 def test_an_original_sidr_checkpoint_exports_with_its_lexical_dimensions(bert_tokenizer, tmp_path):
     """`activate_lexical` (the original SiDR default) keeps a text's own tokens besides the top k: the module applies
     that union itself and sentence-transformers gets no `max_active_dims` to cut it with."""
