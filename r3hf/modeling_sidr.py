@@ -631,6 +631,7 @@ class SIDRModel(PreTrainedModel):
         first_stage: str = "bag_of_tokens",
         fusion: str = "none",
         fusion_weight: float = 0.5,
+        query_cut: int | None = None,
     ):
         """Retrieve the top-`k` corpus passages of each query; late-parametric on a `BagOfTokensIndex` (top
         `rerank_top_m` candidates of the `first_stage`, by default E(q)·T(d), re-ranked by fresh E(q)·E(d), optionally
@@ -646,6 +647,7 @@ class SIDRModel(PreTrainedModel):
             first_stage=first_stage,
             fusion=fusion,
             fusion_weight=fusion_weight,
+            query_cut=query_cut,
         )
 
     def explain(self, query: str, passage: Passage, top: int = 20) -> list[tuple[str, float, float, float]]:

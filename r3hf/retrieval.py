@@ -35,6 +35,7 @@ def first_stage_candidates(
     query_embeds: torch.Tensor,
     m: int,
     first_stage: str = "bag_of_tokens",
+    query_cut: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The candidates of each query from the fixed first stage: the top `m` by E(q)·T(d) (`"bag_of_tokens"`), by
     BM25 (`"bm25"`), or the union of both lists (`"hybrid"`: bag-of-tokens order, then bm25s's passages not already
@@ -47,13 +48,14 @@ def first_stage_candidates(
     """
     m = min(m, len(index))
     if first_stage == "bag_of_tokens":
-        rows = index.search(query_embeds, k=m).rows.cpu()
+        rows = index.search(query_embeds, k=m, query_cut=query_cut).rows.cpu()
         return rows, torch.zeros_like(rows), torch.zeros(rows.shape)
     bm25_rows, bm25_scores = index.require_bm25().search(list(queries), k=m)
     ranks = torch.arange(1, bm25_rows.shape[1] + 1).expand_as(bm25_rows)
     if first_stage == "bm25":
         return bm25_rows, ranks.clone(), bm25_scores
-    return merge_candidates(index.search(query_embeds, k=m).rows.cpu().tolist(), bm25_rows, bm25_scores)
+    lexical = index.search(query_embeds, k=m, query_cut=query_cut).rows.cpu().tolist()
+    return merge_candidates([[r for r in row if r >= 0] for row in lexical], bm25_rows, bm25_scores)
 
 
 def merge_candidates(
@@ -209,6 +211,7 @@ def retrieve(
     first_stage: str = "bag_of_tokens",
     fusion: str = "none",
     fusion_weight: float = 0.5,
+    query_cut: int | None = None,
 ) -> SearchResults:
     """Retrieve the top-`k` passages of each query with the model's current weights.
 
@@ -230,6 +233,8 @@ def retrieve(
         fusion: The final ranking: `"none"` (E(q)·E(d)), `"rrf"`, `"weighted"` or `"score"` (see [`fuse`]; bm25
             and hybrid first stages only).
         fusion_weight: Weight of the dense score in a `"weighted"` or `"score"` fusion; choose it on a dev split.
+        query_cut: Bag-of-tokens candidates from E(q)'s `query_cut` largest terms only, each scored with the whole
+            E(q) ([`CSRIndex.search`]); `None`: the exact top `rerank_top_m`.
 
     Returns:
         [`SearchResults`] with corpus row ids and scores (E(q)·E(d), or the fused scores), best first.
@@ -247,7 +252,9 @@ def retrieve(
         return index.search(query_embeds, k=k)
     if rerank_top_m < k:
         raise ValueError(f"rerank_top_m ({rerank_top_m}) must be at least k ({k}).")
-    rows, bm25_ranks, bm25_scores = first_stage_candidates(index, queries, query_embeds, rerank_top_m, first_stage)
+    rows, bm25_ranks, bm25_scores = first_stage_candidates(
+        index, queries, query_embeds, rerank_top_m, first_stage, query_cut
+    )
     return rerank(
         model,
         query_embeds,

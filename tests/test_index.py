@@ -247,3 +247,32 @@ def test_adds_and_deletes_search_as_a_fresh_build_and_save_compacts(bert_tokeniz
         index.delete([300])
     with pytest.raises(ValueError, match="same fields"):
         index.add([{"text": "no id or title"}])
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_query_cut_scores_its_candidates_exactly(bert_tokenizer, compiled, monkeypatch):
+    from r3hf import load_table
+    from r3hf.index import postings
+
+    monkeypatch.setattr(postings, "ENABLED", compiled)
+    corpus = load_table("data/corpus.jsonl.gz").select(range(400))
+    index = BagOfTokensIndex.build(corpus, bert_tokenizer, max_length=48, rows_per_shard=150)
+    torch.manual_seed(0)
+    queries = torch.rand(6, index.vocab_size) * (torch.rand(6, index.vocab_size) < 0.03)
+    exact = index.search(queries, k=20)
+    # every active term gathers every passage that shares one with the query: the exact search (20 always overlap)
+    assert torch.equal(index.search(queries, k=20, query_cut=index.vocab_size).rows, exact.rows)
+    pruned = index.search(queries, k=20, query_cut=8)
+    everything = index.search(queries, k=len(index))
+    for q in range(len(queries)):
+        top = queries[q].topk(8).indices.tolist()
+        for row, score in zip(pruned.rows[q].tolist(), pruned.scores[q].tolist()):
+            if row < 0:
+                assert score == float("-inf")
+                continue
+            assert set(top) & set(index.indices[index.indptr[row] : index.indptr[row + 1]].tolist())
+            assert score == everything.scores[q][everything.rows[q] == row].item()  # bitwise the exact score
+    index.delete(exact.rows[:, 0].tolist())
+    assert not set(exact.rows[:, 0].tolist()) & set(index.search(queries, k=20, query_cut=8).rows.flatten().tolist())
+    with pytest.raises(ValueError, match="query_cut must be a positive"):
+        index.search(queries, k=5, query_cut=0)

@@ -44,7 +44,7 @@ from .serialization import (
     _load_shard,
     verify_files,
 )
-from .shard import IndexShard
+from .shard import IndexShard, row_positions
 
 logger = logging.get_logger(__name__)
 
@@ -167,6 +167,7 @@ class CSRIndex:
         chunk_size: int = 200_000,
         layout: str = "auto",
         num_threads: int | None = None,
+        query_cut: int | None = None,
     ) -> SearchResults:
         """Exact top-k passages by inner product with the index rows, best first.
 
@@ -185,6 +186,11 @@ class CSRIndex:
                 may differ at near-ties.
             num_threads: CPU threads (default: `torch.get_num_threads()`): queries searched in parallel by the
                 term-major layout, passages split across threads by the compiled row-major kernel.
+            query_cut: Query pruning (CPU): gather candidates from the posting lists of each query's `query_cut`
+                largest terms only, then score every candidate exactly with the whole query (the bitwise scores a
+                full search gives them) and keep the top k. Passages that share none of those terms are missed, and a
+                query with fewer than k candidates is padded with row `-1` (score `-inf`). `None` (default): the
+                exact search over every passage.
 
         Returns:
             [`SearchResults`] with `ids` and `scores` of shape `[n, min(k, len(index))]`, on the query's device.
@@ -204,6 +210,8 @@ class CSRIndex:
         if layout not in ("auto", "term_major", "row_major"):
             raise ValueError(f"layout must be 'auto', 'term_major' or 'row_major', got {layout!r}.")
         on_cpu = query_embeds.device.type == "cpu"
+        if query_cut is not None and (query_cut < 1 or not on_cpu):
+            raise ValueError(f"query_cut must be a positive number of terms, on CPU queries; got {query_cut}.")
         if layout == "term_major" and not on_cpu:
             raise ValueError(
                 "The term-major layout searches on CPU: move the queries to CPU or use layout='row_major'."
@@ -215,13 +223,16 @@ class CSRIndex:
         # The k best live rows are among the k + (deleted) best rows: search that deep, then drop the deleted ones.
         depth = min(len(self), k + (len(self) - live))
         num_threads = num_threads or torch.get_num_threads()
-        if layout == "row_major" or not on_cpu or (layout == "auto" and len(self) < 100_000):
+        if query_cut is not None:
+            results = self._search_pruned(query_embeds.detach(), depth, query_cut, num_threads)
+        elif layout == "row_major" or not on_cpu or (layout == "auto" and len(self) < 100_000):
             results = self._search_row_major(query_embeds, depth, chunk_size, num_threads)
         else:
             results = self._search_term_major(query_embeds.detach(), depth, num_threads)
         if depth == k:
             return results
-        keep = ~torch.from_numpy(self.deleted).to(results.rows.device)[results.rows]
+        deleted = torch.from_numpy(self.deleted).to(results.rows.device)
+        keep = (results.rows < 0) | ~deleted[results.rows.clamp_min(0)]  # -1: a pruned search's padding
         order = keep.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :k]
         return SearchResults(rows=results.rows.gather(1, order), scores=results.scores.gather(1, order))
 
@@ -251,6 +262,31 @@ class CSRIndex:
 
         with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
             results = list(pool.map(search_one, range(len(crow) - 1)))
+        return SearchResults(
+            rows=torch.from_numpy(np.stack([r[0] for r in results])).long(),
+            scores=torch.from_numpy(np.stack([r[1] for r in results])),
+        )
+
+    def _search_pruned(self, query_embeds: torch.Tensor, k: int, query_cut: int, num_threads: int) -> SearchResults:
+        queries = (query_embeds.to_dense() if query_embeds.is_sparse else query_embeds).float().numpy()
+
+        def search_one(i: int) -> tuple[np.ndarray, np.ndarray]:
+            query = queries[i]
+            active = np.flatnonzero(query)
+            terms = np.sort(active[np.argsort(-query[active], kind="stable")[:query_cut]])
+            ids, scores = [np.full(k, -1, dtype=np.int64)], [np.full(k, -np.inf, dtype=np.float32)]
+            for shard in self.shards:
+                rows = shard.candidates(terms)
+                shard_scores = shard.rows_scores(rows, query)
+                best = _top_k_lowest_ids(shard_scores, min(k, len(rows)))
+                ids.append(rows[best] + shard.start)
+                scores.append(shard_scores[best])
+            ids, scores = np.concatenate(ids), np.concatenate(scores)
+            order = np.lexsort((ids, -scores))[:k]  # the padding, at -inf, last
+            return ids[order], scores[order]
+
+        with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
+            results = list(pool.map(search_one, range(len(queries))))
         return SearchResults(
             rows=torch.from_numpy(np.stack([r[0] for r in results])).long(),
             scores=torch.from_numpy(np.stack([r[1] for r in results])),
@@ -381,11 +417,8 @@ class CSRIndex:
         if not len(live):
             raise ValueError("Every passage of this index is deleted: there is nothing to save.")
         indptr, indices, values = self.indptr, self.indices, self.values
-        starts, lengths = indptr[live], indptr[live + 1] - indptr[live]
         new_indptr = np.zeros(len(live) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=new_indptr[1:])
-        # each kept non-zero's position in the old arrays: its row's old start plus its offset in the row
-        take = np.repeat(starts - new_indptr[:-1], lengths) + np.arange(new_indptr[-1])
+        take = row_positions(indptr, live, new_indptr)
         arrays = (new_indptr, indices[take], None if values is None else values[take])
         out = type(self)(
             arrays, self.vocab_size, self.corpus.select(live), self.tokenizer, self.max_length, self.extra

@@ -100,6 +100,26 @@ class IndexShard:
         # SciPy's CSR product adds each row's products in order, in float32: the same sums as the compiled kernel
         return matrix @ queries_t
 
+    def candidates(self, terms: np.ndarray) -> np.ndarray:
+        """The rows (local, ascending) whose posting lists hold any of `terms`."""
+        lo, hi = self.term_indptr[terms], self.term_indptr[terms + 1]
+        if not (hi - lo).any():
+            return np.zeros(0, dtype=np.int64)
+        return np.unique(np.concatenate([self.term_rows[a:b] for a, b in zip(lo.tolist(), hi.tolist())]))
+
+    def rows_scores(self, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+        """float32 scores of some rows (local, ascending) against one dense float32 query `[V]`, each row's products
+        added in ascending token order: bitwise the scores a full search gives those rows."""
+        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        take = row_positions(self.indptr, rows, indptr)
+        indices, values = self.indices[take], self.values[take] if self.values is not None else None
+        if postings.available():
+            out = np.zeros((len(rows), 1), dtype=np.float32)
+            postings.row_scores(indptr, indices, values, np.ascontiguousarray(query[:, None]), out)
+            return out[:, 0]
+        data = _ones(len(take)) if values is None else values.astype(np.float32, copy=False)
+        return csr_array((data, indices.astype(np.int64), indptr), (len(rows), len(query))) @ query
+
     def term_major_scores(self, terms: np.ndarray, weights: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Scores of every row of the shard for one query given by its active `terms` (ascending) and their
         `weights`, touching only those terms' posting lists. Sums run over a row's tokens in ascending order, as in
@@ -141,3 +161,12 @@ class IndexShard:
         )
         # value x weight, as the CSR product multiplies them: the same float32 products, summed in the same order
         return matrix @ weights
+
+
+def row_positions(indptr: np.ndarray, rows: np.ndarray, new_indptr: np.ndarray) -> np.ndarray:
+    """The positions, in a CSR layout's non-zero arrays, of the non-zeros of `rows` (in their order); fills
+    `new_indptr` (`[len(rows) + 1]`, zeros) with the offsets of those rows taken alone."""
+    starts, lengths = indptr[rows], indptr[np.asarray(rows) + 1] - indptr[rows]
+    np.cumsum(lengths, out=new_indptr[1:])
+    # each kept non-zero's old position: its row's old start plus its offset in the row
+    return np.repeat(starts - new_indptr[:-1], lengths) + np.arange(new_indptr[-1])
