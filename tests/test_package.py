@@ -1,6 +1,7 @@
 """The package's shape: every module imports first, no import cycle, no private name crosses modules, no print."""
 
 import ast
+import importlib
 import json
 import os
 import stat
@@ -178,3 +179,17 @@ def test_the_umask_is_read_without_changing_it(monkeypatch, tmp_path):
         monkeypatch.undo()
         os.umask(umask)
     assert stat.S_IMODE((tmp_path / "result.json").stat().st_mode) == 0o640
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "name"),
+    [
+        ("r3hf.rewards.cache", "r3hf.rewards.score_store", "RewardCache"),
+        ("r3hf.index.base", "r3hf.index.csr_index", "CSRIndex"),
+    ],
+)
+def test_renamed_modules_keep_a_deprecated_alias_for_one_release(old, new, name):
+    sys.modules.pop(old, None)
+    with pytest.warns(FutureWarning, match=f"{old} is now {new}"):
+        module = importlib.import_module(old)
+    assert getattr(module, name) is getattr(importlib.import_module(new), name)
