@@ -54,8 +54,9 @@ def first_stage_candidates(
     ranks = torch.arange(1, bm25_rows.shape[1] + 1).expand_as(bm25_rows)
     if first_stage == "bm25":
         return bm25_rows, ranks.clone(), bm25_scores
-    lexical = index.search(query_embeds, k=m, query_cut=query_cut).rows.cpu().tolist()
-    return merge_candidates([[r for r in row if r >= 0] for row in lexical], bm25_rows, bm25_scores)
+    return merge_candidates(
+        index.search(query_embeds, k=m, query_cut=query_cut).rows.cpu().tolist(), bm25_rows, bm25_scores
+    )
 
 
 def merge_candidates(
@@ -63,8 +64,8 @@ def merge_candidates(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The hybrid first stage's candidates: per query its bag-of-tokens rows, then bm25s's rows not already among
     them, with each candidate's 1-based bm25s rank and BM25 score (0 outside bm25s's list); `-1` pads the rows, as
-    [`first_stage_candidates`] returns them."""
-    merged = [list(dict.fromkeys(list(a) + b)) for a, b in zip(lexical, bm25_rows.tolist())]
+    [`first_stage_candidates`] returns them. A `-1` in either list (a shorter one's padding) is no candidate."""
+    merged = [[r for r in dict.fromkeys([*a, *b]) if r >= 0] for a, b in zip(lexical, bm25_rows.tolist())]
     width = max(len(row) for row in merged)
     rows = torch.full((len(merged), width), -1, dtype=torch.long)
     bm25_ranks = torch.zeros_like(rows)

@@ -147,6 +147,9 @@ def test_bad_input_is_refused_and_changes_nothing(collection, index, model, bert
     assert client.count("bags").count == 160
     with pytest.raises(ValueError, match="needs the collection's 'bm25' vector"):
         QdrantRetriever(client, "bags", model, first_stage="hybrid", bm25=index.bm25)
+    other_corpus = BagOfTokensIndex.build(index.corpus.select(range(1, 160)), bert_tokenizer, max_length=48)
+    with pytest.raises(ValueError, match="bm25= is the bm25s part of another corpus"):
+        QdrantRetriever(collection, "passages", model, first_stage="hybrid", bm25=other_corpus.add_bm25())
     with pytest.raises(ValueError, match="needs bm25="):
         QdrantRetriever(collection, "passages", model, first_stage="bm25")
     with pytest.raises(ValueError, match="first_stage must be one of"):

@@ -160,19 +160,24 @@ class BM25Retriever:
         ids, scores = self.bm25.retrieve(tokens, k=min(k, len(self)), show_progress=False, n_threads=1)
         return torch.from_numpy(np.asarray(ids, dtype=np.int64)), torch.from_numpy(np.asarray(scores)).float()
 
+    def query_token_ids(self, queries: Sequence[str] | str) -> list[list[int]]:
+        """Each query's tokens as this index's bm25s token ids, one per occurrence (bm25s adds a repeated token's
+        weight once per occurrence); tokens the corpus lacks are left out."""
+        queries = [queries] if isinstance(queries, str) else list(queries)
+        words = self._bm25s.tokenize(queries, stopwords=self.stopwords, return_ids=False, show_progress=False)
+        return [self.bm25.get_tokens_ids(tokens) for tokens in words]
+
     def score_rows(self, queries: Sequence[str] | str, rows: Sequence[int]) -> torch.Tensor:
         """`FloatTensor[n, len(rows)]`: the BM25 score of each query against each of the given corpus rows (0 where
         they share no term), from bm25s's own scoring, so a row in a query's top-k gets the score `search` gives it.
         Each query is scored over the whole corpus, as `search` scores it before selecting its top k.
         """
-        queries = [queries] if isinstance(queries, str) else list(queries)
-        words = self._bm25s.tokenize(queries, stopwords=self.stopwords, return_ids=False, show_progress=False)
+        token_ids = self.query_token_ids(queries)
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size and not (0 <= rows.min() and rows.max() < len(self)):
             raise IndexError(f"Rows must lie in [0, {len(self)}), the passages this BM25 was built over.")
-        out = np.zeros((len(queries), rows.size), dtype=np.float32)
-        for i, tokens in enumerate(words):
-            ids = self.bm25.get_tokens_ids(tokens)
+        out = np.zeros((len(token_ids), rows.size), dtype=np.float32)
+        for i, ids in enumerate(token_ids):
             if ids:  # a query with no indexed term scores 0 everywhere
                 out[i] = self.bm25.get_scores_from_ids(ids)[rows]
         return torch.from_numpy(out)

@@ -242,6 +242,12 @@ class QdrantRetriever:
             )
         if first_stage != "bag_of_tokens" and bm25 is None:
             raise ValueError(f"first_stage={first_stage!r} needs bm25= (the index's bm25s part) to tokenize queries.")
+        if bm25 is not None and self.stored and self.stored.get("bm25_fingerprint") != bm25.fingerprint:
+            # another corpus's bm25s vocabulary would turn queries into other token ids, silently
+            raise ValueError(
+                f"bm25= is the bm25s part of another corpus than Qdrant collection {collection_name!r}'s: pass the "
+                "bm25s part of the index the collection was exported from."
+            )
         if self.stored and self.stored.get("vocabulary_fingerprint") != vocabulary_fingerprint(model.tokenizer):
             raise ValueError(
                 f"Qdrant collection {collection_name!r} was built with another tokenizer than the model's: use the "
@@ -261,10 +267,7 @@ class QdrantRetriever:
         )
 
     def _bm25_queries(self, queries: list[str]) -> list:
-        words = self.bm25._bm25s.tokenize(
-            queries, stopwords=self.bm25.stopwords, return_ids=False, show_progress=False
-        )
-        counts = [Counter(self.bm25.bm25.get_tokens_ids(tokens)) for tokens in words]
+        counts = [Counter(ids) for ids in self.bm25.query_token_ids(queries)]
         return [
             _sparse(np.array(sorted(c), dtype=np.int64), np.array([c[i] for i in sorted(c)], float)) for c in counts
         ]
